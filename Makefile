@@ -1,0 +1,51 @@
+# Two commands do all set-up on a fresh clone (README, "Quick start"):
+#   make run    create the environment, run the default study, print where the report is
+#   make test   create the environment, run the test suite
+# Everything else here is a convenience around those two.
+
+PYTHON  ?= python3
+CORES   ?= all
+CONFIG  ?= config/config.yaml
+UV_VERSION := 0.13.8
+
+TOOLS   := .tools
+UV      := $(TOOLS)/bin/uv
+VENV    := .venv
+BIN     := $(VENV)/bin
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: run test env lint dryrun report clean help
+
+help:
+	@echo "make run    - create .venv and run the default study (config/config.yaml)"
+	@echo "make test   - create .venv and run the tests"
+	@echo "make lint   - snakemake --lint"
+	@echo "make dryrun - plan the default study"
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+# The environment follows uv.lock exactly (--frozen: never re-resolve on a user's machine).
+$(BIN)/snakemake: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+env: $(BIN)/snakemake
+
+run: env
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+	@$(BIN)/python -m netperturb.cli where --configfile $(CONFIG)
+
+test: env
+	$(BIN)/python -m pytest
+
+lint: env
+	$(BIN)/snakemake --lint
+
+dryrun: env
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) -n
+
+clean:
+	rm -rf results logs benchmarks .snakemake

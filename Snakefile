@@ -1,0 +1,25 @@
+# netperturb: how CNNs behave when their internal weights and architecture are perturbed.
+# Reading order: README.md -> config/README.md -> this file -> workflow/rules/*.smk -> src/netperturb.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+# common.smk validates the config against config/schema.yaml (filling in defaults) before
+# anything else, then resolves models, layers and levels; a bad key stops the run there.
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/perturb.smk"
+include: "workflow/rules/report.smk"
+
+
+# Everything the config asks for: the merged tables and the rendered reports.
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,101 @@
+"""Checkpoints of the models trained here: weights plus everything needed to evaluate them.
+
+Format (``torch.save`` of a dict, loadable with ``weights_only=True``)::
+
+    {"format": "netperturb-checkpoint/1", "arch": "lenet5", "num_classes": 10,
+     "in_channels": 1, "preprocess": {...}, "state_dict": {...}, "meta": {...}}
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data import Preprocess
+from .io import sha256_file, torch_save
+from .models import get_model
+
+__all__ = ["CHECKPOINT_FORMAT", "LoadedModel", "save_checkpoint", "load_checkpoint"]
+
+CHECKPOINT_FORMAT = "netperturb-checkpoint/1"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to evaluate.
+
+    Attributes:
+        model: the network in ``eval()`` mode with ``requires_grad`` off, on ``device``.
+        preprocess: uint8 -> input transform for this model.
+        arch: architecture name.
+        weights: provenance id of the weights (first 12 hex of the file's sha256, or a
+            torchvision weights name).
+        meta: free-form metadata stored with the weights.
+    """
+
+    model: nn.Module
+    preprocess: Preprocess
+    arch: str
+    weights: str
+    meta: dict[str, Any]
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    arch: str,
+    num_classes: int,
+    in_channels: int,
+    preprocess: Preprocess,
+    meta: dict[str, Any] | None = None,
+) -> None:
+    """Write a checkpoint atomically (weights are copied to the CPU first)."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    torch_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "arch": arch,
+            "num_classes": int(num_classes),
+            "in_channels": int(in_channels),
+            "preprocess": preprocess.to_dict(),
+            "state_dict": state,
+            "meta": meta or {},
+        },
+        path,
+    )
+
+
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> LoadedModel:
+    """Load a netperturb checkpoint onto ``device`` in eval mode.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a netperturb checkpoint or its weights do not fit the
+            architecture (message names the file).
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"checkpoint {path}: unreadable ({e})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint {path}: not a {CHECKPOINT_FORMAT} file")
+    model = get_model(ckpt["arch"], num_classes=ckpt["num_classes"], in_channels=ckpt["in_channels"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise ValueError(f"checkpoint {path}: weights do not fit {ckpt['arch']}: {e}") from None
+    model.to(device).eval().requires_grad_(False)
+    return LoadedModel(
+        model=model,
+        preprocess=Preprocess.from_dict(ckpt["preprocess"]),
+        arch=ckpt["arch"],
+        weights=sha256_file(path)[:12],
+        meta=dict(ckpt.get("meta", {})),
+    )

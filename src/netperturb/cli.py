@@ -1,0 +1,124 @@
+"""``netperturb`` command line: inspect models and run single jobs without Snakemake.
+
+    netperturb layers alexnet                 # perturbable layers, labels, following BN
+    netperturb seed lenet5 features.0 synapse_knockout 0.5 0 --study-seed 2017
+    netperturb perturb --checkpoint results/digits/models/lenet5.pt \
+        --shards resources/data/digits/shards --layer features.0 \
+        --perturbation synapse_knockout --levels 0 0.5 1 --repeats 2 --out cell.csv
+    netperturb where --configfile config/config.yaml   # where the outputs of a study are
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _cmd_layers(args: argparse.Namespace) -> int:
+    from .config import model_layers
+
+    layers = model_layers(args.arch, num_classes=args.num_classes, in_channels=args.in_channels)
+    print(f"{'index':>5}  {'label':<8} {'path':<32} {'kind':<6} {'weight shape':<20} bn")
+    for l in layers:
+        print(f"{l.index:>5}  {l.label:<8} {l.path:<32} {l.kind:<6} {str(l.weight_shape):<20} {l.bn or '-'}")
+    return 0
+
+
+def _cmd_seed(args: argparse.Namespace) -> int:
+    from .seeds import cell_seed
+
+    print(cell_seed(args.study_seed, args.model, args.layer, args.perturbation, args.level, args.repeat))
+    return 0
+
+
+def _cmd_perturb(args: argparse.Namespace) -> int:
+    from .pipeline import perturb_layer
+
+    df = perturb_layer(
+        args.checkpoint, args.shards, args.out,
+        study=args.study, dataset=args.dataset, model_name=args.model or Path(args.checkpoint).stem,
+        layer=args.layer, perturbation=args.perturbation, perturbation_options={},
+        levels=args.levels, repeats=args.repeats, study_seed=args.study_seed,
+        batch_size=args.batch_size, device=args.device,
+    )  # fmt: skip
+    print(df[["level", "repeat", "top1", "top5", "loss"]].to_string(index=False))
+    return 0
+
+
+def _cmd_where(args: argparse.Namespace) -> int:
+    import yaml
+
+    cfg = yaml.safe_load(Path(args.configfile).read_text()) or {}
+    study = cfg.get("study", "digits")
+    root = Path("results") / study
+    print(f"\nstudy {study!r}: outputs under {root}/")
+    for rel in ["perturbation.csv", "perturbation.parquet", "report/cheney2017.html"]:
+        p = root / rel
+        print(f"  {'ok ' if p.exists() else 'missing'}  {p}")
+    extra = sorted((root / "report").glob("*.html")) if (root / "report").exists() else []
+    for p in extra:
+        if p.name != "cheney2017.html":
+            print(f"  ok   {p}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="netperturb", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"netperturb {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("layers", help="list the Conv2d/Linear layers of an architecture")
+    s.add_argument("arch")
+    s.add_argument("--num-classes", type=int, default=1000)
+    s.add_argument("--in-channels", type=int, default=3)
+    s.set_defaults(func=_cmd_layers)
+
+    s = sub.add_parser("seed", help="the seed of one grid cell")
+    s.add_argument("model")
+    s.add_argument("layer")
+    s.add_argument("perturbation")
+    s.add_argument("level", type=float)
+    s.add_argument("repeat", type=int)
+    s.add_argument("--study-seed", type=int, default=2017)
+    s.set_defaults(func=_cmd_seed)
+
+    s = sub.add_parser("perturb", help="run one perturbation job (model x layer x perturbation)")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--shards", required=True)
+    s.add_argument("--layer", required=True)
+    s.add_argument("--perturbation", required=True)
+    s.add_argument("--levels", type=float, nargs="+", required=True)
+    s.add_argument("--repeats", type=int, default=5)
+    s.add_argument("--study-seed", type=int, default=2017)
+    s.add_argument("--study", default="cli")
+    s.add_argument("--dataset", default="digits")
+    s.add_argument("--model", default=None)
+    s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_cmd_perturb)
+
+    s = sub.add_parser("where", help="print where a study's outputs are")
+    s.add_argument("--configfile", default="config/config.yaml")
+    s.set_defaults(func=_cmd_where)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"netperturb: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

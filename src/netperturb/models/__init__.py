@@ -1,0 +1,99 @@
+"""Models by name: our own small networks (registered here) and every torchvision classifier.
+
+Like ``torchvision.models``: a model is a plain ``nn.Module``; one function finds it by name.
+Our networks carry a :class:`ModelSpec` with their input size and channel count; their
+trained weights are checkpoints made by :mod:`netperturb.training` and carry their own
+preprocessing (:class:`netperturb.data.Preprocess`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["ModelSpec", "register_model", "get_model", "get_spec", "list_models", "build_meta"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model.
+
+    Attributes:
+        name: registry name (``arch`` in the config).
+        builder: ``builder(num_classes=..., in_channels=...) -> nn.Module``.
+        input_size: side of the square input the architecture is built for (pixels).
+        description: one line, with the source of the architecture.
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    input_size: int
+    description: str
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, input_size: int, description: str):
+    """Decorator that registers ``builder`` under ``name``."""
+
+    def deco(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _REGISTRY[name] = ModelSpec(name, builder, input_size, description)
+        return builder
+
+    return deco
+
+
+def list_models() -> list[str]:
+    """Names of netperturb's own models (torchvision's are listed by
+    ``torchvision.models.list_models(module=torchvision.models)``)."""
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec | None:
+    """The :class:`ModelSpec` of one of our models, or None for a torchvision name."""
+    return _REGISTRY.get(name)
+
+
+def get_model(name: str, *, num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """A randomly initialised model by name: ours first, then torchvision classifiers.
+
+    Args:
+        name: e.g. ``"lenet5"``, ``"alexnet_digits"``, ``"alexnet"``, ``"vgg16"``.
+        num_classes: number of outputs.
+        in_channels: input channels (our models only; torchvision models take 3).
+
+    Raises:
+        ValueError: the name is neither ours nor a torchvision classification model.
+    """
+    spec = _REGISTRY.get(name)
+    if spec is not None:
+        return spec.builder(num_classes=num_classes, in_channels=in_channels)
+    import torchvision
+
+    known = torchvision.models.list_models(module=torchvision.models)
+    if name not in known:
+        raise ValueError(
+            f"unknown model {name!r}; netperturb models: {', '.join(list_models())}; "
+            "or any torchvision classifier (torchvision.models.list_models())"
+        )
+    kwargs = {"num_classes": num_classes}
+    if name.startswith(("inception", "googlenet")):
+        kwargs["init_weights"] = False
+        kwargs["aux_logits"] = False
+    return torchvision.models.get_model(name, weights=None, **kwargs)
+
+
+def build_meta(name: str, *, num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """:func:`get_model` on the ``meta`` device: the module structure without memory, for
+    listing layers at workflow-planning time."""
+    with torch.device("meta"):
+        return get_model(name, num_classes=num_classes, in_channels=in_channels)
+
+
+# register our architectures
+from . import alexnet_digits as _alexnet_digits  # noqa: E402,F401
+from . import lenet as _lenet  # noqa: E402,F401

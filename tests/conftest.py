@@ -1,0 +1,72 @@
+"""Shared fixtures: small networks, digits shards, a trained-enough checkpoint."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+
+# keep the tests' torch to few threads: CI has 2 cores and runs snakemake jobs beside pytest
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+class ConvBNNet(nn.Module):
+    """conv(bias) -> BN -> ReLU -> conv(no bias) -> BN -> ReLU -> pool -> linear -> linear."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+            nn.Conv2d(6, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+        )  # fmt: skip
+        self.classifier = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+
+
+def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial running stats and affine terms."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            with torch.no_grad():
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model
+
+
+@pytest.fixture
+def convbn() -> nn.Module:
+    torch.manual_seed(0)
+    return randomise_bn(ConvBNNet()).eval()
+
+
+@pytest.fixture(scope="session")
+def digits_shards(tmp_path_factory) -> Path:
+    from netperturb.data import prepare_digits
+
+    out = tmp_path_factory.mktemp("digits") / "shards"
+    prepare_digits(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def lenet_checkpoint(tmp_path_factory, digits_shards) -> Path:
+    """LeNet-5 trained for 2 epochs on digits (well above chance, quick)."""
+    from netperturb.pipeline import train_model
+
+    d = tmp_path_factory.mktemp("lenet")
+    train_model(
+        digits_shards, "lenet5", {"epochs": 2, "seed": 0}, d / "lenet5.pt", d / "lenet5.csv",
+        model_name="lenet5", study="test",
+    )  # fmt: skip
+    return d / "lenet5.pt"

@@ -1,0 +1,35 @@
+"""Atomic outputs: an interrupted write leaves nothing a rerun would trust."""
+
+import os
+
+import pandas as pd
+import pytest
+
+from netperturb.io import atomic_path, write_csv
+
+
+def test_failed_write_leaves_no_file(tmp_path):
+    target = tmp_path / "sub" / "out.csv"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half a tab")
+            raise RuntimeError("killed")
+    assert not target.exists()
+    assert list((tmp_path / "sub").iterdir()) == []
+
+
+def test_failed_write_keeps_previous_content_and_mode(tmp_path):
+    target = tmp_path / "out.csv"
+    write_csv(pd.DataFrame({"a": [1]}), target)
+    assert oct(target.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    with pytest.raises(KeyError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("x")
+            raise KeyError
+    assert pd.read_csv(target)["a"].tolist() == [1]
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m

@@ -1,0 +1,121 @@
+"""The workflow end to end on a tiny config in a temporary directory."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from netperturb.grid import COLUMNS
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+TINY = {
+    "study": "tiny",
+    "seed": 7,
+    "models": {
+        "lenet5": {"arch": "lenet5", "train": {"epochs": 2}},
+        "alexnet_digits": {"arch": "alexnet_digits", "train": {"epochs": 1}, "layers": ["conv1", "fc8"]},
+    },
+    "perturbation": {
+        "repeats": 2,
+        "batch_size": 300,
+        "perturbations": {
+            "synapse_knockout": {"levels": [0.0, 0.5, 1.0]},
+            "node_knockout": {"levels": [0.0, 0.5]},
+            "gaussian_noise": {"levels": {"start": 0.0, "stop": 1.0, "step": 0.5}},
+        },
+    },
+}
+N_LAYERS = {"lenet5": 5, "alexnet_digits": 2}
+
+
+def run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", "tiny.yaml", "--cores", "2", *args]
+    r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise AssertionError(f"snakemake failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
+    return r
+
+
+def job_counts(output: str) -> dict[str, int]:
+    block = output.split("Job stats:")[-1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M)}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("wf")
+    (d / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    run(d)
+    return d
+
+
+@pytest.mark.workflow
+def test_merged_table_shape_columns_and_baseline(workdir):
+    res = workdir / "results" / "tiny"
+    df = pd.read_csv(res / "perturbation.csv")
+    n_levels = 3 + 2 + 3
+    assert len(df) == sum(N_LAYERS.values()) * n_levels * TINY["perturbation"]["repeats"]
+    assert list(df.columns) == COLUMNS
+    assert set(df["model"]) == set(TINY["models"])
+    assert df.groupby("model")["layer"].nunique().to_dict() == N_LAYERS
+    assert pd.read_parquet(res / "perturbation.parquet").equals(df)
+    assert df[["top1", "top5"]].apply(lambda s: s.between(0, 1)).all().all()
+    assert (df["study"] == "tiny").all() and (df["precision"] == "fp32").all()
+    base = pd.read_csv(res / "baseline.csv", keep_default_na=False).set_index("model")
+    zero = df[df["level"] == 0]
+    for model, rows in zero.groupby("model"):
+        for m in ("top1", "top5", "loss"):
+            assert (rows[m] == base.loc[model, m]).all(), (model, m)
+    # full synapse knockout of any layer -> every logit ties or the net is constant: chance-ish
+    full = df[(df["perturbation"] == "synapse_knockout") & (df["level"] == 1.0) & (df["layer_label"] == "fc5")]
+    assert len(full) == 2 and (full["top1"] - 0.1).abs().max() < 1e-12
+
+
+@pytest.mark.workflow
+def test_report_and_figures(workdir):
+    rep = workdir / "results" / "tiny" / "report"
+    html = (rep / "cheney2017.html").read_text()
+    assert "Relative drop" in html and "rank-sum" in html and "<img" in html
+    figs = {p.name for p in (rep / "figures" / "cheney2017").iterdir()}
+    for model in TINY["models"]:
+        assert {f"{model}_top1.png", f"{model}_top1.pdf", f"{model}_top5.png"} <= figs
+    drop = pd.read_csv(rep / "tables" / "cheney2017" / "relative_drop.csv")
+    assert len(drop) == sum(N_LAYERS.values()) * 3
+    logs = list((workdir / "logs" / "tiny" / "perturb").rglob("*.log"))
+    assert len(logs) == sum(N_LAYERS.values()) * 3
+
+
+@pytest.mark.workflow
+def test_rerun_does_nothing_and_an_interrupted_run_resumes(workdir):
+    r = run(workdir, "-n")
+    assert "Nothing to be done" in r.stdout + r.stderr
+    # the state a run killed during the perturbation jobs leaves: one job's table never
+    # written (outputs are atomic), nothing merged or reported yet
+    res = workdir / "results" / "tiny"
+    lost = res / "runs" / "lenet5" / "node_knockout" / "features.3.csv"
+    before = pd.read_csv(lost)
+    for p in (lost, res / "perturbation.csv", res / "perturbation.parquet", res / "baseline.csv"):
+        p.unlink()
+    r = run(workdir)
+    counts = job_counts(r.stdout + r.stderr)
+    assert counts.get("perturb") == 1 and counts.get("merge") == 1, counts
+    assert "train" not in counts and "baseline" not in counts, counts
+    assert pd.read_csv(lost).equals(before)
+
+
+@pytest.mark.workflow
+def test_lint_is_clean_and_default_config_plans():
+    r = subprocess.run([SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Congratulations, your workflow is in a good condition!" in r.stdout + r.stderr
+    r = subprocess.run([SNAKEMAKE, "-n", "--cores", "2", "--quiet", "rules", "--forceall"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    counts = job_counts(r.stdout + r.stderr)
+    # 13 layers (5 LeNet-5 + 8 AlexNet-digits) x 3 perturbations
+    assert counts.get("perturb") == 39 and counts.get("train") == 2, counts

@@ -1,0 +1,19 @@
+"""Rule baseline: evaluate the unperturbed model (netperturb.pipeline.baseline)."""
+
+from netperturb.jobs import start_job
+from netperturb.pipeline import baseline
+
+start_job(snakemake.log[0], snakemake.threads)
+p = snakemake.params
+baseline(
+    snakemake.input.checkpoint,
+    snakemake.input.shards,
+    snakemake.output[0],
+    study=p.study,
+    dataset=p.dataset,
+    model_name=snakemake.wildcards.model,
+    study_seed=p.seed,
+    split=p.split,
+    batch_size=p.batch_size,
+    device=p.device,
+)

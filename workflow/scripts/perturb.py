@@ -1,0 +1,24 @@
+"""Rule perturb: one model x layer x perturbation job (netperturb.pipeline.perturb_layer)."""
+
+from netperturb.jobs import start_job
+from netperturb.pipeline import perturb_layer
+
+start_job(snakemake.log[0], snakemake.threads)
+p, w = snakemake.params, snakemake.wildcards
+perturb_layer(
+    snakemake.input.checkpoint,
+    snakemake.input.shards,
+    snakemake.output[0],
+    study=p.study,
+    dataset=p.dataset,
+    model_name=w.model,
+    layer=w.layer,
+    perturbation=w.perturbation,
+    perturbation_options=p.options,
+    levels=p.options["levels"],
+    repeats=p.repeats,
+    study_seed=p.seed,
+    split=p.split,
+    batch_size=p.batch_size,
+    device=p.device,
+)

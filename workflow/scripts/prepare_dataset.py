@@ -1,0 +1,8 @@
+"""Rule prepare_<dataset>: decode a dataset into uint8 shards (netperturb.pipeline.prepare_dataset)."""
+
+from netperturb.jobs import start_job
+from netperturb.pipeline import prepare_dataset
+
+log = start_job(snakemake.log[0], snakemake.threads)
+manifest = prepare_dataset(snakemake.config["dataset"]["name"], snakemake.output.shards, snakemake.params.options)
+log.info("wrote %s", {k: v["count"] for k, v in manifest["splits"].items()})
