@@ -18,8 +18,8 @@ include: "workflow/rules/perturb.smk"
 include: "workflow/rules/report.smk"
 
 
-# Everything the config asks for: the merged tables and the rendered reports.
+# Everything the config asks for: every listed study's merged tables and rendered reports.
 rule all:
     input:
-        all_targets(),
+        TARGETS,
     default_target: True

@@ -61,3 +61,46 @@ def test_shards_roundtrip_limit_and_checks(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(ShardError, match="format 'other'"):
         read_manifest(tmp_path)
+
+
+def _write_idx(path, array, gz=True):
+    """An idx file (LeCun's MNIST format): magic 0x0008 <ndim>, big-endian dims, uint8 data."""
+    import gzip
+    import struct
+
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if gz:
+        with gzip.open(str(path) + ".gz", "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+
+
+@pytest.mark.parametrize("gz,layout", [(True, "flat"), (False, "torchvision")])
+def test_prepare_mnist_from_official_idx_files(tmp_path, gz, layout):
+    from netperturb.data import prepare_mnist
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "mnist"
+    folder = root if layout == "flat" else root / "MNIST" / "raw"
+    folder.mkdir(parents=True)
+    arrays = {"train": (rng.integers(0, 256, (12, 28, 28)), rng.integers(0, 10, 12)),
+              "t10k": (rng.integers(0, 256, (5, 28, 28)), rng.integers(0, 10, 5))}  # fmt: skip
+    for prefix, (x, y) in arrays.items():
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte", x, gz)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte", y, gz)
+    # the tiny files cannot carry the official md5s
+    m = prepare_mnist(root, tmp_path / "shards", verify_checksums=False)
+    assert m["splits"]["train"]["count"] == 12 and m["splits"]["test"]["count"] == 5
+    x, y = load_split(tmp_path / "shards", "test")
+    assert x.shape == (5, 1, 28, 28) and x.dtype == torch.uint8
+    assert np.array_equal(x[:, 0].numpy(), arrays["t10k"][0]) and np.array_equal(y.numpy(), arrays["t10k"][1])
+    pre = Preprocess.from_dict(m["preprocess"])
+    assert pre.scale == pytest.approx(1 / 255) and pre.size is None
+    if gz:
+        with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz: md5 does not match"):
+            prepare_mnist(root, tmp_path / "shards2", verify_checksums=True)
+    (folder / ("t10k-labels-idx1-ubyte" + (".gz" if gz else ""))).unlink()
+    with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte"):
+        prepare_mnist(root, tmp_path / "shards3", verify_checksums=False)

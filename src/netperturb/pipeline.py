@@ -16,7 +16,7 @@ import torch
 
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import expand_levels
-from .data import Preprocess, load_split, prepare_digits, read_manifest
+from .data import Preprocess, load_split, prepare_digits, prepare_mnist, read_manifest
 from .evaluate import resolve_device
 from .grid import COLUMNS, LayerJob, baseline_table, run_layer_job
 from .io import write_csv, write_parquet
@@ -26,7 +26,9 @@ from .perturbations import make_perturbation
 from .training import TrainConfig, train_classifier
 
 __all__ = [
+    "PREPARERS",
     "prepare_dataset",
+    "model_preprocess",
     "train_model",
     "baseline",
     "perturb_layer",
@@ -36,19 +38,49 @@ __all__ = [
 log = logging.getLogger("netperturb")
 
 
+def _prepare_digits(out_dir, options):
+    return prepare_digits(
+        out_dir,
+        test_fraction=float(options.get("test_fraction", 0.3)),
+        split_seed=int(options.get("split_seed", 0)),
+    )
+
+
+def _prepare_mnist(out_dir, options):
+    if not options.get("root"):
+        raise ValueError("datasets.mnist.root: the folder with the MNIST idx files is not set")
+    return prepare_mnist(options["root"], out_dir, verify_checksums=bool(options.get("verify_checksums", True)))
+
+
+#: Datasets prepared by the generic ``prepare_dataset`` rule: name -> f(out_dir, options).
+PREPARERS = {"digits": _prepare_digits, "mnist": _prepare_mnist}
+
+
 def prepare_dataset(name: str, out_dir: str | os.PathLike, options: Mapping[str, Any]) -> dict:
-    """Decode dataset ``name`` into shards in ``out_dir`` (see :mod:`netperturb.data`).
+    """Decode dataset ``name`` into shards in ``out_dir`` (see :mod:`netperturb.data`) with
+    the options of ``datasets.<name>`` in the config.
 
     Raises:
-        ValueError: unknown dataset name.
+        ValueError: unknown dataset name or a missing required option (names the key).
     """
-    if name == "digits":
-        return prepare_digits(
-            out_dir,
-            test_fraction=float(options.get("test_fraction", 0.3)),
-            split_seed=int(options.get("split_seed", 0)),
-        )
-    raise ValueError(f"dataset.name: no preparation for dataset {name!r}")
+    try:
+        preparer = PREPARERS[name]
+    except KeyError:
+        raise ValueError(f"dataset: no preparation for dataset {name!r}; known: {', '.join(PREPARERS)}") from None
+    return preparer(out_dir, options)
+
+
+def model_preprocess(manifest: Mapping[str, Any], arch: str, input_size: int | None = None) -> Preprocess:
+    """The dataset's normalisation, resized to the model's input: ``input_size`` if given,
+    else the registered architecture's own input size (LeNet-5: 32), else the dataset's."""
+    from dataclasses import replace
+
+    from .models import get_spec
+
+    pre = Preprocess.from_dict(manifest["preprocess"])
+    spec = get_spec(arch)
+    size = input_size or (spec.input_size if spec is not None else None) or pre.size
+    return replace(pre, size=size)
 
 
 def train_model(
@@ -60,12 +92,13 @@ def train_model(
     *,
     model_name: str,
     study: str,
+    input_size: int | None = None,
     device: str = "auto",
 ) -> pd.DataFrame:
     """Train ``arch`` on the shards' train split; write the checkpoint and a per-epoch CSV
     (``study, model, arch, epoch, lr, train_loss, test_top1, test_top5, test_loss``)."""
     manifest = read_manifest(shard_dir)
-    preprocess = Preprocess.from_dict(manifest["preprocess"])
+    preprocess = model_preprocess(manifest, arch, input_size)
     cfg = TrainConfig(**{k: train_cfg[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "seed", "max_shift") if k in train_cfg})
     dev = resolve_device(device)
     train = load_split(shard_dir, "train")

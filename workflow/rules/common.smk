@@ -16,6 +16,7 @@ from snakemake.utils import validate
 
 from netperturb.config import ConfigError, config_errors, expand_levels, resolve_layers
 from netperturb.data import dataset_info
+from netperturb.pipeline import PREPARERS
 
 SCHEMA = str(Path(workflow.basedir) / "config" / "schema.yaml")
 try:
@@ -28,7 +29,7 @@ except WorkflowError:
 
 STUDY = config["study"]
 RESULTS = f"results/{STUDY}"
-DATASET = config["dataset"]["name"]
+DATASET = config["dataset"]
 DATA_INFO = dataset_info(DATASET)
 
 
@@ -60,6 +61,7 @@ except ConfigError as e:
 
 
 wildcard_constraints:
+    dataset="|".join(PREPARERS),
     model="|".join(map(re.escape, config["models"])),
     perturbation="|".join(config["perturbation"]["perturbations"]),
     layer=r"[A-Za-z0-9_.]+",
@@ -89,9 +91,6 @@ def baseline_tables():
     return [f"{RESULTS}/baseline/{m}.csv" for m in config["models"]]
 
 
-def all_targets():
-    return [
-        f"{RESULTS}/perturbation.csv",
-        f"{RESULTS}/perturbation.parquet",
-        f"{RESULTS}/report/cheney2017.html",
-    ]
+# Final outputs of `rule all`. Each study's rule file appends its own when the study is listed
+# in config["studies"].
+TARGETS = []

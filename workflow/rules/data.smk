@@ -1,16 +1,14 @@
 # Datasets decoded once into uint8 shards + manifest (netperturb.data).
 
 
-# Decode scikit-learn's bundled digits into train/test shards with a seeded stratified split.
-rule prepare_digits:
+# Decode a dataset (digits: scikit-learn's bundled copy; mnist: the official idx files).
+rule prepare_dataset:
     output:
-        shards=directory("resources/data/digits/shards"),
+        shards=directory("resources/data/{dataset}/shards"),
     params:
-        options=lambda wildcards: {
-            k: config["dataset"][k] for k in ("test_fraction", "split_seed")
-        },
+        options=lambda wildcards: config["datasets"].get(wildcards.dataset, {}),
     log:
-        "logs/prepare/digits.log",
+        "logs/prepare/{dataset}.log",
     conda:
         "../../envs/netperturb.yaml"
     script:

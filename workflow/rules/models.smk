@@ -11,6 +11,7 @@ rule train:
     params:
         arch=lambda wildcards: config["models"][wildcards.model]["arch"],
         train=lambda wildcards: config["models"][wildcards.model].get("train", {}),
+        input_size=lambda wildcards: config["models"][wildcards.model].get("input_size"),
         study=STUDY,
         device=config["device"],
     threads: 2

@@ -1,5 +1,12 @@
 # Papermill report notebooks, executed and converted to HTML; figures also as PNG/PDF.
 
+if "cheney2017" in config["studies"]:
+    TARGETS += [
+        f"{RESULTS}/perturbation.csv",
+        f"{RESULTS}/perturbation.parquet",
+        f"{RESULTS}/report/cheney2017.html",
+    ]
+
 
 # The Cheney et al. 2017 report: accuracy against level per layer, drop table, rank-sum tests.
 rule report_cheney:

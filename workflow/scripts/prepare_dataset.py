@@ -4,5 +4,5 @@ from netperturb.jobs import start_job
 from netperturb.pipeline import prepare_dataset
 
 log = start_job(snakemake.log[0], snakemake.threads)
-manifest = prepare_dataset(snakemake.config["dataset"]["name"], snakemake.output.shards, snakemake.params.options)
+manifest = prepare_dataset(snakemake.wildcards.dataset, snakemake.output.shards, snakemake.params.options)
 log.info("wrote %s", {k: v["count"] for k, v in manifest["splits"].items()})

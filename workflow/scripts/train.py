@@ -12,5 +12,6 @@ train_model(
     snakemake.output.history,
     model_name=snakemake.wildcards.model,
     study=snakemake.params.study,
+    input_size=snakemake.params.input_size,
     device=snakemake.params.device,
 )
