@@ -33,3 +33,20 @@ def _umask() -> int:
     m = os.umask(0)
     os.umask(m)
     return m
+
+
+def test_torch_save_bytes_do_not_depend_on_the_path(tmp_path):
+    # the checkpoint's `weights` id is a sha256 of the file: equal weights must give equal ids
+    import torch
+
+    from netperturb.io import sha256_file, torch_save
+
+    obj = {"weight": torch.arange(12.0).reshape(3, 4), "arch": "x"}
+    torch_save(obj, tmp_path / "a.pt")
+    torch_save(obj, tmp_path / "sub" / "b.pt")
+    assert sha256_file(tmp_path / "a.pt") == sha256_file(tmp_path / "sub" / "b.pt")
+    back = torch.load(tmp_path / "sub" / "b.pt", weights_only=True)
+    assert torch.equal(back["weight"], obj["weight"]) and back["arch"] == "x"
+    obj["weight"][0, 0] = -1.0
+    torch_save(obj, tmp_path / "c.pt")
+    assert sha256_file(tmp_path / "c.pt") != sha256_file(tmp_path / "a.pt")

@@ -60,11 +60,17 @@ def write_json(obj: Any, path: str | os.PathLike) -> None:
 
 
 def torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` atomically."""
+    """``torch.save`` atomically, with the same bytes for the same ``obj`` wherever it is written.
+
+    ``torch.save`` given a file *name* names the records inside its zip archive after that
+    file, here a random temporary name, so equal objects would give files with different
+    sha256 (and a checkpoint's ``weights`` id would depend on the run). Given an open file it
+    uses the fixed name ``archive``.
+    """
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

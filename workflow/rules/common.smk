@@ -94,3 +94,11 @@ def baseline_tables():
 # Final outputs of `rule all`. Each study's rule file appends its own when the study is listed
 # in config["studies"].
 TARGETS = []
+
+
+# Conda env of the rules that workflow/profiles/slurm sends to a GPU (baseline, perturb): the
+# CUDA builds of PyTorch when config["gpu_env"] is set, else the CPU env of every other rule.
+if config["gpu_env"]:
+    GPU_CONDA_ENV = "../../envs/netperturb-gpu.yaml"
+else:
+    GPU_CONDA_ENV = "../../envs/netperturb.yaml"

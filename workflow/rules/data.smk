@@ -9,6 +9,7 @@ rule prepare_dataset:
         options=lambda wildcards: config["datasets"].get(wildcards.dataset, {}),
     log:
         "logs/prepare/{dataset}.log",
+    localrule: True
     conda:
         "../../envs/netperturb.yaml"
     script:

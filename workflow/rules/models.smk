@@ -42,6 +42,6 @@ rule baseline:
     log:
         f"logs/{STUDY}/baseline/{{model}}.log",
     conda:
-        "../../envs/netperturb.yaml"
+        GPU_CONDA_ENV
     script:
         "../scripts/baseline.py"

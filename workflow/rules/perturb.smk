@@ -25,7 +25,7 @@ rule perturb:
     benchmark:
         f"benchmarks/{STUDY}/perturb/{{model}}/{{perturbation}}/{{layer}}.tsv"
     conda:
-        "../../envs/netperturb.yaml"
+        GPU_CONDA_ENV
     script:
         "../scripts/perturb.py"
 

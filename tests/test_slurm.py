@@ -1,0 +1,230 @@
+"""The workflow on a real SLURM cluster (--executor slurm with workflow/profiles/slurm).
+
+`test_slurm_run_equals_local_run` needs the one-node test cluster of `.ci/slurm-cluster.sh`
+(CI starts it in `.ci/run`; by hand: `sudo .ci/slurm-cluster.sh install && sudo
+.ci/slurm-cluster.sh start`, then `make test`, then `sudo .ci/slurm-cluster.sh stop`). It is
+skipped when that cluster is not up, and fails instead when NETPERTURB_REQUIRE_SLURM=1 (as in
+CI), so a cluster that did not come up cannot pass unnoticed. It never submits to another
+cluster: it checks the cluster's name first.
+
+The other tests here only plan (-n) and need no SLURM.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+PROFILE = REPO / "workflow" / "profiles" / "slurm"
+TEST_CLUSTER = "netperturb"  # ClusterName in the slurm.conf written by .ci/slurm-cluster.sh
+
+# The default study reduced to 4 SLURM jobs (train, baseline, 2 x perturb; each costs ~30-45 s
+# of scheduling and start-up here) plus 2 local ones (prepare_dataset, merge). device: cpu, so
+# the fake GPUs (GRES on /dev/null) are never touched and both runs compute on the same CPU.
+CONFIG = {
+    "study": "slurm",
+    "seed": 5,
+    "device": "cpu",
+    "models": {"lenet5": {"arch": "lenet5", "train": {"epochs": 2}, "layers": ["conv1", "fc5"]}},
+    "perturbation": {
+        "repeats": 2,
+        "batch_size": 540,
+        "perturbations": {"gaussian_noise": {"levels": [0.0, 0.5, 1.0]}},
+    },
+}
+TARGET = "results/slurm/perturbation.csv"
+SLURM_JOBS = {  # rule -> the folder names of its SLURM logs (.snakemake/slurm_logs/rule_<rule>/<wildcards>/)
+    "train": {"lenet5"},
+    "baseline": {"lenet5"},
+    "perturb": {"lenet5_gaussian_noise_features.0", "lenet5_gaussian_noise_classifier.4"},
+}
+GPU_RULES = {"baseline", "perturb"}
+
+
+def _slurm_unavailable() -> str | None:
+    """Why the test cluster cannot be used, or None when it is up."""
+    for tool in ("sbatch", "squeue", "sinfo", "scontrol", "srun"):
+        if shutil.which(tool) is None:
+            return f"SLURM client '{tool}' not installed (.ci/slurm-cluster.sh install)"
+    try:
+        conf = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=20)
+        nodes = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "slurmctld does not answer (.ci/slurm-cluster.sh start)"
+    if conf.returncode != 0:
+        return f"slurmctld not reachable (.ci/slurm-cluster.sh start): {conf.stderr.strip()[:200]}"
+    name = re.search(r"^ClusterName\s*=\s*(\S+)", conf.stdout, re.M)
+    if not name or name.group(1) != TEST_CLUSTER:
+        return f"the SLURM here is not the test cluster '{TEST_CLUSTER}' of .ci/slurm-cluster.sh; not submitting to it"
+    if not re.search(r"^(idle|mixed|allocated)", nodes.stdout, re.M):
+        return f"no usable node in the test cluster (sinfo: {nodes.stdout.split()})"
+    return None
+
+
+def _snakemake(workdir: Path, *args: str) -> list[str]:
+    (workdir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    # targets before --configfile, which takes a list
+    return [SNAKEMAKE, TARGET, "-s", str(REPO / "Snakefile"), "--configfile", "config.yaml", *args]
+
+
+def _slurm_job_ids(workdir: Path) -> dict[tuple[str, str], list[str]]:
+    """(rule, wildcards folder) -> SLURM job ids, from the plugin's per-job SLURM logs."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for log in (workdir / ".snakemake" / "slurm_logs").glob("rule_*/*/*.log"):
+        out.setdefault((log.parent.parent.name.removeprefix("rule_"), log.parent.name), []).append(log.stem)
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same config run through SLURM and locally (at the same time: SLURM mostly waits)."""
+    reason = _slurm_unavailable()
+    if reason:
+        if os.environ.get("NETPERTURB_REQUIRE_SLURM") == "1":
+            pytest.fail(f"NETPERTURB_REQUIRE_SLURM=1 but {reason}")
+        pytest.skip(reason)
+    base = tmp_path_factory.mktemp("slurm")
+    on_slurm, local = base / "slurm", base / "local"
+    on_slurm.mkdir()
+    local.mkdir()
+    # the test cluster has no accounting (no sacct): job status from squeue, and the first
+    # check after 5 s instead of 40; successful jobs' SLURM logs are kept as evidence
+    slurm_cmd = _snakemake(
+        on_slurm,
+        "--workflow-profile", str(PROFILE),
+        "--slurm-status-command", "squeue",
+        "--slurm-init-seconds-before-status-checks", "5",
+        "--slurm-keep-successful-logs",
+        "--retries", "0",
+    )  # fmt: skip
+    slurm = subprocess.Popen(slurm_cmd, cwd=on_slurm, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        loc = subprocess.run(_snakemake(local, "--cores", "2"), cwd=local, capture_output=True, text=True)
+        slurm_out, _ = slurm.communicate(timeout=600)
+    finally:
+        if slurm.poll() is None:  # timed out or interrupted: snakemake cancels its SLURM jobs on SIGINT
+            slurm.send_signal(signal.SIGINT)
+            try:
+                slurm.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                slurm.kill()
+    assert loc.returncode == 0, f"local run failed:\n{loc.stdout[-3000:]}\n{loc.stderr[-5000:]}"
+    assert slurm.returncode == 0, f"SLURM run failed:\n{slurm_out[-8000:]}"
+    return on_slurm, local, slurm_out
+
+
+@pytest.mark.slurm
+def test_slurm_run_equals_local_run(runs):
+    on_slurm, local, _ = runs
+    for name in ("perturbation.csv", "baseline.csv"):
+        a = pd.read_csv(on_slurm / "results" / "slurm" / name, keep_default_na=False)
+        b = pd.read_csv(local / "results" / "slurm" / name, keep_default_na=False)
+        # every column, provenance included: same host, same CPU, same library, and the
+        # checkpoint's `weights` id is a hash of bytes that do not depend on where it was written
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    df = pd.read_csv(on_slurm / "results" / "slurm" / "perturbation.csv")
+    assert len(df) == 2 * 3 * 2 and set(df["layer_label"]) == {"conv1", "fc5"}
+    assert (df["device"] == "cpu").all()
+
+
+@pytest.mark.slurm
+def test_jobs_went_through_slurm_with_the_profiles_resources(runs):
+    on_slurm, _, out = runs
+    ids = _slurm_job_ids(on_slurm)
+    # exactly the compute jobs, each once; local rules (prepare_dataset, merge) never submitted
+    assert {rule: {w for r, w in ids if r == rule} for rule in SLURM_JOBS} == SLURM_JOBS, ids
+    assert {r for r, _ in ids} == set(SLURM_JOBS), ids
+    assert all(len(v) == 1 for v in ids.values()), ids
+    assert "localrule prepare_dataset:" in out and "localrule merge:" in out
+    for (rule, wildcards), (job_id,) in ids.items():
+        info = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True).stdout
+        assert "JobState=COMPLETED" in info, (rule, info)
+        assert f"WorkDir={on_slurm}" in info, (rule, info)
+        log = (on_slurm / ".snakemake" / "slurm_logs" / f"rule_{rule}" / wildcards / f"{job_id}.log").read_text()
+        assert f"rule {rule}:" in log and "--executor slurm-jobstep" in log, log[-2000:]
+        if rule in GPU_RULES:  # the profile's set-resources: one GPU, 4 CPUs per GPU, 32 GB
+            assert "TresPerJob=gres:gpu:1" in info, info
+            assert "NumCPUs=4" in info and "MinMemoryNode=32000M" in info, info
+        else:  # train: CPU job, cpus = the rule's threads
+            assert "gres:gpu" not in info, info
+            assert "NumCPUs=2" in info and "MinMemoryNode=8000M" in info, info
+
+
+def _dry_run(*args: str) -> dict[str, list[str]]:
+    """rule -> the `resources:` line of each planned job (local rules keyed 'local:<rule>')."""
+    r = subprocess.run(
+        [SNAKEMAKE, "-n", "--forceall", *args], cwd=REPO, capture_output=True, text=True
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    jobs: dict[str, list[str]] = {}
+    for m in re.finditer(r"^(local)?rule (\w+):\n((?:    .*\n)+)", r.stdout + r.stderr, re.M):
+        res = re.search(r"^    resources: (.*)$", m.group(3), re.M)
+        jobs.setdefault(("local:" if m.group(1) else "") + m.group(2), []).append(res.group(1) if res else "")
+    return jobs
+
+
+@pytest.mark.workflow
+def test_profile_plans_gpu_jobs_for_the_default_study():
+    jobs = _dry_run("--workflow-profile", str(PROFILE))
+    assert len(jobs["perturb"]) == 39 and len(jobs["baseline"]) == 2 and len(jobs["train"]) == 2, jobs.keys()
+    for rule in ("perturb", "baseline"):
+        for res in jobs[rule]:
+            assert "gpu=1" in res and "cpus_per_gpu=4" in res and "mem_mb=32000" in res, (rule, res)
+    assert all("gpu" not in res for res in jobs["train"])
+    assert "runtime=120" in jobs["perturb"][0] and "mem_mb=8000" in jobs["train"][0]
+
+
+# rule -> [its `conda:` env file, whether it is a local rule], as the workflow resolves them for
+# a config. Snakemake's API (private attributes: the CLI's --list-conda-envs needs conda
+# installed, and a dry run prints every rule as "rule", local or not).
+_RULES = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+with SnakemakeApi(OutputSettings()) as api:
+    wf = api.workflow(ResourceSettings(), ConfigSettings(config=json.loads(sys.argv[1])), snakefile=Path("Snakefile"))
+    w = wf._workflow
+    print(json.dumps({r.name: [Path(str(r.conda_env)).name, r.name in w._localrules] for r in w.rules if not r.norun}))
+"""
+
+
+def _rules(config: dict) -> dict[str, list]:
+    import json
+
+    r = subprocess.run([sys.executable, "-c", _RULES, json.dumps(config)], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.workflow
+def test_local_rules_and_the_gpu_env_match_the_profile():
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    gpu_in_profile = {r for r, res in profile["set-resources"].items() if res.get("gpu")}
+    cpu = _rules({})
+    # data preparation (downloads), merges and reports run on the login node
+    assert {r for r, (_, local) in cpu.items() if local} >= {"prepare_dataset", "merge", "report_cheney"}
+    assert {r for r, (_, local) in cpu.items() if not local} >= {"train", "baseline", "perturb"}
+    assert {env for env, _ in cpu.values()} == {"netperturb.yaml"}
+    # gpu_env: exactly the rules the profile gives a GPU run in the CUDA env
+    gpu = _rules({"gpu_env": True})
+    assert {r for r, (env, _) in gpu.items() if env == "netperturb-gpu.yaml"} == gpu_in_profile == GPU_RULES
+    assert {r: v for r, v in gpu.items() if r not in GPU_RULES} == {r: v for r, v in cpu.items() if r not in GPU_RULES}
+    assert not any(local for r, (_, local) in gpu.items() if r in GPU_RULES)
+    spec = yaml.safe_load((REPO / "envs" / "netperturb-gpu.yaml").read_text())["dependencies"]
+    cpu_spec = yaml.safe_load((REPO / "envs" / "netperturb.yaml").read_text())["dependencies"]
+    assert "pytorch =2.14.1=cuda*" in spec and "torchvision =0.29.1=cuda*" in spec
+    # otherwise the same packages and pins as the CPU env
+    strip = {"pytorch =2.14.1=cuda*": "pytorch =2.14.1", "torchvision =0.29.1=cuda*": "torchvision =0.29.1"}
+    assert [strip.get(d, d) for d in spec] == cpu_spec
