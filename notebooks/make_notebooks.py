@@ -64,7 +64,7 @@ check = report.baseline_check(base, tolerance_points=0.5)
 if len(check):
     check.to_csv(Path(tables) / "baseline_check.csv", index=False)
     display(Markdown(
-        "### Against torchvision's published accuracy\n\n"
+        "### Against torchvision's published accuracy\\n\\n"
         "Published: `weights.meta['_metrics']['ImageNet-1K']` (50,000 validation images, the weights' own "
         "preprocessing). A difference above 0.5 points means wrong labels or preprocessing"
         + (" -- or, here, a subset of the images." if (check["n_images"] < 50_000).any() else ".")))
@@ -105,6 +105,8 @@ at the drop level, first conv layer against the last conv layer and the dense la
 rows = []
 for model, sub in sk.groupby("model", sort=False):
     convs = sub[sub["layer_label"].str.startswith("conv")]
+    if convs.empty:  # no conv layer perturbed in this model
+        continue
     first, last = convs.iloc[0], convs.iloc[-1]
     dense = sub[sub["layer_label"].str.startswith("fc")]
     rows.append({"model": model, "level": first["level_used"], "clean": first["baseline"],

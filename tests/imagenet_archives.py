@@ -66,33 +66,46 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def make_archives(root: Path, n_images: int | None = None) -> dict[str, Path]:
-    """Write the val tar and devkit into ``root``; returns their paths and the JPEG bytes."""
+def write_val_tar(path: Path, images: dict[str, bytes]) -> Path:
+    """``ILSVRC2012_img_val.tar``'s layout: the files at the top level (added in reverse name
+    order, so member order is not file-name order)."""
+    with tarfile.open(path, "w") as tar:
+        for name in reversed(sorted(images)):
+            _add(tar, name, images[name])
+    return path
+
+
+def write_devkit(path: Path, classes: dict[str, int], words: dict[str, str], ground_truth: list[int]) -> Path:
+    """``ILSVRC2012_devkit_t12.tar.gz``'s layout: ``meta.mat`` with a ``synsets`` struct array
+    (the real field layout; ``classes`` wnid -> ILSVRC2012_ID are the leaves, plus one non-leaf
+    synset) and the validation ground truth (one ILSVRC2012_ID per line)."""
     import scipy.io
 
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    n = n_images or len(GROUND_TRUTH)
-    images = {val_name(i): _jpeg(i, rng) for i in range(1, n + 1)}
-    val_tar = root / "ILSVRC2012_img_val.tar"
-    with tarfile.open(val_tar, "w") as tar:
-        for name in reversed(sorted(images)):  # member order is not file-name order
-            _add(tar, name, images[name])
-
     fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height", "num_train_images"]
-    rows = [(cid, wnid, WORDS[wnid], f"gloss of {wnid}", 0, np.zeros((1, 0)), 0, 1300) for wnid, cid in CLASSES.items()]
-    rows.append((5, "n00001740", "entity", "that which is perceived", 2, np.array([[1, 2]]), 19, 0))
+    rows = [(cid, wnid, words[wnid], f"gloss of {wnid}", 0, np.zeros((1, 0)), 0, 1300) for wnid, cid in classes.items()]
+    rows.append((len(classes) + 1, "n00001740", "entity", "that which is perceived", 2, np.array([[1, 2]]), 19, 0))
     synsets = np.empty((len(rows), 1), dtype=[(f, object) for f in fields])
     for j, row in enumerate(rows):
         synsets[j, 0] = row
     meta = io.BytesIO()
     scipy.io.savemat(meta, {"synsets": synsets})
-    truth = "".join(f"{c}\n" for c in GROUND_TRUTH[:n]).encode()
-    devkit = root / "ILSVRC2012_devkit_t12.tar.gz"
-    with tarfile.open(devkit, "w:gz") as tar:
+    truth = "".join(f"{c}\n" for c in ground_truth).encode()
+    with tarfile.open(path, "w:gz") as tar:
         _add(tar, "ILSVRC2012_devkit_t12/data/meta.mat", meta.getvalue())
         _add(tar, "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt", truth)
-    return {"val_tar": val_tar, "devkit": devkit, "images": images}
+    return path
+
+
+def make_archives(root: Path) -> dict:
+    """Write the val tar and devkit into ``root``; returns their paths and the JPEG bytes."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    images = {val_name(i): _jpeg(i, rng) for i in range(1, len(GROUND_TRUTH) + 1)}
+    return {
+        "val_tar": write_val_tar(root / "ILSVRC2012_img_val.tar", images),
+        "devkit": write_devkit(root / "ILSVRC2012_devkit_t12.tar.gz", CLASSES, WORDS, GROUND_TRUTH),
+        "images": images,
+    }
 
 
 def make_alexnet_weights(root: Path, seed: int = 0) -> Path:

@@ -162,8 +162,17 @@ def test_fetch_weights_checks_the_hash_and_leaves_nothing_behind(tmp_path):
     msg = str(e.value)
     assert bad.as_uri() in msg and str(out / bad.name) in msg and "deadbeef" in msg and digest in msg
     assert sorted(p.name for p in out.iterdir()) == [good.name]  # no file, no .partial left
-    with pytest.raises(WeightsError, match="after 1 attempts"):
-        fetch_weights((served / "missing-abcd.pth").as_uri(), out / "missing-abcd.pth", "abcd", attempts=1)
+    with pytest.raises(WeightsError, match=r"missing-abcd.pth.*after 1 attempt\(s\)"):
+        fetch_weights((served / "missing-abcd.pth").as_uri(), out / "missing-abcd.pth", "abcd", attempts=3)
+    # a network failure is retried (nothing listens on the port: connection refused each time)
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(WeightsError, match=rf"127.0.0.1:{port}/net-abcd.pth.*after 2 attempt\(s\)"):
+        fetch_weights(f"http://127.0.0.1:{port}/net-abcd.pth", out / "net-abcd.pth", "abcd", attempts=2, wait_s=0)
+    assert sorted(p.name for p in out.iterdir()) == [good.name]
 
 
 def test_resolve_model_source_and_config_errors():

@@ -112,7 +112,9 @@ def first_layer_ranksum(df: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
                  "first_mean": a.mean(), "layer_mean": b.mean(), "statistic": stat, "p_value": p,
                  "n_first": len(a), "n_layer": len(b)}
             )  # fmt: skip
-    return pd.DataFrame(rows)
+    cols = ["model", "perturbation", "level", "first_layer", "layer", "layer_label", "first_mean", "layer_mean",
+            "statistic", "p_value", "n_first", "n_layer"]  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)  # no rows when one layer per model was perturbed
 
 
 def baseline_check(baselines: pd.DataFrame, tolerance_points: float = 0.5) -> pd.DataFrame:

@@ -186,7 +186,8 @@ def fetch_weights(
 
     Uses ``torch.hub.download_url_to_file`` (a temporary ``.partial`` file next to ``dst``,
     renamed into place only after the hash matched; removed on any failure). A failed
-    attempt is retried ``attempts - 1`` times, ``wait_s * attempt`` seconds apart.
+    attempt is retried ``attempts - 1`` times, ``wait_s * attempt`` seconds apart; a
+    ``file://`` URL is tried once (a local file has no transient failures).
 
     Raises:
         WeightsError: every attempt failed; the message names the URL, ``dst`` and the last
@@ -195,6 +196,8 @@ def fetch_weights(
     """
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
+    if urlparse(url).scheme == "file":
+        attempts = 1
     last: Exception | None = None
     for attempt in range(1, attempts + 1):
         try:
@@ -208,7 +211,7 @@ def fetch_weights(
             if attempt < attempts:
                 time.sleep(wait_s * attempt)
     raise WeightsError(
-        f"could not fetch {url} -> {dst} (sha256 must start with {sha256_prefix}) after {attempts} attempts: {last}"
+        f"could not fetch {url} -> {dst} (sha256 must start with {sha256_prefix}) after {attempts} attempt(s): {last}"
     )
 
 

@@ -80,10 +80,15 @@ wildcard_constraints:
     layer=r"[A-Za-z0-9_.]+",
 
 
-# ImageNet shards are decoded per transform (resize + crop of the weights), shared by models
-# whose weights use the same one; the files that download_weights fetches.
+# ImageNet shards are decoded per variant = the weights' transform (resize + crop), plus the
+# subset (images_per_class) if any; models whose weights share it share the shards.
+# WEIGHT_DOWNLOADS: the files that download_weights fetches.
+_PER_CLASS = config["datasets"].get("imagenet", {}).get("images_per_class")
+IMAGENET_SUFFIX = f"-{_PER_CLASS}-per-class" if _PER_CLASS else ""
 IMAGENET_TRANSFORMS = {
-    s["transform_key"]: s["transform"] for s in MODEL_SOURCES.values() if s is not None
+    s["transform_key"] + IMAGENET_SUFFIX: s["transform"]
+    for s in MODEL_SOURCES.values()
+    if s is not None
 }
 WEIGHT_DOWNLOADS = {
     Path(s["path"]).name: s
@@ -93,14 +98,14 @@ WEIGHT_DOWNLOADS = {
 
 
 wildcard_constraints:
-    transform="|".join(map(re.escape, IMAGENET_TRANSFORMS)) or "(?!)",
+    variant="|".join(map(re.escape, IMAGENET_TRANSFORMS)) or "(?!)",
     weights_file="|".join(map(re.escape, WEIGHT_DOWNLOADS)) or "(?!)",
 
 
 def shard_dir(wildcards=None):
     """Folder of the decoded dataset shards (ImageNet: those of the model's transform)."""
     if DATASET == "imagenet" and hasattr(wildcards, "model"):
-        key = MODEL_SOURCES[wildcards.model]["transform_key"]
+        key = MODEL_SOURCES[wildcards.model]["transform_key"] + IMAGENET_SUFFIX
         return f"resources/data/imagenet/{key}/shards"
     return f"resources/data/{DATASET}/shards"
 

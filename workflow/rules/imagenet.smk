@@ -23,7 +23,7 @@ rule prepare_imagenet:
     input:
         unpack(imagenet_archives),
     output:
-        shards=directory("resources/data/imagenet/{transform}/shards"),
+        shards=directory("resources/data/imagenet/{variant}/shards"),
     params:
         # what decides the shards' content (threads / mem_mb / runtime do not)
         options={
@@ -31,15 +31,15 @@ rule prepare_imagenet:
             for k, v in config["datasets"].get("imagenet", {}).items()
             if k not in ("threads", "mem_mb", "runtime")
         },
-        transform=lambda wildcards: IMAGENET_TRANSFORMS[wildcards.transform],
+        transform=lambda wildcards: IMAGENET_TRANSFORMS[wildcards.variant],
     threads: config["datasets"].get("imagenet", {}).get("threads", 8)
     resources:
         mem_mb=config["datasets"].get("imagenet", {}).get("mem_mb", 16000),
         runtime=config["datasets"].get("imagenet", {}).get("runtime", 180),
     log:
-        "logs/prepare/imagenet-{transform}.log",
+        "logs/prepare/imagenet-{variant}.log",
     benchmark:
-        "benchmarks/prepare/imagenet-{transform}.tsv"
+        "benchmarks/prepare/imagenet-{variant}.tsv"
     conda:
         "../../envs/netperturb.yaml"
     script:
