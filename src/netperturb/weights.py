@@ -39,6 +39,7 @@ __all__ = [
     "fetch_weights",
     "load_pretrained",
     "published_accuracy",
+    "weights_preprocess",
     "WeightsError",
 ]
 

@@ -127,8 +127,10 @@ def imagenet_archives(wildcards):
 
 
 def model_source(wildcards):
-    """What load_model needs besides the file (None: a netperturb checkpoint)."""
-    return MODEL_SOURCES[wildcards.model]
+    """What load_model needs besides the file (None: a netperturb checkpoint); not the URL
+    or path, so that a mirror or a moved file does not make the jobs rerun."""
+    src = MODEL_SOURCES[wildcards.model]
+    return src and {k: src[k] for k in ("arch", "weights", "sha256_prefix")}
 
 
 def perturbation_tables():

@@ -25,13 +25,11 @@ rule prepare_imagenet:
     output:
         shards=directory("resources/data/imagenet/{variant}/shards"),
     params:
-        # what decides the shards' content (threads / mem_mb / runtime do not)
-        options={
-            k: v
-            for k, v in config["datasets"].get("imagenet", {}).items()
-            if k not in ("threads", "mem_mb", "runtime")
-        },
+        # what decides the shards' content; the script reads the paths and the other
+        # datasets.imagenet options from the config (moving the archives reruns nothing)
         transform=lambda wildcards: IMAGENET_TRANSFORMS[wildcards.variant],
+        images_per_class=config["datasets"].get("imagenet", {}).get("images_per_class"),
+        shard_size=config["datasets"].get("imagenet", {}).get("shard_size"),
     threads: config["datasets"].get("imagenet", {}).get("threads", 8)
     resources:
         mem_mb=config["datasets"].get("imagenet", {}).get("mem_mb", 16000),

@@ -5,6 +5,6 @@ from netperturb.pipeline import prepare_imagenet_dataset
 
 log = start_job(snakemake.log[0], snakemake.threads)
 manifest = prepare_imagenet_dataset(
-    snakemake.output.shards, snakemake.params.options, snakemake.params.transform, threads=snakemake.threads
+    snakemake.output.shards, snakemake.config["datasets"]["imagenet"], snakemake.params.transform, threads=snakemake.threads
 )
 log.info("wrote %d images, skipped %d", manifest["splits"]["val"]["count"], len(manifest["skipped"]))
