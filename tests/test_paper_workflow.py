@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 import yaml
 from imagenet_archives import CORRUPT, make_alexnet_weights, make_archives, sorted_index, val_name
 
