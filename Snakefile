@@ -6,13 +6,19 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default study, unless `--configfile` names another: a config file given on the command
+# line replaces config/config.yaml instead of being merged into it (its models and
+# perturbations would otherwise be added to the other file's).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 # common.smk validates the config against config/schema.yaml (filling in defaults) before
 # anything else, then resolves models, layers and levels; a bad key stops the run there.
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/imagenet.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/perturb.smk"
 include: "workflow/rules/report.smk"

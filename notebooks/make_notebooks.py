@@ -59,6 +59,22 @@ display(Markdown(f"**{len(df):,} cells**: {len(models)} models, {df['perturbatio
                  f"{int(df['n_images'].iloc[0])} test images; device {df['device'].iloc[0]}, precision {df['precision'].iloc[0]}."))""", []),
     ("md", "## Clean accuracy", []),
     ("code", """base[["model", "arch", "n_images", "top1", "top5", "loss", "weights"]].style.format(precision=4).hide(axis="index")""", []),
+    ("code", """# Pretrained torchvision weights only: clean accuracy against torchvision's published numbers.
+check = report.baseline_check(base, tolerance_points=0.5)
+if len(check):
+    check.to_csv(Path(tables) / "baseline_check.csv", index=False)
+    display(Markdown(
+        "### Against torchvision's published accuracy\\n\\n"
+        "Published: `weights.meta['_metrics']['ImageNet-1K']` (50,000 validation images, the weights' own "
+        "preprocessing). A difference above 0.5 points means wrong labels or preprocessing"
+        + (" -- or, here, a subset of the images." if (check["n_images"] < 50_000).any() else ".")))
+    for _, r in check[check["flagged"]].iterrows():
+        display(Markdown(f"**FLAGGED: {r['model']} differs from the published accuracy by "
+                         f"{r['top1_diff']:+.2f} (top-1) / {r['top5_diff']:+.2f} (top-5) points "
+                         f"on {r['n_images']:,} images.**"))
+    display(check.style.format({"top1": "{:.4f}", "top1_published": "{:.4f}", "top5": "{:.4f}",
+                                "top5_published": "{:.4f}", "top1_diff": "{:+.2f}", "top5_diff": "{:+.2f}"}
+                               ).hide(axis="index"))""", []),
     ("md", "## Accuracy against perturbation level, per layer", []),
     ("code", """for model in models:
     b = base.set_index("model")
@@ -89,6 +105,8 @@ at the drop level, first conv layer against the last conv layer and the dense la
 rows = []
 for model, sub in sk.groupby("model", sort=False):
     convs = sub[sub["layer_label"].str.startswith("conv")]
+    if convs.empty:  # no conv layer perturbed in this model
+        continue
     first, last = convs.iloc[0], convs.iloc[-1]
     dense = sub[sub["layer_label"].str.startswith("fc")]
     rows.append({"model": model, "level": first["level_used"], "clean": first["baseline"],

@@ -19,7 +19,7 @@ from .data import Preprocess
 from .io import sha256_file, torch_save
 from .models import get_model
 
-__all__ = ["CHECKPOINT_FORMAT", "LoadedModel", "save_checkpoint", "load_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "LoadedModel", "save_checkpoint", "load_checkpoint", "load_model"]
 
 CHECKPOINT_FORMAT = "netperturb-checkpoint/1"
 
@@ -99,3 +99,24 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
         weights=sha256_file(path)[:12],
         meta=dict(ckpt.get("meta", {})),
     )
+
+
+def load_model(
+    path: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    source: dict[str, Any] | None = None,
+) -> LoadedModel:
+    """Load a configured model: a netperturb checkpoint (``source`` None: a model trained
+    here), or a torchvision classifier with pretrained weights read from ``path``
+    (``source`` from :func:`netperturb.weights.resolve_model_source`: ``arch``, ``weights``,
+    ``sha256_prefix``; see :func:`netperturb.weights.load_pretrained`).
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`load_checkpoint`.
+        netperturb.weights.WeightsError: the weights file does not match its sha256 prefix.
+    """
+    if not source:
+        return load_checkpoint(path, device)
+    from .weights import load_pretrained
+
+    return load_pretrained(path, source["arch"], source["weights"], device, sha256_prefix=source.get("sha256_prefix"))

@@ -5,6 +5,9 @@
     netperturb perturb --checkpoint results/digits/models/lenet5.pt \
         --shards resources/data/digits/shards --layer features.0 \
         --perturbation synapse_knockout --levels 0 0.5 1 --repeats 2 --out cell.csv
+    netperturb perturb --checkpoint resources/weights/alexnet-owt-7be5be79.pth --arch alexnet \
+        --weights IMAGENET1K_V1 --shards resources/data/imagenet/resize256-crop224-bilinear/shards \
+        --dataset imagenet --layer conv1 --perturbation node_knockout --levels 0.5 --repeats 1 --out cell.csv
     netperturb where --configfile config/config.yaml   # where the outputs of a study are
 """
 
@@ -36,14 +39,18 @@ def _cmd_seed(args: argparse.Namespace) -> int:
 
 
 def _cmd_perturb(args: argparse.Namespace) -> int:
+    from .data import dataset_info
     from .pipeline import perturb_layer
 
+    if bool(args.arch) != bool(args.weights):
+        raise ValueError("--arch and --weights go together (a torchvision weights file)")
     df = perturb_layer(
         args.checkpoint, args.shards, args.out,
         study=args.study, dataset=args.dataset, model_name=args.model or Path(args.checkpoint).stem,
         layer=args.layer, perturbation=args.perturbation, perturbation_options={},
         levels=args.levels, repeats=args.repeats, study_seed=args.study_seed,
-        batch_size=args.batch_size, device=args.device,
+        batch_size=args.batch_size, device=args.device, split=args.split or dataset_info(args.dataset)["eval_split"],
+        model_source={"arch": args.arch, "weights": args.weights} if args.weights else None,
     )  # fmt: skip
     print(df[["level", "repeat", "top1", "top5", "loss"]].to_string(index=False))
     return 0
@@ -89,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_seed)
 
     s = sub.add_parser("perturb", help="run one perturbation job (model x layer x perturbation)")
-    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--checkpoint", required=True, help="a netperturb checkpoint, or a torchvision weights file with --arch/--weights")
+    s.add_argument("--arch", default=None, help="torchvision architecture of a --checkpoint weights file")
+    s.add_argument("--weights", default=None, help="torchvision weights name of it (e.g. IMAGENET1K_V1)")
     s.add_argument("--shards", required=True)
     s.add_argument("--layer", required=True)
     s.add_argument("--perturbation", required=True)
@@ -98,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--study-seed", type=int, default=2017)
     s.add_argument("--study", default="cli")
     s.add_argument("--dataset", default="digits")
+    s.add_argument("--split", default=None, help="shard split (default: the dataset's evaluation split)")
     s.add_argument("--model", default=None)
     s.add_argument("--batch-size", type=int, default=256)
     s.add_argument("--device", default="auto")

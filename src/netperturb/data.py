@@ -51,6 +51,8 @@ SHARD_FORMAT = "netperturb-shards/1"
 DATASETS: dict[str, dict[str, Any]] = {
     "digits": {"num_classes": 10, "in_channels": 1, "eval_split": "test"},
     "mnist": {"num_classes": 10, "in_channels": 1, "eval_split": "test"},
+    # ILSVRC 2012 validation set, decoded per weights' transform (netperturb.imagenet)
+    "imagenet": {"num_classes": 1000, "in_channels": 3, "eval_split": "val"},
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 import torch
 
-from .checkpoints import load_checkpoint, save_checkpoint
+from .checkpoints import LoadedModel, load_model, save_checkpoint
 from .config import expand_levels
 from .data import Preprocess, load_split, prepare_digits, prepare_mnist, read_manifest
 from .evaluate import resolve_device
@@ -28,6 +28,7 @@ from .training import TrainConfig, train_classifier
 __all__ = [
     "PREPARERS",
     "prepare_dataset",
+    "prepare_imagenet_dataset",
     "model_preprocess",
     "train_model",
     "baseline",
@@ -68,6 +69,54 @@ def prepare_dataset(name: str, out_dir: str | os.PathLike, options: Mapping[str,
     except KeyError:
         raise ValueError(f"dataset: no preparation for dataset {name!r}; known: {', '.join(PREPARERS)}") from None
     return preparer(out_dir, options)
+
+
+def prepare_imagenet_dataset(
+    out_dir: str | os.PathLike, options: Mapping[str, Any], transform: Mapping[str, Any], *, threads: int = 1
+) -> dict:
+    """The ImageNet validation shards for one transform (:func:`netperturb.imagenet.prepare_imagenet`)
+    with the options of ``datasets.imagenet`` in the config.
+
+    Raises:
+        FileNotFoundError: a configured input does not exist (names the key and path).
+        netperturb.imagenet.ImageNetError: see :func:`~netperturb.imagenet.prepare_imagenet`.
+    """
+    from .imagenet import prepare_imagenet
+
+    val_dir = options.get("val_dir")
+    for key in (("val_dir",) if val_dir else ("val_tar", "devkit")):
+        if not options.get(key):
+            raise ValueError(f"datasets.imagenet.{key}: not set")
+        if not os.path.exists(options[key]):
+            raise FileNotFoundError(
+                f"datasets.imagenet.{key}: {options[key]} does not exist (see README, 'The paper configuration')"
+            )
+    devkit = options.get("devkit")
+    if val_dir and devkit and not os.path.exists(devkit):
+        devkit = None  # optional with val_dir: the folder names are the classes
+    return prepare_imagenet(
+        out_dir, transform, val_tar=None if val_dir else options["val_tar"], devkit=devkit, val_dir=val_dir,
+        images_per_class=options.get("images_per_class"), shard_size=int(options.get("shard_size", 5000)),
+        max_bad_fraction=float(options.get("max_bad_fraction", 0.001)), threads=threads,
+        verify_checksums=bool(options.get("verify_checksums", True)),
+    )  # fmt: skip
+
+
+def _eval_data(shard_dir, split: str, loaded: LoadedModel, device: torch.device):
+    """The evaluation split, checked against the model's input size, on ``device`` when it
+    is a GPU with room for it (25% kept free), else in (pinned) host memory."""
+    images, labels = load_split(shard_dir, split)
+    spec = loaded.meta.get("transform")
+    if spec is not None:
+        crop = list(spec["crop_size"]) * (2 if len(spec["crop_size"]) == 1 else 1)
+        if list(images.shape[-2:]) != crop:
+            raise ValueError(f"{shard_dir}: images are {list(images.shape[-2:])}, {loaded.weights} expects {crop}")
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if images.numel() + labels.numel() * 8 < 0.75 * free:
+            return images.to(device), labels.to(device)
+        return images.pin_memory(), labels.pin_memory()
+    return images, labels
 
 
 def model_preprocess(manifest: Mapping[str, Any], arch: str, input_size: int | None = None) -> Preprocess:
@@ -142,10 +191,15 @@ def baseline(
     split: str = "test",
     batch_size: int = 256,
     device: str = "auto",
+    model_source: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Evaluate the unperturbed model on ``split``; one row of :data:`~netperturb.grid.COLUMNS`."""
-    loaded = load_checkpoint(checkpoint, resolve_device(device))
-    images, labels = load_split(shard_dir, split)
+    """Evaluate the unperturbed model on ``split``; one row of :data:`~netperturb.grid.COLUMNS`.
+
+    ``checkpoint`` is a netperturb checkpoint, or with ``model_source`` (pretrained
+    torchvision weights, :func:`netperturb.weights.resolve_model_source`) the weights file."""
+    dev = resolve_device(device)
+    loaded = load_model(checkpoint, dev, model_source)
+    images, labels = _eval_data(shard_dir, split, loaded, dev)
     df = baseline_table(
         loaded, images, labels, study=study, dataset=dataset, model=model_name,
         study_seed=study_seed, batch_size=batch_size,
@@ -172,14 +226,20 @@ def perturb_layer(
     batch_size: int = 256,
     device: str = "auto",
     progress: bool = True,
+    model_source: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """One perturbation job (model x layer x perturbation, all levels x repeats) -> CSV.
+
+    ``checkpoint`` is a netperturb checkpoint, or with ``model_source`` (pretrained
+    torchvision weights, :func:`netperturb.weights.resolve_model_source`) the weights file.
+    The evaluation images are kept on the GPU when there is room (else pinned host memory).
 
     Raises:
         LayerSelectionError: ``layer`` is not a Conv2d/Linear module path of the model.
         ValueError: unknown perturbation or option, or a level out of its range.
     """
-    loaded = load_checkpoint(checkpoint, resolve_device(device))
+    dev = resolve_device(device)
+    loaded = load_model(checkpoint, dev, model_source)
     (info,) = select_layers(find_layers(loaded.model), [layer])
     options = {k: v for k, v in perturbation_options.items() if k != "levels"}
     job = LayerJob(
@@ -192,7 +252,7 @@ def perturb_layer(
         repeats=int(repeats),
         study_seed=int(study_seed),
     )
-    images, labels = load_split(shard_dir, split)
+    images, labels = _eval_data(shard_dir, split, loaded, dev)
     df = run_layer_job(job, loaded, images, labels, batch_size=batch_size, progress=progress)
     write_csv(df, out_csv)
     return df

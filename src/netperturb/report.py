@@ -20,6 +20,7 @@ __all__ = [
     "plot_accuracy_vs_level",
     "save_figure",
     "render_notebook",
+    "baseline_check",
     "PERTURBATION_TITLES",
 ]
 
@@ -111,7 +112,47 @@ def first_layer_ranksum(df: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
                  "first_mean": a.mean(), "layer_mean": b.mean(), "statistic": stat, "p_value": p,
                  "n_first": len(a), "n_layer": len(b)}
             )  # fmt: skip
-    return pd.DataFrame(rows)
+    cols = ["model", "perturbation", "level", "first_layer", "layer", "layer_label", "first_mean", "layer_mean",
+            "statistic", "p_value", "n_first", "n_layer"]  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)  # no rows when one layer per model was perturbed
+
+
+def baseline_check(baselines: pd.DataFrame, tolerance_points: float = 0.5) -> pd.DataFrame:
+    """Clean accuracy of every model with torchvision weights against torchvision's published
+    ImageNet-1K numbers (``weights.meta["_metrics"]``; AlexNet IMAGENET1K_V1 56.522 / 79.066,
+    VGG16 71.592 / 90.382 top-1 / top-5 %).
+
+    A difference above ``tolerance_points`` percentage points in top-1 or top-5 is
+    flagged: with the weights' own preprocessing on the full 50,000 images the numbers
+    should agree to about 0.1 point, so a larger gap means wrong labels or preprocessing (or
+    a subset of the images: ``n_images`` < 50,000 makes the check indicative only).
+
+    Args:
+        baselines: the baseline table (columns ``model, arch, weights, n_images, top1, top5``).
+
+    Returns:
+        one row per model that has published numbers: ``model, arch, weights, n_images,
+        top1, top1_published, top5, top5_published, top1_diff, top5_diff`` (points, ours
+        minus published), ``flagged``. Empty (same columns) when no model has any, e.g.
+        models trained here.
+    """
+    from .weights import published_accuracy
+
+    cols = ["model", "arch", "weights", "n_images", "top1", "top1_published", "top5", "top5_published",
+            "top1_diff", "top5_diff", "flagged"]  # fmt: skip
+    rows = []
+    for _, r in baselines.iterrows():
+        pub = published_accuracy(str(r["arch"]), str(r["weights"]))
+        if pub is None:
+            continue
+        d1, d5 = 100 * (r["top1"] - pub["top1"]), 100 * (r["top5"] - pub["top5"])
+        rows.append(
+            {"model": r["model"], "arch": r["arch"], "weights": r["weights"], "n_images": int(r["n_images"]),
+             "top1": r["top1"], "top1_published": pub["top1"], "top5": r["top5"], "top5_published": pub["top5"],
+             "top1_diff": d1, "top5_diff": d5,
+             "flagged": bool(not (abs(d1) <= tolerance_points and abs(d5) <= tolerance_points))}
+        )  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
 
 
 def plot_accuracy_vs_level(

@@ -17,6 +17,7 @@ from snakemake.utils import validate
 from netperturb.config import ConfigError, config_errors, expand_levels, resolve_layers
 from netperturb.data import dataset_info
 from netperturb.pipeline import PREPARERS
+from netperturb.weights import resolve_model_source
 
 SCHEMA = str(Path(workflow.basedir) / "config" / "schema.yaml")
 try:
@@ -51,6 +52,18 @@ def _layers_of(model):
 
 
 try:
+    # pretrained torchvision weights (models.<name>.weights), or None for a model trained here
+    MODEL_SOURCES = {
+        m: resolve_model_source(m, c, num_classes=DATA_INFO["num_classes"])
+        for m, c in config["models"].items()
+    }
+    if DATASET == "imagenet":
+        for m, src in MODEL_SOURCES.items():
+            if src is None:
+                raise ConfigError(
+                    f"models.{m}.weights: dataset imagenet has no training split here; "
+                    "give a torchvision weights name (e.g. IMAGENET1K_V1)"
+                )
     LAYERS = {m: _layers_of(m) for m in config["models"]}
     LEVELS = {
         p: expand_levels(o["levels"], key=f"perturbation.perturbations.{p}.levels")
@@ -67,14 +80,57 @@ wildcard_constraints:
     layer=r"[A-Za-z0-9_.]+",
 
 
+# ImageNet shards are decoded per variant = the weights' transform (resize + crop), plus the
+# subset (images_per_class) if any; models whose weights share it share the shards.
+# WEIGHT_DOWNLOADS: the files that download_weights fetches.
+_PER_CLASS = config["datasets"].get("imagenet", {}).get("images_per_class")
+IMAGENET_SUFFIX = f"-{_PER_CLASS}-per-class" if _PER_CLASS else ""
+IMAGENET_TRANSFORMS = {
+    s["transform_key"] + IMAGENET_SUFFIX: s["transform"]
+    for s in MODEL_SOURCES.values()
+    if s is not None
+}
+WEIGHT_DOWNLOADS = {
+    Path(s["path"]).name: s
+    for s in MODEL_SOURCES.values()
+    if s is not None and s["download"]
+}
+
+
+wildcard_constraints:
+    variant="|".join(map(re.escape, IMAGENET_TRANSFORMS)) or "(?!)",
+    weights_file="|".join(map(re.escape, WEIGHT_DOWNLOADS)) or "(?!)",
+
+
 def shard_dir(wildcards=None):
-    """Folder of the decoded dataset shards."""
+    """Folder of the decoded dataset shards (ImageNet: those of the model's transform)."""
+    if DATASET == "imagenet" and hasattr(wildcards, "model"):
+        key = MODEL_SOURCES[wildcards.model]["transform_key"] + IMAGENET_SUFFIX
+        return f"resources/data/imagenet/{key}/shards"
     return f"resources/data/{DATASET}/shards"
 
 
 def model_checkpoint(wildcards):
-    """Checkpoint of a configured model (trained here)."""
-    return f"{RESULTS}/models/{wildcards.model}.pt"
+    """Weights of a configured model: our checkpoint (trained here), or the torchvision
+    weights file (downloaded to resources/weights/, or models.<name>.weights_file)."""
+    src = MODEL_SOURCES[wildcards.model]
+    return src["path"] if src is not None else f"{RESULTS}/models/{wildcards.model}.pt"
+
+
+def imagenet_archives(wildcards):
+    """The configured ImageNet inputs that exist. A missing archive is not a planning error,
+    so `snakemake -n` plans the whole grid before the archives are in place; the job itself
+    stops with the key and path of what is missing."""
+    opts = config["datasets"].get("imagenet", {})
+    keys = ["val_dir", "devkit"] if opts.get("val_dir") else ["val_tar", "devkit"]
+    return {k: opts[k] for k in keys if opts.get(k) and os.path.exists(opts[k])}
+
+
+def model_source(wildcards):
+    """What load_model needs besides the file (None: a netperturb checkpoint); not the URL
+    or path, so that a mirror or a moved file does not make the jobs rerun."""
+    src = MODEL_SOURCES[wildcards.model]
+    return src and {k: src[k] for k in ("arch", "weights", "sha256_prefix")}
 
 
 def perturbation_tables():
@@ -102,3 +158,15 @@ if config["gpu_env"]:
     GPU_CONDA_ENV = "../../envs/netperturb-gpu.yaml"
 else:
     GPU_CONDA_ENV = "../../envs/netperturb.yaml"
+
+# What a baseline / perturbation job asks of the executor (perturbation.resources):
+# gpu=1 puts them on GPU nodes under SLURM. gpu is counted per job (scope "local"), so a
+# cluster run is not capped by a global GPU total; locally, `--resources gpu=N` caps the
+# jobs sharing N GPUs.
+JOB_RESOURCES = {
+    k: config["perturbation"]["resources"][k] for k in ("gpu", "mem_mb", "runtime")
+}
+
+
+resource_scopes:
+    gpu="local",

@@ -29,16 +29,19 @@ rule train:
 rule baseline:
     input:
         checkpoint=model_checkpoint,
-        shards=shard_dir(),
+        shards=shard_dir,
     output:
         f"{RESULTS}/baseline/{{model}}.csv",
     params:
+        source=model_source,
         study=STUDY,
         dataset=DATASET,
         seed=config["seed"],
         split=DATA_INFO["eval_split"],
         batch_size=config["perturbation"]["batch_size"],
         device=config["device"],
+    resources:
+        **JOB_RESOURCES,
     log:
         f"logs/{STUDY}/baseline/{{model}}.log",
     conda:

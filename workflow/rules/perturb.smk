@@ -5,10 +5,11 @@
 rule perturb:
     input:
         checkpoint=model_checkpoint,
-        shards=shard_dir(),
+        shards=shard_dir,
     output:
         f"{RESULTS}/runs/{{model}}/{{perturbation}}/{{layer}}.csv",
     params:
+        source=model_source,
         study=STUDY,
         dataset=DATASET,
         seed=config["seed"],
@@ -20,6 +21,8 @@ rule perturb:
         batch_size=config["perturbation"]["batch_size"],
         device=config["device"],
     threads: 1
+    resources:
+        **JOB_RESOURCES,
     log:
         f"logs/{STUDY}/perturb/{{model}}/{{perturbation}}/{{layer}}.log",
     benchmark:

@@ -16,4 +16,5 @@ baseline(
     split=p.split,
     batch_size=p.batch_size,
     device=p.device,
+    model_source=p.source,
 )

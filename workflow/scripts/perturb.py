@@ -21,4 +21,5 @@ perturb_layer(
     split=p.split,
     batch_size=p.batch_size,
     device=p.device,
+    model_source=p.source,
 )
