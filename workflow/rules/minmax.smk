@@ -17,16 +17,9 @@ try:
 except ConfigError as e:
     raise WorkflowError(f"invalid config: {e}")
 MINMAX_LAMS = dict(zip(MINMAX_PLAN["lams"], MINMAX["lambdas"]))
-MINMAX_RUN = MINMAX_DIR + "/runs/lam{lam}_seed{seed}"
-
-
-def minmax_tables(name):
-    """One per-run table of every lambda x seed."""
-    return expand(
-        f"{MINMAX_RUN}/{name}",
-        lam=MINMAX_PLAN["lams"],
-        seed=MINMAX_PLAN["seeds"],
-    )
+MINMAX_RUN = f"{MINMAX_DIR}/runs/lam{{lam}}_seed{{seed}}"
+# every lambda x seed, for expand()
+MINMAX_RUNS = dict(lam=MINMAX_PLAN["lams"], seed=MINMAX_PLAN["seeds"])
 
 
 if "shen2021" in config["studies"]:
@@ -128,11 +121,11 @@ rule minmax_perturb:
 # Concatenate the per-run tables of every kind (CSV; Parquet for the large ones).
 rule minmax_merge:
     input:
-        history=minmax_tables("history.csv"),
-        tracking=minmax_tables("tracking.csv"),
-        histograms=minmax_tables("histograms.csv"),
-        robustness=minmax_tables("robustness.csv"),
-        perturbation=minmax_tables("perturbation.csv"),
+        history=expand(f"{MINMAX_RUN}/history.csv", **MINMAX_RUNS),
+        tracking=expand(f"{MINMAX_RUN}/tracking.csv", **MINMAX_RUNS),
+        histograms=expand(f"{MINMAX_RUN}/histograms.csv", **MINMAX_RUNS),
+        robustness=expand(f"{MINMAX_RUN}/robustness.csv", **MINMAX_RUNS),
+        perturbation=expand(f"{MINMAX_RUN}/perturbation.csv", **MINMAX_RUNS),
     output:
         history=f"{MINMAX_DIR}/history.csv",
         tracking=f"{MINMAX_DIR}/tracking.csv",
