@@ -175,7 +175,10 @@ train_tab.style.format(precision=4).hide(axis="index")""", []),
 
 Fuzziness at initialisation (epoch 0) and after the last epoch, per layer, mean +/- s.d. over
 seeds; `n_fell` = seeds in which it fell. Rows with lambda = 0 answer the paper's question
-(plain training); the other rows show what the loss term does.""", []),
+(plain training); the other rows show what the loss term does. PyTorch's default
+(Kaiming-uniform) initialisation spreads `mu` uniformly, so every layer starts near F = 1/2;
+a weight distribution that becomes bell-shaped during training raises F, one that piles up at
+both ends lowers it.""", []),
     ("code", """change = {scope: mr.fuzziness_change(track, scope) for scope in ("layer", "kernel")}
 for scope, tab in change.items():
     tab.to_csv(Path(tables) / f"fuzziness_change_{scope}.csv", index=False)
@@ -198,7 +201,12 @@ fraction of the layer's weights in the bin (mean over seeds). The Min-Max proper
 as mass leaving the middle rows for the top and bottom rows.""", []),
     ("code", """show(mr.plot_histogram_evolution(hists, "layer"), "histogram_evolution_layer")
 show(mr.plot_histogram_evolution(hists, "kernel"), "histogram_evolution_kernel")""", []),
-    ("md", "## Adversarial robustness against eps, per lambda", []),
+    ("md", """## Adversarial robustness against eps, per lambda
+
+FGSM takes one signed-gradient step; PGD iterates from a random start and is the stronger
+test. Should a lambda raise FGSM accuracy while lowering PGD accuracy, the term makes the
+one-step gradient less useful to the attacker rather than the network more robust (the
+signature of gradient masking, Athalye, Carlini, Wagner 2018).""", []),
     ("code", """show(mr.plot_robust_vs_eps(rob, chance=1 / num_classes), "robust_vs_eps")
 robust = mr.robust_summary(rob, report_eps)
 robust.to_csv(Path(tables) / "robust_at_eps.csv", index=False)

@@ -223,10 +223,16 @@ def _lam_colors(lams: Sequence[float]) -> dict[float, tuple]:
     return dict(zip(lams, sns.color_palette("viridis", n_colors=max(len(lams), 1))))
 
 
-def _epoch_axis(ax) -> None:
-    """Linear on [0, 1] (the first-epoch snapshots), logarithmic beyond."""
+def _epoch_axis(ax, last: float) -> None:
+    """Linear on [0, 1] (the first-epoch snapshots), logarithmic beyond; plain tick labels."""
+    from matplotlib.ticker import FixedLocator, NullLocator, StrMethodFormatter
+
     ax.set_xscale("symlog", linthresh=1.0, linscale=0.6)
-    ax.set_xlim(left=0)
+    ax.set_xlim(0, max(last, 1))
+    ticks = [t for t in (0, 0.5, 1, 2, 5, 10, 20, 50, 100, 200) if t <= 1 or t <= last / 1.6] + ([last] if last > 1 else [])
+    ax.xaxis.set_major_locator(FixedLocator(sorted(set(ticks))))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
     ax.set_xlabel("epoch (linear to 1, log beyond)")
 
 
@@ -292,7 +298,7 @@ def plot_fuzziness_vs_epoch(tracking: pd.DataFrame, scope: str = "layer", metric
         if metric == "fuzziness":
             ax.axhline(LN2, color="0.5", ls="--", lw=0.8)
             ax.axhline(UNIFORM_FUZZINESS, color="0.5", ls=":", lw=0.8)
-        _epoch_axis(ax)
+        _epoch_axis(ax, float(traj["epoch"].max()))
         ax.set_title(lay["layer_label"])
         ax.grid(alpha=0.3)
     ylabel = {"fuzziness": "fuzziness F (nats)", "frac_ends": "fraction near an end"}.get(metric, metric)
