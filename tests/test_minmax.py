@@ -315,3 +315,28 @@ def test_summaries_by_hand():
                          for lv, acc in zip((0, 0.5, 1), accs) for r in (0, 1)])  # fmt: skip
     auc = perturbation_auc(pert).set_index("lam")
     assert auc.loc[0.0, "mean"] == pytest.approx(0.4) and auc.loc[1.0, "diff_mean"] == pytest.approx(0.2)
+
+
+def test_fuzziness_robustness_correlation_by_hand():
+    from scipy.stats import pearsonr
+
+    from netperturb.minmax_report import fuzziness_robustness, spearman
+
+    fz = [0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
+    acc = [0.1, 0.3, 0.2, 0.5, 0.4, 0.6]
+    hist = pd.DataFrame([{"model": f"m{i}", "lam": float(i // 3), "train_seed": i % 3, "epoch": e, "reg_fuzziness": f if e else 0.5}
+                         for i, f in enumerate(fz) for e in (0, 2)])  # fmt: skip
+    rob = pd.DataFrame([{"model": f"m{i}", "attack": "pgd", "eps": e, "top1": a if e else 0.9}
+                        for i, a in enumerate(acc) for e in (0.0, 0.1)])  # fmt: skip
+    pts, corr = fuzziness_robustness(hist, rob, 0.1)
+    assert pts.sort_values("model")["fuzziness"].tolist() == fz  # the last epoch's value
+    row = corr[corr["subset"] == "all runs"].iloc[0]
+    r, p = pearsonr(fz, acc)
+    assert row["n"] == 6 and row["pearson_r"] == pytest.approx(r) and row["pearson_p"] == pytest.approx(p)
+    # ranks fz (6, 5, 4, 3, 2, 1), acc (1, 3, 2, 5, 4, 6): d = (5, 2, 2, -2, -2, -5), sum d^2 = 66,
+    # rho = 1 - 6 sum d^2 / (n (n^2 - 1)) = 1 - 396 / 210
+    assert row["spearman_rho"] == pytest.approx(1 - 6 * 66 / (6 * 35))
+    assert set(corr["subset"]) == {"all runs", "lam=0", "lam=1"}
+    # exact permutation p for 3 points with a perfect rank correlation: 2 of 3! pairings
+    assert spearman([1, 2, 3], [6, 5, 4]) == (-1.0, pytest.approx(1 / 3))
+    assert np.isnan(spearman([1, 1, 1], [1, 2, 3])[0])
