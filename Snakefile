@@ -22,6 +22,7 @@ include: "workflow/rules/imagenet.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/perturb.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/minmax.smk"
 
 
 # Everything the config asks for: every listed study's merged tables and rendered reports.

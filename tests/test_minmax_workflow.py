@@ -1,0 +1,129 @@
+"""The shen2021 study through Snakemake on tiny MNIST idx files (the real loader), with the
+study's dataset set in its own section (the top-level dataset stays digits)."""
+
+import gzip
+import math
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from netperturb.grid import COLUMNS
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+TINY = {
+    "study": "mm",
+    "studies": ["shen2021"],
+    "seed": 5,
+    "dataset": "digits",
+    "models": {"lenet5": {"arch": "lenet5"}},
+    "minmax": {
+        "dataset": "mnist",
+        "train": {"epochs": 2, "batch_size": 16},
+        "seeds": [0, 1],
+        "lambdas": [0, 2],
+        "first_epoch_points": [0.25, 0.5],
+        "histogram_bins": 8,
+        "attacks": {"eps": [0, 0.1], "report_eps": 0.1, "pgd_steps": 2},
+        "perturbation": {
+            "layers": ["conv2", "fc5"],
+            "repeats": 2,
+            "batch_size": 7,
+            "perturbations": {"node_knockout": {"levels": [0, 0.5]}, "gaussian_noise": {"levels": [0, 1]}},
+        },
+    },
+}
+N_TRAIN, N_TEST = 64, 20  # 4 steps per epoch at batch 16
+N_RUNS = 4
+N_KERNELS = 6 + 16 + 120 + 84 + 10
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """LeCun's idx format (as the MNIST files): magic 0x0008 <ndim>, big-endian dims, uint8 data, gzipped."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    with gzip.open(str(path) + ".gz", "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", "tiny.yaml", "--cores", "2", *args]
+    r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise AssertionError(f"snakemake failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
+    return r
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mmwf")
+    rng = np.random.default_rng(0)
+    raw = d / "mnist"
+    raw.mkdir()
+    for prefix, n in (("train", N_TRAIN), ("t10k", N_TEST)):
+        # images whose brightest row encodes the label, so the net learns something
+        y = rng.integers(0, 10, n)
+        x = rng.integers(0, 60, (n, 28, 28))
+        x[np.arange(n), 2 + 2 * y] = 255
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", x)
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", y)
+    cfg = {**TINY, "datasets": {"mnist": {"root": str(raw), "verify_checksums": False}}}
+    (d / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    run(d)
+    return d
+
+
+@pytest.mark.workflow
+def test_every_run_trained_tracked_attacked_and_perturbed(workdir):
+    mm = workdir / "results" / "mm" / "minmax"
+    runs = sorted(p.name for p in (mm / "runs").iterdir())
+    assert runs == ["lam0_seed0", "lam0_seed1", "lam2_seed0", "lam2_seed1"]
+    for r in runs:
+        assert (mm / "runs" / r / "model.pt").exists()
+    hist = pd.read_csv(mm / "history.csv")
+    assert len(hist) == N_RUNS * 3 and set(hist["dataset"]) == {"mnist"} and hist["reg_fuzziness"].notna().all()
+    track = pd.read_parquet(mm / "tracking.parquet")
+    # snapshots: init, steps 1 and 2 of epoch 1 (fractions 0.25, 0.5 of 4 steps), every epoch end
+    assert sorted(track["epoch"].unique()) == [0, 0.25, 0.5, 1, 2]
+    assert len(track) == N_RUNS * 5 * (5 + N_KERNELS)
+    assert pd.read_csv(mm / "tracking.csv").shape == track.shape
+    h = pd.read_parquet(mm / "histograms.parquet")
+    assert len(h) == N_RUNS * 5 * 5 * 2 * 8 and (h.groupby(["model", "epoch", "layer", "scope"])["fraction"].sum().round(12) == 1).all()
+    rob = pd.read_csv(mm / "robustness.csv")
+    assert len(rob) == N_RUNS * 2 * 2 and (rob["n_images"] == N_TEST).all()
+    final = hist[hist["epoch"] == 2].set_index("model")["test_top1"]
+    clean = rob[rob["eps"] == 0]
+    assert np.allclose(clean["top1"].to_numpy(), final.loc[clean["model"]].to_numpy())
+    pert = pd.read_csv(mm / "perturbation.csv")
+    assert list(pert.columns[: len(COLUMNS)]) == COLUMNS
+    assert len(pert) == N_RUNS * (1 + 2 * 2 * 2 * 2)
+    for model, g in pert.groupby("model"):
+        none = g[g["perturbation"] == "none"]["top1"].iloc[0]
+        assert (g[g["level"] == 0]["top1"] == none).all()
+        assert none == pytest.approx(final.loc[model])
+    # every lambda of one seed meets the same perturbation draws
+    s = pert[pert["perturbation"] != "none"].pivot_table(index=["train_seed", "layer", "perturbation", "level", "repeat"], columns="lam", values="seed")
+    assert (s[0.0] == s[2.0]).all()
+
+
+@pytest.mark.workflow
+def test_report_renders_and_a_rerun_does_nothing(workdir):
+    rep = workdir / "results" / "mm" / "report"
+    html = (rep / "shen2021.html").read_text()
+    assert "Does fuzziness fall over training" in html and "Pearson" in html and "<img" in html
+    figs = {p.name for p in (rep / "figures" / "shen2021").iterdir()}
+    for name in ("histogram_evolution_layer", "fuzziness_vs_epoch_layer", "robust_vs_eps", "fuzziness_vs_robust", "perturbation_by_lambda"):
+        assert {f"{name}.png", f"{name}.pdf"} <= figs, figs
+    corr = pd.read_csv(rep / "tables" / "shen2021" / "fuzziness_robust_correlation.csv")
+    assert set(corr["attack"]) == {"fgsm", "pgd"} and (corr[corr["subset"] == "all runs"]["n"] == N_RUNS).all()
+    change = pd.read_csv(rep / "tables" / "shen2021" / "fuzziness_change_layer.csv")
+    assert len(change) == 2 * 5 and (change["n_seeds"] == 2).all()
+    assert change["F0_mean"].between(0, math.log(2)).all()
+    r = run(workdir, "-n")
+    assert "Nothing to be done" in r.stdout + r.stderr

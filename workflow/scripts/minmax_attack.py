@@ -1,0 +1,23 @@
+"""Rule minmax_attack: FGSM / PGD accuracy against eps (netperturb.minmax_study.attack_run)."""
+
+from netperturb.jobs import start_job
+from netperturb.minmax_study import attack_run
+
+start_job(snakemake.log[0], snakemake.threads)
+p, a = snakemake.params, snakemake.params.attacks
+attack_run(
+    snakemake.input.checkpoint,
+    snakemake.input.shards,
+    snakemake.output[0],
+    study=p.study,
+    dataset=p.dataset,
+    lam=p.lam,
+    seed=int(snakemake.wildcards.seed),
+    study_seed=p.seed,
+    attacks=a["methods"],
+    eps_values=a["eps"],
+    pgd_steps=a["pgd_steps"],
+    pgd_step_size=a.get("pgd_step_size"),
+    split=p.split,
+    device=p.device,
+)

@@ -1,0 +1,10 @@
+"""Rule minmax_merge: one table per kind over all runs (netperturb.minmax_study.merge_runs)."""
+
+from netperturb.jobs import start_job
+from netperturb.minmax_study import merge_runs
+
+log = start_job(snakemake.log[0])
+inp, out = snakemake.input, snakemake.output
+for kind in ("history", "tracking", "histograms", "robustness", "perturbation"):
+    df = merge_runs(inp[kind], out[kind], out.get(f"{kind}_parquet"))
+    log.info("%s: %d runs, %d rows", kind, len(inp[kind]), len(df))

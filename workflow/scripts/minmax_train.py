@@ -1,0 +1,27 @@
+"""Rule minmax_train: one lambda x seed run of the Min-Max study (netperturb.minmax_study.train_run)."""
+
+from netperturb.jobs import start_job
+from netperturb.minmax_study import train_run
+
+start_job(snakemake.log[0], snakemake.threads)
+p, o, out = snakemake.params, snakemake.params.options, snakemake.output
+train_run(
+    snakemake.input.shards,
+    checkpoint_out=out.checkpoint,
+    history_out=out.history,
+    tracking_out=out.tracking,
+    histograms_out=out.histograms,
+    study=p.study,
+    dataset=p.dataset,
+    arch=o["arch"],
+    lam=p.lam,
+    seed=int(snakemake.wildcards.seed),
+    train_cfg=o["train"],
+    track_layers=o["track_layers"],
+    regularizer=o["regularizer"],
+    first_epoch_points=o["first_epoch_points"],
+    bins=o["histogram_bins"],
+    end_fraction=o["end_fraction"],
+    input_size=o.get("input_size"),
+    device=p.device,
+)
