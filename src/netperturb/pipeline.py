@@ -172,8 +172,15 @@ def perturb_layer(
     batch_size: int = 256,
     device: str = "auto",
     progress: bool = True,
+    engine: str = "fast",
+    precision: str = "fp32",
+    max_replicas: int | None = None,
 ) -> pd.DataFrame:
     """One perturbation job (model x layer x perturbation, all levels x repeats) -> CSV.
+
+    ``engine``, ``precision`` and ``max_replicas`` are those of
+    :func:`netperturb.grid.run_layer_job` (config ``perturbation.engine`` / ``.precision`` /
+    ``.max_replicas``).
 
     Raises:
         LayerSelectionError: ``layer`` is not a Conv2d/Linear module path of the model.
@@ -193,7 +200,10 @@ def perturb_layer(
         study_seed=int(study_seed),
     )
     images, labels = load_split(shard_dir, split)
-    df = run_layer_job(job, loaded, images, labels, batch_size=batch_size, progress=progress)
+    df = run_layer_job(
+        job, loaded, images, labels, batch_size=batch_size, progress=progress,
+        engine=engine, precision=precision, max_replicas=max_replicas,
+    )  # fmt: skip
     write_csv(df, out_csv)
     return df
 

@@ -21,4 +21,7 @@ perturb_layer(
     split=p.split,
     batch_size=p.batch_size,
     device=p.device,
+    engine=p.engine,
+    precision=p.precision,
+    max_replicas=p.max_replicas,
 )
