@@ -201,7 +201,7 @@ def main(argv=None) -> int:
     ap.add_argument("--pytorchfi", choices=["auto", "off"], default="auto", help="third column for synapse knockout")
     ap.add_argument("--pytorchfi-max-s", type=float, default=20.0, help="estimate pytorchfi cells that would take longer")
     ap.add_argument("--skip-naive", action="store_true", help="engine only (projections on a big GPU run)")
-    ap.add_argument("--out", default=None, help="table file (default results/bench/engine_vs_naive-<model>-<n>-<device>.txt)")
+    ap.add_argument("--out", default=None, help="table file (default bench/out/engine_vs_naive-<model>-<n>-<device>.txt)")
     args = ap.parse_args(argv)
 
     import torchvision
@@ -212,7 +212,9 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    out = Path(args.out or REPO / "results" / "bench" / f"engine_vs_naive-{args.model}-{args.images}-{device.type}-{args.precision}.txt")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels (both paths)
+    out = Path(args.out or REPO / "bench" / "out" / f"engine_vs_naive-{args.model}-{args.images}-{device.type}-{args.precision}.txt")
     out.parent.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
 
@@ -231,7 +233,7 @@ def main(argv=None) -> int:
     if args.image_dir:
         root = Path(args.image_dir)
     else:
-        root = write_jpeg_folder(REPO / "results" / "bench" / f"jpeg-{args.images}", args.images)
+        root = write_jpeg_folder(REPO / "bench" / "out" / f"jpeg-{args.images}", args.images)
     probe = ImageFolder(str(root))
     first = probe.loader(probe.samples[0][0])
     resize = None if first.size == (224, 224) else 224

@@ -191,13 +191,21 @@ def test_replica_tensors_equal_the_reference_perturbation_bit_for_bit(convbn, pe
     assert set(params) == {"weight", "bias", "bn_weight", "bn_bias"}
     builder = ReplicaBuilder(perturbation, params)
     assert builder.kind is not None  # the fast path, not the generic one
-    for level in (0.0, 0.25, 0.5, 1.0):
-        for seed in (1, 2):
-            ref = perturbation(params, level, cell_generator(seed))
-            got = builder.cell(level, seed)
-            assert sorted(got) == sorted(ref)
-            for role in ref:
-                assert torch.equal(got[role], ref[role]), (role, level)
+    cells = [(level, seed) for level in (0.0, 0.25, 0.5, 1.0) for seed in (1, 2)]
+    refs = []
+    for level, seed in cells:
+        ref = perturbation(params, level, cell_generator(seed))
+        got = builder.cell(level, seed)
+        assert sorted(got) == sorted(ref)
+        for role in ref:
+            assert torch.equal(got[role], ref[role]), (role, level)
+        refs.append({role: ref.get(role, t) for role, t in params.items()})
+    # the replicas written straight into the wide buffers, twice (buffers are reused)
+    for group in (cells, cells[3:6]):
+        wide = builder.build([builder.draw(level, seed) for level, seed in group])
+        sel = refs if group is cells else refs[3:6]
+        for role in params:
+            assert torch.equal(wide[role], torch.cat([r[role] for r in sel])), role
 
 
 class SignFlip(Perturbation):
@@ -290,7 +298,7 @@ def test_replicas_follow_the_memory_budget_and_the_cap():
     x = IMAGENET(make_data(loaded)[0][:2])
     split = split_at_layer(loaded.model, find_layers(loaded.model)[2], x)
     params = sum(t.numel() * t.element_size() for t in split.clean_tensors().values())
-    per_replica = 8 * (3 * split.unit_out_bytes + split.suffix_peak_bytes) + 2 * params
+    per_replica = 8 * (3 * split.unit_out_bytes + split.suffix_peak_bytes) + 4 * params
     assert split.unit_out_bytes == 384 * 3 * 3 * 4  # conv3 output at 64 x 64 input, fp32
     assert choose_replicas(split, 8, 50, budget=3 * per_replica + 1) == 3
     assert choose_replicas(split, 8, 50, budget=3 * per_replica - 1) == 2

@@ -24,7 +24,8 @@ level x repeat cell. Three ways to compute it, all giving the same per-cell numb
        generator exactly as :mod:`netperturb.perturbations` draws them (same calls in the
        same order, so the numbers do not depend on device or K; tests compare the tensors
        bit for bit), job-level constants such as a layer's weight s.d. are computed once per
-       job, and on a GPU the draws of the next group run in CPU threads while the GPU works
+       job, each replica is written straight into a buffer kept for the job, and the draws
+       run in CPU threads (one generator per cell), the next group's while the device works
        on the current one. Images stay uint8 on the device; normalisation
        (:class:`netperturb.data.Preprocess`) runs there.
     4. *Precision.* ``"fp32"`` is the reference. ``"bf16"`` / ``"fp16"`` run prefix and suffix
@@ -261,14 +262,20 @@ def _unwiden_output(y: Tensor, k: int, groups: int, *, conv: bool) -> Tensor:
     return y.reshape(k * b, *y.shape[2:])
 
 
+def _bn_stats(split: LayerSplit, k: int) -> dict[str, Tensor]:
+    """The unit's BatchNorm running statistics for k replicas (widened like the weights)."""
+    if split.bn is None or split.bn.running_mean is None:
+        return {}
+    return {
+        "bn_mean": widen([split.bn.running_mean] * k, split.groups),
+        "bn_var": widen([split.bn.running_var] * k, split.groups),
+    }
+
+
 def widen_roles(replicas: Sequence[Mapping[str, Tensor]], split: LayerSplit) -> dict[str, Tensor]:
     """role -> widened tensor for the unit, adding the BN's running statistics."""
-    g = split.groups
-    wide = {role: widen([r[role] for r in replicas], g) for role in replicas[0]}
-    if split.bn is not None and split.bn.running_mean is not None:
-        k = len(replicas)
-        wide["bn_mean"] = widen([split.bn.running_mean] * k, g)
-        wide["bn_var"] = widen([split.bn.running_var] * k, g)
+    wide = {role: widen([r[role] for r in replicas], split.groups) for role in replicas[0]}
+    wide.update(_bn_stats(split, len(replicas)))
     return wide
 
 
@@ -510,6 +517,7 @@ class ReplicaBuilder:
         self.params = dict(params)
         self.kind = {SynapseKnockout: "synapse", NodeKnockout: "node", GaussianNoise: "noise"}.get(type(perturbation))
         self._std: dict[str, float] = {}
+        self._buffers: dict[str, Tensor] = {}
         if self.kind == "noise":
             for role in self._noise_roles():
                 t = self.params[role].detach()
@@ -588,6 +596,44 @@ class ReplicaBuilder:
         full = self.apply(d)
         return {role: full[role] for role in d}
 
+    def build(self, draws: Sequence[Mapping[str, tuple[str, Tensor]]], groups: int = 1) -> dict[str, Tensor]:
+        """role -> the K = len(draws) replicas' tensors widened as :func:`widen` does.
+
+        Each replica is written straight into a buffer kept for the job (no per-cell copies
+        of the clean tensors, no concatenation); the values equal
+        ``widen([apply(d)[role] for d in draws], groups)``. The returned tensors are
+        overwritten by the next call.
+        """
+        k = len(draws)
+        for d in draws:
+            unknown = set(d) - set(self.params)
+            if unknown:
+                raise ValueError(f"{self.perturbation.name}: changes {sorted(unknown)}, not among {sorted(self.params)}")
+        out = {}
+        for role, clean in self.params.items():
+            if groups != 1 or clean.ndim == 0:
+                out[role] = widen([self.apply({role: d[role]} if role in d else {})[role] for d in draws], groups)
+                continue
+            src = clean.detach()
+            rows = src.shape[0]
+            buf = self._buffers.get(role)
+            if buf is None or buf.shape[0] < k * rows:
+                buf = self._buffers[role] = torch.empty((k * rows, *src.shape[1:]), dtype=src.dtype, device=src.device)
+            wide = buf[: k * rows]
+            for r, d in enumerate(draws):
+                slot = wide[r * rows : (r + 1) * rows]
+                op, t = d.get(role, (None, None))
+                if op == "add":
+                    torch.add(src, t.to(device=src.device, dtype=src.dtype), out=slot)
+                    continue
+                slot.copy_(t if op == "set" else src)
+                if op == "flat":
+                    slot.view(-1).index_fill_(0, t.to(src.device), 0)
+                elif op == "rows":
+                    slot.index_fill_(0, t.to(src.device), 0)
+            out[role] = wide
+        return out
+
 
 # --------------------------------------------------------------------------------------
 # Memory
@@ -634,14 +680,15 @@ def choose_replicas(
 ) -> int:
     """K: how many perturbed replicas fit in ``budget`` bytes at ``batch`` images.
 
-    Per replica: the unit's output twice (wide and reordered) plus the BN output, the
-    repeated live values and the suffix's activation peak (per-image estimates from
-    :func:`split_at_layer`, fp32), and the perturbed tensors twice (per cell and widened).
-    Clamped to [1, min(max_replicas, n_cells)].
+    Per replica: the unit's output three times (wide, reordered, after BN), the repeated
+    live values and the suffix's activation peak (per-image estimates from
+    :func:`split_at_layer`, fp32), and four times the layer's tensors (its slot in the wide
+    buffer, and the draws of the current and of the next group: noise as large as the
+    weights, or int64 indices). Clamped to [1, min(max_replicas, n_cells)].
     """
     per_image = 3 * split.unit_out_bytes + split.suffix_peak_bytes  # includes the repeated live values
     params = sum(t.numel() * t.element_size() for t in split.clean_tensors().values())
-    per_replica = batch * per_image + 2 * params
+    per_replica = batch * per_image + 4 * params
     k = int(budget // max(per_replica, 1))
     cap = n_cells if max_replicas is None else min(int(max_replicas), n_cells)
     return max(1, min(k, cap))
@@ -829,8 +876,11 @@ def run_fast(
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
         max_replicas: cap on K (None: memory only).
         memory_fraction: share of the free memory for replicas and the prefix cache.
-        draw_workers: CPU threads drawing the next cells while the device computes
-            (default: 0 on the CPU, up to 8 on a GPU).
+        draw_workers: CPU threads drawing cells (each cell has its own generator, so
+            they draw in parallel) while the device computes the previous group; 0 draws
+            in the main thread. Default: torch's intra-op thread count on the CPU (a job
+            whose time goes into drawing masks, e.g. synapse knockout of a large dense layer,
+            then uses every core it was given), up to 8 of the usable cores with a GPU.
         plan: filled with the decisions taken.
 
     Returns:
@@ -891,7 +941,8 @@ def run_fast(
     k = choose_replicas(split, min(batch_size, n), max(len(perturbed), 1), budget=budget, max_replicas=max_replicas)
     plan.replicas = k
     if draw_workers is None:
-        draw_workers = 0 if device.type == "cpu" else min(8, max(1, (os.cpu_count() or 2) // 2))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        draw_workers = torch.get_num_threads() if device.type == "cpu" else min(8, cores)
     plan.draw_workers = draw_workers
     log.info(
         "%s: fast engine, %d replicas per suffix call, prefix %s, %d batches of %d, %s",
@@ -931,11 +982,11 @@ def run_fast(
                 else:
                     draws = [builder.draw(cells[i][0], cells[i][2]) for i in group]
                 kk = len(group)
-                reps = [builder.apply(d) for d in draws]
-                wide = widen_roles([{r: rep[r] for r in split.roles} for rep in reps], split)
+                wide = builder.build(draws, split.groups)
+                wide.update(_bn_stats(split, kk))
                 if cl and wide["weight"].ndim == 4:
                     wide["weight"] = wide["weight"].contiguous(memory_format=torch.channels_last)
-                del reps, draws
+                del draws
                 plan.draw_seconds += time.perf_counter() - t0
                 parts: list[list] = [[] for _ in group]
                 for bi, (s, e) in enumerate(batches):
