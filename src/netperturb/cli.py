@@ -51,6 +51,7 @@ def _cmd_perturb(args: argparse.Namespace) -> int:
         levels=args.levels, repeats=args.repeats, study_seed=args.study_seed,
         batch_size=args.batch_size, device=args.device, split=args.split or dataset_info(args.dataset)["eval_split"],
         model_source={"arch": args.arch, "weights": args.weights} if args.weights else None,
+        engine=args.engine, precision=args.precision, max_replicas=args.max_replicas,
     )  # fmt: skip
     print(df[["level", "repeat", "top1", "top5", "loss"]].to_string(index=False))
     return 0
@@ -111,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=None)
     s.add_argument("--batch-size", type=int, default=256)
     s.add_argument("--device", default="auto")
+    s.add_argument("--engine", default="fast", choices=["fast", "functional", "naive"])
+    s.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    s.add_argument("--max-replicas", type=int, default=16, help="perturbed copies per call (fast engine)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=_cmd_perturb)
 

@@ -13,14 +13,13 @@ from typing import Iterator, Sequence
 import pandas as pd
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from . import __version__
 from .checkpoints import LoadedModel
 from .evaluate import Counts, evaluate
 from .layers import LayerInfo
 from .perturbations import Perturbation
-from .seeds import cell_generator, cell_seed
+from .seeds import cell_seed
 
 __all__ = ["COLUMNS", "LayerJob", "run_layer_job", "baseline_table", "layer_params"]
 
@@ -77,7 +76,10 @@ def layer_params(model: torch.nn.Module, layer: LayerInfo) -> dict[str, Tensor]:
     return {role: named[name] for role, name in layer.param_names().items() if name in named}
 
 
-def _row(job: LayerJob, loaded: LoadedModel, level: float, repeat: int, seed: int, counts: Counts, device: str) -> dict:
+def _row(
+    job: LayerJob, loaded: LoadedModel, level: float, repeat: int, seed: int, counts: Counts, device: str,
+    precision: str = "fp32",
+) -> dict:
     return {
         "study": job.study,
         "dataset": job.dataset,
@@ -92,7 +94,7 @@ def _row(job: LayerJob, loaded: LoadedModel, level: float, repeat: int, seed: in
         "seed": seed,
         **counts.metrics(),
         "weights": loaded.weights,
-        "precision": "fp32",
+        "precision": precision,
         "device": device,
         "netperturb_version": __version__,
     }
@@ -106,36 +108,46 @@ def run_layer_job(
     *,
     batch_size: int = 256,
     progress: bool = True,
+    engine: str = "fast",
+    precision: str = "fp32",
+    max_replicas: int | None = None,
 ) -> pd.DataFrame:
     """Evaluate every (level, repeat) cell of ``job`` on ``images`` (uint8 (N, C, H, W)) and
     ``labels`` (N,).
 
-    Each cell: draw the perturbed layer tensors from the cell's own CPU generator, evaluate
-    the whole network with those tensors swapped in (``functional_call``; the loaded model
-    is never modified). Cells whose perturbation changes nothing (level 0) reuse one clean
-    evaluation, which is what they are by definition.
+    Each cell: draw the perturbed layer tensors from the cell's own CPU generator and
+    evaluate the network with them (the loaded model is never modified). Cells whose
+    perturbation changes nothing (level 0) share one clean evaluation of the whole model,
+    which is what they are by definition.
+
+    Args:
+        engine: how (:mod:`netperturb.engine`): ``"fast"`` (default: the clean prefix of
+            the network below the layer computed once per batch, K perturbed replicas per
+            suffix call), ``"functional"`` (the whole network per cell via
+            ``functional_call``) or ``"naive"`` (the reference: deepcopy, perturb in place,
+            full forward per cell). All three give the same counts in fp32.
+        precision: ``"fp32"`` (reference), ``"bf16"`` or ``"fp16"`` (autocast; the perturbed
+            layer itself in fp32); recorded in the ``precision`` column.
+        max_replicas: cap on the replicas per suffix call of the fast engine (None: as many
+            as fit in memory).
 
     Returns:
         DataFrame with :data:`COLUMNS`, one row per cell, levels outer, repeats inner.
+
+    Raises:
+        ValueError: unknown engine or precision.
     """
-    model = loaded.model
-    params = layer_params(model, job.layer)
-    names = job.layer.param_names()
-    device = str(next(model.parameters()).device)
-    clean: Counts | None = None
-    rows = []
-    n_cells = len(job.levels) * job.repeats
-    desc = f"{job.model}:{job.layer.label}:{job.perturbation.name}"
-    for level, repeat, seed in tqdm(job.cells(), total=n_cells, desc=desc, disable=not progress, mininterval=5):
-        new = job.perturbation(params, level, cell_generator(seed))
-        if not new:
-            if clean is None:
-                clean = evaluate(model, images, labels, loaded.preprocess, batch_size=batch_size)
-            counts = clean
-        else:
-            overrides = {names[role]: t for role, t in new.items()}
-            counts = evaluate(model, images, labels, loaded.preprocess, batch_size=batch_size, overrides=overrides)
-        rows.append(_row(job, loaded, level, repeat, seed, counts, device))
+    from .engine import run_cells
+
+    device = str(next(loaded.model.parameters()).device)
+    counts = run_cells(
+        job, loaded, images, labels, engine=engine, batch_size=batch_size, precision=precision,
+        max_replicas=max_replicas, progress=progress,
+    )  # fmt: skip
+    rows = [
+        _row(job, loaded, level, repeat, seed, c, device, precision)
+        for (level, repeat, seed), c in zip(job.cells(), counts)
+    ]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -181,7 +181,8 @@ class NodeKnockout(Perturbation):
 
 
 def _add_noise(t: Tensor, sigma: float, generator: torch.Generator) -> Tensor:
-    std = t.detach().double().std(unbiased=False).item() if t.numel() > 1 else 0.0
+    # the s.d. is taken on the CPU so that it (and the noise) does not depend on the device
+    std = t.detach().cpu().double().std(unbiased=False).item() if t.numel() > 1 else 0.0
     noise = torch.randn(t.shape, generator=generator, dtype=torch.float32)
     return t.detach() + (noise * (sigma * std)).to(device=t.device, dtype=t.dtype)
 

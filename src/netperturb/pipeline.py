@@ -227,12 +227,18 @@ def perturb_layer(
     device: str = "auto",
     progress: bool = True,
     model_source: Mapping[str, Any] | None = None,
+    engine: str = "fast",
+    precision: str = "fp32",
+    max_replicas: int | None = None,
 ) -> pd.DataFrame:
     """One perturbation job (model x layer x perturbation, all levels x repeats) -> CSV.
 
     ``checkpoint`` is a netperturb checkpoint, or with ``model_source`` (pretrained
     torchvision weights, :func:`netperturb.weights.resolve_model_source`) the weights file.
     The evaluation images are kept on the GPU when there is room (else pinned host memory).
+    ``engine``, ``precision`` and ``max_replicas`` are those of
+    :func:`netperturb.grid.run_layer_job` (config ``perturbation.engine`` / ``.precision`` /
+    ``.max_replicas``).
 
     Raises:
         LayerSelectionError: ``layer`` is not a Conv2d/Linear module path of the model.
@@ -253,7 +259,10 @@ def perturb_layer(
         study_seed=int(study_seed),
     )
     images, labels = _eval_data(shard_dir, split, loaded, dev)
-    df = run_layer_job(job, loaded, images, labels, batch_size=batch_size, progress=progress)
+    df = run_layer_job(
+        job, loaded, images, labels, batch_size=batch_size, progress=progress,
+        engine=engine, precision=precision, max_replicas=max_replicas,
+    )  # fmt: skip
     write_csv(df, out_csv)
     return df
 

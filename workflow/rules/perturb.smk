@@ -20,6 +20,9 @@ rule perturb:
         repeats=config["perturbation"]["repeats"],
         batch_size=config["perturbation"]["batch_size"],
         device=config["device"],
+        engine=config["perturbation"]["engine"],
+        precision=config["perturbation"]["precision"],
+        max_replicas=config["perturbation"]["max_replicas"],
     threads: 1
     resources:
         **JOB_RESOURCES,

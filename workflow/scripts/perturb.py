@@ -22,4 +22,7 @@ perturb_layer(
     batch_size=p.batch_size,
     device=p.device,
     model_source=p.source,
+    engine=p.engine,
+    precision=p.precision,
+    max_replicas=p.max_replicas,
 )
