@@ -193,7 +193,19 @@ for model in models:
     display(fig)
     plt.close(fig)
 counts = classes.groupby(["model", "perturbation", "score", "epoch", "class"]).size().unstack("class", fill_value=0)
-counts""", []),
+display(counts)
+rows = []
+for model in models:
+    last = int(classes.loc[classes["model"] == model, "epoch"].max())
+    for flt in rf.FILTER_TITLES:
+        for score in ("clean", "adversarial", "difference"):
+            by = rf.layers_by_class(classes[classes["model"] == model], flt, score, last)
+            if any(by.values()):
+                rows.append({"model": model, "epoch": last, "filter": flt, "score": score, **{c: ", ".join(v) for c, v in by.items()}})
+layer_classes = pd.DataFrame(rows)
+layer_classes.to_csv(Path(tables) / "layers_by_class.csv", index=False)
+display(Markdown("Layers by class at the last checkpoint:"))
+layer_classes.style.hide(axis="index")""", []),
     ("md", """## Fully filtered layers
 
 Accuracy with every weight of one layer set to zero (the last point of the low filter), against

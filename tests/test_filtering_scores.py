@@ -95,3 +95,22 @@ def test_retraining_selection_by_filter_and_mean():
     assert sel["selected"].all()
     with pytest.raises(ValueError, match="no per-layer"):
         retraining_selection(scores, model="m", init=1, epoch=3)
+
+
+def test_layer_roles_and_the_fully_filtered_table():
+    from netperturb.report_filtering import full_filter_table, layer_role
+
+    assert [layer_role(p, i) for p, i in [("conv1", 1), ("layer1.0.conv2", 3), ("layer2.0.downsample.0", 7),
+                                          ("fc", 21), ("features.3", 2)]] == [
+        "stem", "residual branch", "shortcut", "classifier", "other"]  # fmt: skip
+    rows = []
+    for label, path, idx, end in [("conv1", "conv1", 1, 0.1), ("conv2", "layer1.0.conv1", 2, 0.9)]:
+        for step, pos in enumerate([0.0, 0.5, 1.0]):
+            for data, acc in (("clean", end if pos == 1 else 0.8), ("adversarial", 0.3)):
+                rows.append({"model": "m", "epoch": 1, "mode": "layer", "perturbation": "filter_low", "layer": path,
+                             "layer_label": label, "layer_index": idx, "position": pos, "step": step, "data": data,
+                             "init": 0, "top1": acc})  # fmt: skip
+    base = pd.DataFrame([{"model": "m", "epoch": 1, "data": "clean", "top1": 0.8}, {"model": "m", "epoch": 1, "data": "adversarial", "top1": 0.4}])
+    t = full_filter_table(pd.DataFrame(rows), base)
+    assert t["clean"].tolist() == [0.1, 0.9] and t["role"].tolist() == ["stem", "residual branch"]
+    assert t["recovery"].tolist() == pytest.approx([0.125, 1.125]) and (t["unfiltered_adversarial"] == 0.4).all()

@@ -28,13 +28,14 @@ __all__ = [
     "full_filter_table",
     "class_table",
     "retraining_summary",
+    "layers_by_class",
 ]
 
 FILTER_TITLES = {"filter_low": "low (w <= alpha)", "filter_high": "high (w >= alpha)", "filter_pulse": "pulse (band at alpha)"}
 CLASS_COLORS = {"fragile": "#d6604d", "robust": "#bababa", "antifragile": "#4393c3"}
 
 
-def layer_role(path: str, index: int, kind_first_conv: bool = False) -> str:
+def layer_role(path: str, index: int) -> str:
     """A coarse role of a layer from its module path (torchvision naming): ``stem`` (the
     first layer), ``residual branch`` (``layerX.Y.convZ`` of ResNets), ``shortcut``
     (``downsample``), ``classifier`` (``fc`` / ``classifier``), else ``other``."""

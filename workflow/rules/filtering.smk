@@ -21,7 +21,7 @@ for _model, _epochs in SF_CKPTS.items():
 
     rule:
         name:
-            f"filtering_train_{_model}"
+            "filtering_train_" + re.sub(r"\W", "_", _model)
         input:
             shards=sf_shards(),
         output:
