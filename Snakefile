@@ -23,6 +23,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/perturb.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/minmax.smk"
+include: "workflow/rules/filtering.smk"
 
 
 # Everything the config asks for: every listed study's merged tables and rendered reports.

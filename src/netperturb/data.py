@@ -360,3 +360,185 @@ def prepare_mnist(
         out_dir, splits, dataset="mnist", num_classes=10, classes=[str(i) for i in range(10)],
         preprocess=preprocess, shard_size=10_000, source={"loader": "torchvision.datasets.MNIST", "root": str(root)},
     )  # fmt: skip
+
+
+# --- CIFAR-10 and Tiny ImageNet (the datasets of Pravin et al. 2024) ---------------------------
+
+DATASETS.update({
+    "cifar10": {"num_classes": 10, "in_channels": 3, "eval_split": "test"},
+    "tiny_imagenet": {"num_classes": 200, "in_channels": 3, "eval_split": "test"},
+})  # fmt: skip
+__all__ += ["prepare_cifar10", "prepare_tiny_imagenet"]
+
+
+def _normalisation_chunked(x_train: Tensor, scale: float, chunk: int = 8192) -> Preprocess:
+    """Per-channel mean/std (ddof 1) of the scaled training split, accumulated in float64
+    chunk by chunk (a whole float copy of Tiny ImageNet's training split would take ~5 GB)."""
+    c = x_train.shape[1]
+    s = torch.zeros(c, dtype=torch.float64)
+    s2 = torch.zeros(c, dtype=torch.float64)
+    for start in range(0, len(x_train), chunk):
+        v = x_train[start : start + chunk].to(torch.float64) * scale
+        s += v.sum(dim=(0, 2, 3))
+        s2 += (v * v).sum(dim=(0, 2, 3))
+    n = x_train.shape[0] * x_train.shape[2] * x_train.shape[3]
+    mean = s / n
+    var = (s2 - n * mean * mean) / max(n - 1, 1)
+    return Preprocess(
+        scale=scale, mean=tuple(round(float(m), 6) for m in mean),
+        std=tuple(round(float(v), 6) for v in var.clamp_min(0).sqrt()), size=None,
+    )  # fmt: skip
+
+
+def prepare_cifar10(
+    root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    verify_checksums: bool = True,
+) -> dict[str, Any]:
+    """CIFAR-10 (Krizhevsky 2009; 50,000 train + 10,000 test 32 x 32 RGB images, 10 classes)
+    from the official "python version", read by ``torchvision.datasets.CIFAR10`` (no
+    download).
+
+    ``root`` holds ``cifar-10-batches-py/`` (``data_batch_1`` .. ``data_batch_5``,
+    ``test_batch``, ``batches.meta``: pickled dicts) or the archive
+    ``cifar-10-python.tar.gz``, which is then extracted to a temporary folder. With
+    ``verify_checksums`` every file (and the archive) is checked against the md5s torchvision
+    lists for the official files; without, they are only required to exist (tiny test
+    files). Images are stored uint8 (N, 3, 32, 32); ``preprocess`` scales by 1/255 and
+    normalises per channel with the training split's mean and std.
+
+    Raises:
+        FileNotFoundError: neither the folder nor the archive, or a batch file missing
+            (names it).
+        ValueError: a checksum does not match (names the file).
+    """
+    import tempfile
+
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_md5, extract_archive
+
+    class _Unchecked(CIFAR10):  # same reader; the md5s were checked (or waived) below
+        train_list = [[name, None] for name, _ in CIFAR10.train_list]
+        test_list = [[name, None] for name, _ in CIFAR10.test_list]
+        meta = {**CIFAR10.meta, "md5": None}
+
+    root = Path(root)
+    files = {name: md5 for name, md5 in CIFAR10.train_list + CIFAR10.test_list}
+    files[CIFAR10.meta["filename"]] = CIFAR10.meta["md5"]
+    with tempfile.TemporaryDirectory(dir=Path(out_dir).parent if Path(out_dir).parent.exists() else None) as tmp:
+        base = root
+        if not (root / CIFAR10.base_folder).is_dir():
+            archive = root / CIFAR10.filename
+            if not archive.exists():
+                raise FileNotFoundError(f"CIFAR-10: neither {root / CIFAR10.base_folder}/ nor {archive} exists")
+            if verify_checksums and not check_md5(str(archive), CIFAR10.tgz_md5):
+                raise ValueError(f"{archive}: md5 does not match the official CIFAR-10 archive")
+            extract_archive(str(archive), tmp)
+            base = Path(tmp)
+        for name, md5 in files.items():
+            path = base / CIFAR10.base_folder / name
+            if not path.exists():
+                raise FileNotFoundError(f"CIFAR-10 file {path} not found")
+            if verify_checksums and not check_md5(str(path), md5):
+                raise ValueError(f"{path}: md5 does not match the official CIFAR-10 file")
+        splits, classes = {}, None
+        for split, train in (("train", True), ("test", False)):
+            ds = _Unchecked(str(base), train=train, download=False)
+            images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
+            splits[split] = (images, torch.as_tensor(ds.targets, dtype=torch.int64))
+            classes = list(ds.classes)
+    return write_shards(
+        out_dir, splits, dataset="cifar10", num_classes=10, classes=classes,
+        preprocess=_normalisation_chunked(splits["train"][0], 1 / 255), shard_size=10_000,
+        source={"loader": "torchvision.datasets.CIFAR10", "root": str(root), "verify_checksums": verify_checksums},
+    )  # fmt: skip
+
+
+def _read_rgb(path: str | os.PathLike, size: int) -> np.ndarray:
+    """One image as uint8 (3, size, size); grayscale JPEGs are converted to RGB.
+
+    Raises:
+        ValueError: not ``size x size``; OSError: unreadable.
+    """
+    from PIL import Image
+
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    if arr.shape != (size, size, 3):
+        raise ValueError(f"size {arr.shape[1]}x{arr.shape[0]}, expected {size}x{size}")
+    return arr.transpose(2, 0, 1)
+
+
+def prepare_tiny_imagenet(
+    root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    max_bad_fraction: float = 0.0,
+) -> dict[str, Any]:
+    """Tiny ImageNet (Stanford CS231n; 200 classes, 64 x 64 RGB; 100,000 train and 10,000
+    labelled validation images) from its distributed layout (no download).
+
+    ``root`` is the folder ``tiny-imagenet-200`` (or its parent) with ``wnids.txt``,
+    ``train/<wnid>/images/*.JPEG`` (listed by ``torchvision.datasets.ImageFolder``; the
+    classes are the wnids in sorted order, which must be those of ``wnids.txt``) and
+    ``val/images/*.JPEG`` with ``val/val_annotations.txt`` (file, wnid, box). The labelled
+    validation set becomes the ``test`` split (the official test set has no labels); the
+    classes are those of ``wnids.txt`` (200 in the real set).
+    Images are decoded with PIL (grayscale ones converted to RGB) into uint8 (N, 3, 64, 64);
+    ``preprocess`` scales by 1/255 and normalises with the training split's per-channel
+    mean and std. Unreadable images (or not 64 x 64) are skipped and listed in the
+    manifest's ``skipped``; more than ``max_bad_fraction`` of a split fails.
+
+    Raises:
+        FileNotFoundError: the layout is incomplete (names the missing file or folder).
+        ValueError: class folders differ from ``wnids.txt``, an annotation names an unknown
+            wnid, or too many bad images (names the first ones).
+    """
+    from torchvision.datasets import ImageFolder
+
+    root = Path(root)
+    if not (root / "wnids.txt").exists() and (root / "tiny-imagenet-200" / "wnids.txt").exists():
+        root = root / "tiny-imagenet-200"
+    for need in ("wnids.txt", "train", "val/images", "val/val_annotations.txt"):
+        if not (root / need).exists():
+            raise FileNotFoundError(f"Tiny ImageNet: {root / need} not found")
+    wnids = sorted({line.strip() for line in (root / "wnids.txt").read_text().splitlines() if line.strip()})
+    folder = ImageFolder(str(root / "train"), allow_empty=True)
+    if folder.classes != wnids:
+        extra, missing = sorted(set(folder.classes) - set(wnids)), sorted(set(wnids) - set(folder.classes))
+        raise ValueError(f"{root / 'train'}: class folders differ from wnids.txt (extra {extra[:5]}, missing {missing[:5]})")
+    index = {w: i for i, w in enumerate(wnids)}
+    val = []
+    for n, line in enumerate((root / "val" / "val_annotations.txt").read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 2 or parts[1] not in index:
+            raise ValueError(f"{root / 'val' / 'val_annotations.txt'} line {n}: unknown or missing wnid in {line!r}")
+        val.append((str(root / "val" / "images" / parts[0]), index[parts[1]]))
+    skipped: list[dict[str, str]] = []
+    splits = {}
+    for split, samples in (("train", folder.samples), ("test", val)):
+        images = np.empty((len(samples), 3, 64, 64), dtype=np.uint8)
+        labels = np.empty(len(samples), dtype=np.int64)
+        n_ok, bad = 0, []
+        for path, label in samples:
+            try:
+                images[n_ok] = _read_rgb(path, 64)
+            except (OSError, ValueError) as e:
+                bad.append({"file": path, "split": split, "reason": str(e)})
+                continue
+            labels[n_ok] = label
+            n_ok += 1
+        if samples and len(bad) > max_bad_fraction * len(samples):
+            first = "; ".join(f"{b['file']}: {b['reason']}" for b in bad[:3])
+            raise ValueError(f"Tiny ImageNet {split}: {len(bad)} of {len(samples)} images unreadable "
+                             f"(max_bad_fraction {max_bad_fraction}): {first}")  # fmt: skip
+        skipped += bad
+        splits[split] = (torch.from_numpy(images[:n_ok]), torch.from_numpy(labels[:n_ok]))
+    return write_shards(
+        out_dir, splits, dataset="tiny_imagenet", num_classes=len(wnids), classes=wnids,
+        preprocess=_normalisation_chunked(splits["train"][0], 1 / 255), shard_size=10_000, skipped=skipped,
+        source={"loader": "torchvision.datasets.ImageFolder + PIL", "root": str(root), "test_split": "val"},
+    )  # fmt: skip

@@ -238,3 +238,8 @@ def make_perturbation(name: str, **options: Any) -> Perturbation:
         return cls(**options)
     except TypeError as e:
         raise ValueError(f"perturbation {name!r}: bad options {options!r} ({e})") from None
+
+
+# The synaptic filters of Pravin et al. 2024 (filter_low, filter_high, filter_pulse) live in
+# their own module and register themselves here.
+from . import filters as _filters  # noqa: E402,F401

@@ -295,3 +295,23 @@ def merge_tables(
     if out_parquet is not None:
         write_parquet(merged, out_parquet)
     return merged
+
+
+def _prepare_cifar10(out_dir, options):
+    from .data import prepare_cifar10
+
+    if not options.get("root"):
+        raise ValueError("datasets.cifar10.root: the folder with cifar-10-batches-py/ or cifar-10-python.tar.gz is not set")
+    return prepare_cifar10(options["root"], out_dir, verify_checksums=bool(options.get("verify_checksums", True)))
+
+
+def _prepare_tiny_imagenet(out_dir, options):
+    from .data import prepare_tiny_imagenet
+
+    if not options.get("root"):
+        raise ValueError("datasets.tiny_imagenet.root: the tiny-imagenet-200 folder is not set")
+    return prepare_tiny_imagenet(options["root"], out_dir, max_bad_fraction=float(options.get("max_bad_fraction", 0.0)))
+
+
+# The datasets of Pravin et al. 2024 beyond MNIST.
+PREPARERS.update({"cifar10": _prepare_cifar10, "tiny_imagenet": _prepare_tiny_imagenet})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -68,6 +68,7 @@ def train_classifier(
     on_step: StepHook | None = None,
     on_epoch_end: EpochHook | None = None,
     progress: bool = True,
+    frozen_modules: Sequence[nn.Module] = (),
 ) -> pd.DataFrame:
     """Train ``model`` in place with cross-entropy (+ ``regularizer(model)`` if given).
 
@@ -82,13 +83,18 @@ def train_classifier(
             (epoch 1-based, step 1-based within the epoch).
         on_epoch_end: called as ``on_epoch_end(epoch, model, metrics)`` after the test
             evaluation of each epoch; epoch 0 is the initialisation.
+        frozen_modules: modules kept in ``eval()`` mode while training (a frozen BatchNorm
+            keeps its running statistics). Only parameters with ``requires_grad`` are given
+            to the optimiser, so frozen parameters stay bit-for-bit unchanged (selective
+            retraining, :mod:`netperturb.filtering`).
 
     Returns:
         One row per epoch (0 = before training): ``epoch, lr, train_loss, test_top1,
         test_top5, test_loss``.
 
     Raises:
-        ValueError: ``cfg.epochs < 1`` or an empty training split.
+        ValueError: ``cfg.epochs < 1``, an empty training split, or no parameter with
+            ``requires_grad``.
     """
     if cfg.epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {cfg.epochs}")
@@ -98,7 +104,10 @@ def train_classifier(
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(int(cfg.seed))
     torch.manual_seed(int(cfg.seed))  # dropout
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("no parameter of the model requires grad: nothing to train")
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(y_train) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
 
@@ -113,6 +122,8 @@ def train_classifier(
     bar = tqdm(range(1, cfg.epochs + 1), desc="train", disable=not progress, mininterval=2)
     for epoch in bar:
         model.train()
+        for module in frozen_modules:
+            module.eval()
         order = torch.randperm(len(y_train), generator=g)
         loss_sum, seen = 0.0, 0
         for step, start in enumerate(range(0, len(order), cfg.batch_size), start=1):

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["ModelSpec", "register_model", "get_model", "get_spec", "list_models", "build_meta"]
+__all__ = ["ModelSpec", "register_model", "get_model", "get_spec", "list_models", "build_meta", "adapt_first_conv"]
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,13 @@ def get_model(name: str, *, num_classes: int = 10, in_channels: int = 1) -> nn.M
     """A randomly initialised model by name: ours first, then torchvision classifiers.
 
     Args:
-        name: e.g. ``"lenet5"``, ``"alexnet_digits"``, ``"alexnet"``, ``"vgg16"``.
+        name: e.g. ``"lenet5"``, ``"alexnet_digits"``, ``"alexnet"``, ``"resnet18"``.
         num_classes: number of outputs.
-        in_channels: input channels (our models only; torchvision models take 3).
+        in_channels: input channels. Torchvision models are built for 3; for any other count
+            their first ``Conv2d`` (the stem: ``conv1`` of ResNet, ``features.0`` of
+            SqueezeNet, ``conv1.0`` of ShuffleNet V2, ...) is replaced by one with the same
+            output channels, kernel, stride, padding, dilation, groups and bias but
+            ``in_channels`` inputs (see :func:`adapt_first_conv`).
 
     Raises:
         ValueError: the name is neither ours nor a torchvision classification model.
@@ -84,7 +88,45 @@ def get_model(name: str, *, num_classes: int = 10, in_channels: int = 1) -> nn.M
     if name.startswith(("inception", "googlenet")):
         kwargs["init_weights"] = False
         kwargs["aux_logits"] = False
-    return torchvision.models.get_model(name, weights=None, **kwargs)
+    model = torchvision.models.get_model(name, weights=None, **kwargs)
+    if in_channels != 3:
+        adapt_first_conv(model, in_channels)
+    return model
+
+
+def adapt_first_conv(model: nn.Module, in_channels: int) -> nn.Module:
+    """Replace the first ``Conv2d`` of ``model`` (in module order) by one taking
+    ``in_channels`` inputs, in place; returns ``model``.
+
+    The new convolution keeps every other hyper-parameter of the old one and gets PyTorch's
+    default ``Conv2d`` initialisation, as Pravin et al. 2024 do for their MNIST models (the
+    authors' notebooks replace ``conv1`` of ResNet-18/50 by ``nn.Conv2d(1, 64, 7, 2, 3,
+    bias=False)``, ``features[0]`` of SqueezeNet and ``conv1[0]`` of ShuffleNet V2 likewise).
+    Works on the ``meta`` device too.
+
+    Raises:
+        ValueError: the model has no ``Conv2d``, ``in_channels < 1``, or ``in_channels`` is not
+            a multiple of the first convolution's ``groups``.
+    """
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+    for path, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            break
+    else:
+        raise ValueError(f"{type(model).__name__} has no Conv2d to adapt to {in_channels} input channels")
+    if module.in_channels == in_channels:
+        return model
+    if in_channels % module.groups:
+        raise ValueError(f"{path}: groups={module.groups} does not divide in_channels={in_channels}")
+    new = nn.Conv2d(
+        in_channels, module.out_channels, module.kernel_size, stride=module.stride, padding=module.padding,
+        dilation=module.dilation, groups=module.groups, bias=module.bias is not None,
+        padding_mode=module.padding_mode, device=module.weight.device, dtype=module.weight.dtype,
+    )  # fmt: skip
+    parent_path, _, child = path.rpartition(".")
+    setattr(model.get_submodule(parent_path) if parent_path else model, child, new)
+    return model
 
 
 def build_meta(name: str, *, num_classes: int = 10, in_channels: int = 1) -> nn.Module:

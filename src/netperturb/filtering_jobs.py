@@ -1,0 +1,450 @@
+"""The synaptic filtering study's workflow jobs as plain functions of paths and config values.
+
+One function per rule of ``workflow/rules/filtering.smk`` (the scripts only unpack
+``snakemake`` and call these): train with checkpoints -> evaluate the unfiltered checkpoints
+-> per-layer and whole-network filter sweeps -> merge + filtering scores -> selective
+retraining -> merge. Every output is written atomically. The computations are in
+:mod:`netperturb.filtering` and :mod:`netperturb.filters`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from . import __version__
+from .checkpoints import LoadedModel, load_checkpoint, save_checkpoint
+from .data import load_split, read_manifest
+from .evaluate import resolve_device
+from .filtering import (
+    SWEEP_COLUMNS,
+    AttackSpec,
+    Evaluator,
+    baseline_rows,
+    clean_and_adversarial,
+    adversarial_set,
+    filtering_scores,
+    freeze_for_retraining,
+    input_box,
+    layer_sweep,
+    network_sweep,
+    retraining_selection,
+    sweep_frame,
+)
+from .io import write_csv, write_parquet
+from .layers import find_layers, select_layers
+from .models import get_model
+from .pipeline import model_preprocess
+from .seeds import cell_generator, cell_seed
+from .training import TrainConfig, train_classifier
+
+__all__ = [
+    "checkpoint_epochs",
+    "eval_subset",
+    "train_with_checkpoints",
+    "checkpoint_baselines",
+    "sweep_layer",
+    "sweep_network",
+    "merge_and_score",
+    "retrain",
+    "RETRAIN_COLUMNS",
+    "concat_tables",
+]
+
+log = logging.getLogger("netperturb")
+
+_TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "max_shift")
+
+#: Columns of the retraining table (one row per strategy and data set).
+RETRAIN_COLUMNS = [
+    "study", "dataset", "model", "arch", "init", "epoch", "strategy", "retrain_epochs", "selection_score",
+    "selection_filter", "tolerance", "n_layers_trained", "layers_trained", "n_params_trained", "n_params",
+    "data", "attack", "eps", "attack_mode", "n_images", "top1", "top5", "loss", "weights", "device",
+    "netperturb_version",
+]  # fmt: skip
+
+
+def checkpoint_epochs(epochs: int, every: int) -> list[int]:
+    """Epochs at which checkpoints are kept: ``every, 2 every, ...`` up to ``epochs``, and
+    ``epochs`` itself.
+
+    Raises:
+        ValueError: ``epochs < 1`` or ``every < 1``.
+    """
+    if epochs < 1 or every < 1:
+        raise ValueError(f"need epochs >= 1 and checkpoint_every >= 1, got {epochs}, {every}")
+    return sorted(set(range(every, epochs + 1, every)) | {epochs})
+
+
+def eval_subset(
+    shard_dir: str | os.PathLike, split: str, n: int | None, *, study_seed: int, dataset: str
+) -> tuple[Tensor, Tensor]:
+    """The evaluation images of the sweeps: the whole ``split`` (``n`` None or >= its size),
+    or ``n`` of them drawn uniformly without replacement by a generator seeded from the study
+    seed and the dataset (the same images for every job), kept in their stored order.
+
+    Returns:
+        (images uint8 (n, C, H, W), labels int64 (n,)).
+    """
+    images, labels = load_split(shard_dir, split)
+    if n is None or n >= len(labels):
+        return images, labels
+    g = cell_generator(cell_seed(study_seed, dataset, split, "eval_subset", float(n), 0))
+    idx = torch.randperm(len(labels), generator=g)[: int(n)].sort().values
+    return images[idx], labels[idx]
+
+
+def _train_config(train_cfg: Mapping[str, Any], **override) -> TrainConfig:
+    return TrainConfig(**{**{k: train_cfg[k] for k in _TRAIN_KEYS if k in train_cfg}, **override})
+
+
+def train_with_checkpoints(
+    shard_dir: str | os.PathLike,
+    arch: str,
+    train_cfg: Mapping[str, Any],
+    init: int,
+    checkpoints: Mapping[int, str | os.PathLike],
+    history_out: str | os.PathLike,
+    *,
+    model_name: str,
+    study: str,
+    input_size: int | None = None,
+    device: str = "auto",
+) -> pd.DataFrame:
+    """Train ``arch`` from initialisation seed ``init`` (which replaces ``train_cfg["seed"]``)
+    and save a checkpoint at every epoch in ``checkpoints`` (epoch -> path), through the
+    ``on_epoch_end`` hook of :func:`netperturb.training.train_classifier`.
+
+    Writes the per-epoch history (``study, model, arch, init, epoch, lr, train_loss,
+    test_top1, test_top5, test_loss``).
+
+    Raises:
+        ValueError: a checkpoint epoch outside [1, epochs].
+    """
+    manifest = read_manifest(shard_dir)
+    preprocess = model_preprocess(manifest, arch, input_size)
+    cfg = _train_config(train_cfg, seed=int(init))
+    wanted = {int(e): p for e, p in checkpoints.items()}
+    bad = [e for e in wanted if not 1 <= e <= cfg.epochs]
+    if bad:
+        raise ValueError(f"checkpoint epochs {bad} outside 1..{cfg.epochs}")
+    dev = resolve_device(device)
+    train, test = load_split(shard_dir, "train"), load_split(shard_dir, "test")
+    in_channels = int(train[0].shape[1])
+    torch.manual_seed(cfg.seed)
+    model = get_model(arch, num_classes=manifest["num_classes"], in_channels=in_channels).to(dev)
+
+    def on_epoch_end(epoch: int, net: nn.Module, metrics: dict) -> None:
+        if epoch in wanted:
+            save_checkpoint(
+                wanted[epoch], net, arch=arch, num_classes=manifest["num_classes"], in_channels=in_channels,
+                preprocess=preprocess,
+                meta={"dataset": manifest["dataset"], "model": model_name, "init": int(init), "epoch": epoch,
+                      "train": cfg.__dict__ | {"extra": None}, "test_top1": float(metrics["test_top1"])},
+            )  # fmt: skip
+            log.info("%s init %d: checkpoint at epoch %d (test top-1 %.4f)", model_name, init, epoch, metrics["test_top1"])
+
+    history = train_classifier(model, train, test, preprocess, cfg, on_epoch_end=on_epoch_end)
+    for col, val in (("init", int(init)), ("arch", arch), ("model", model_name), ("study", study)):
+        history.insert(0, col, val)
+    write_csv(history, history_out)
+    return history
+
+
+def _prepare(
+    checkpoint: str | os.PathLike, device: str, channels_last: bool
+) -> tuple[LoadedModel, torch.device]:
+    dev = resolve_device(device)
+    loaded = load_checkpoint(checkpoint, dev)
+    if channels_last:
+        loaded.model.to(memory_format=torch.channels_last)
+    return loaded, dev
+
+
+def _evaluator(
+    loaded: LoadedModel,
+    dev: torch.device,
+    images: Tensor,
+    labels: Tensor,
+    attack: AttackSpec,
+    *,
+    study_seed: int,
+    model_key: str,
+    batch_size: int,
+    channels_last: bool,
+) -> Evaluator:
+    x = loaded.preprocess(images.to(dev))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return Evaluator(
+        loaded.model, x, labels.to(dev), attack, box=input_box(loaded.preprocess, dev), study_seed=study_seed,
+        model_key=model_key, batch_size=batch_size,
+    )  # fmt: skip
+
+
+def _row(study: str, dataset: str, model_name: str, loaded: LoadedModel, init: int, epoch: int) -> dict:
+    return {"study": study, "dataset": dataset, "model": model_name, "arch": loaded.arch, "init": int(init),
+            "epoch": int(epoch), "weights": loaded.weights}  # fmt: skip
+
+
+def _model_key(model_name: str, init: int, epoch: int) -> str:
+    return f"{model_name}/init{int(init)}/epoch{int(epoch)}"
+
+
+def checkpoint_baselines(
+    checkpoints: Mapping[int, str | os.PathLike],
+    shard_dir: str | os.PathLike,
+    out_csv: str | os.PathLike,
+    *,
+    study: str,
+    dataset: str,
+    model_name: str,
+    init: int,
+    attack: AttackSpec,
+    study_seed: int,
+    split: str = "test",
+    n_images: int | None = None,
+    batch_size: int = 256,
+    device: str = "auto",
+    channels_last: bool = True,
+) -> pd.DataFrame:
+    """Clean and adversarial accuracy of every unfiltered checkpoint (epoch -> path) of one
+    (model, init) on the sweeps' evaluation images; :data:`SWEEP_COLUMNS`, ``mode="none"``."""
+    images, labels = eval_subset(shard_dir, split, n_images, study_seed=study_seed, dataset=dataset)
+    rows = []
+    for epoch, path in sorted(checkpoints.items()):
+        loaded, dev = _prepare(path, device, channels_last)
+        ev = _evaluator(loaded, dev, images, labels, attack, study_seed=study_seed,
+                        model_key=_model_key(model_name, init, epoch), batch_size=batch_size,
+                        channels_last=channels_last)  # fmt: skip
+        rows += baseline_rows(ev, _row(study, dataset, model_name, loaded, init, epoch))
+        log.info("%s init %d epoch %d: clean %.4f adversarial %.4f", model_name, init, epoch, rows[-2]["top1"], rows[-1]["top1"])
+    df = sweep_frame(rows, device=str(resolve_device(device)))
+    write_csv(df, out_csv)
+    return df
+
+
+def sweep_layer(
+    checkpoint: str | os.PathLike,
+    shard_dir: str | os.PathLike,
+    out_csv: str | os.PathLike,
+    *,
+    study: str,
+    dataset: str,
+    model_name: str,
+    init: int,
+    epoch: int,
+    layer: str,
+    filters: Sequence[str],
+    steps: int,
+    attack: AttackSpec,
+    study_seed: int,
+    split: str = "test",
+    n_images: int | None = None,
+    batch_size: int = 256,
+    device: str = "auto",
+    channels_last: bool = True,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Per-layer mode for one layer of one checkpoint: every filter x ``steps`` thresholds
+    over the layer's weight range, clean and adversarial -> CSV (:data:`SWEEP_COLUMNS`).
+
+    Raises:
+        LayerSelectionError: ``layer`` is not a Conv2d/Linear module path of the model.
+    """
+    loaded, dev = _prepare(checkpoint, device, channels_last)
+    (info,) = select_layers(find_layers(loaded.model), [layer])
+    images, labels = eval_subset(shard_dir, split, n_images, study_seed=study_seed, dataset=dataset)
+    ev = _evaluator(loaded, dev, images, labels, attack, study_seed=study_seed,
+                    model_key=_model_key(model_name, init, epoch), batch_size=batch_size, channels_last=channels_last)  # fmt: skip
+    rows = layer_sweep(ev, info, filters, steps, row=_row(study, dataset, model_name, loaded, init, epoch), progress=progress)
+    df = sweep_frame(rows, device=str(dev))
+    write_csv(df, out_csv)
+    return df
+
+
+def sweep_network(
+    checkpoint: str | os.PathLike,
+    shard_dir: str | os.PathLike,
+    out_csv: str | os.PathLike,
+    *,
+    study: str,
+    dataset: str,
+    model_name: str,
+    init: int,
+    epoch: int,
+    layers: str | Sequence[str],
+    filters: Sequence[str],
+    steps: int,
+    grid: Sequence[float] | None,
+    attack: AttackSpec,
+    study_seed: int,
+    split: str = "test",
+    n_images: int | None = None,
+    batch_size: int = 256,
+    device: str = "auto",
+    channels_last: bool = True,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Whole-network mode for one checkpoint: every layer of the selection filtered at once
+    at each threshold of the shared grid (``grid`` = (lo, hi), None = the weights' own range)
+    -> CSV (:data:`SWEEP_COLUMNS`)."""
+    loaded, dev = _prepare(checkpoint, device, channels_last)
+    chosen = select_layers(find_layers(loaded.model), layers)
+    images, labels = eval_subset(shard_dir, split, n_images, study_seed=study_seed, dataset=dataset)
+    ev = _evaluator(loaded, dev, images, labels, attack, study_seed=study_seed,
+                    model_key=_model_key(model_name, init, epoch), batch_size=batch_size, channels_last=channels_last)  # fmt: skip
+    rows = network_sweep(ev, chosen, filters, steps, grid=tuple(grid) if grid is not None else None,
+                         row=_row(study, dataset, model_name, loaded, init, epoch), progress=progress)  # fmt: skip
+    df = sweep_frame(rows, device=str(dev))
+    write_csv(df, out_csv)
+    return df
+
+
+def _read(path: str | os.PathLike) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=False, na_values=["NaN", "nan"])
+
+
+def concat_tables(inputs: Sequence[str | os.PathLike], columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Concatenate CSV tables (each must have ``columns``, if given).
+
+    Raises:
+        ValueError: no inputs, or an input lacks a column (names the file).
+    """
+    if not inputs:
+        raise ValueError("no input tables")
+    frames = []
+    for path in inputs:
+        df = _read(path)
+        missing = [c for c in (columns or []) if c not in df.columns]
+        if missing:
+            raise ValueError(f"{path}: missing columns {missing}")
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def merge_and_score(
+    sweeps: Sequence[str | os.PathLike],
+    baselines: Sequence[str | os.PathLike],
+    sweeps_csv: str | os.PathLike,
+    sweeps_parquet: str | os.PathLike,
+    baseline_csv: str | os.PathLike,
+    scores_csv: str | os.PathLike,
+    *,
+    tolerance: float,
+    metric: str = "top1",
+) -> pd.DataFrame:
+    """Merge the sweep and baseline tables, compute the filtering scores
+    (:func:`netperturb.filtering.filtering_scores`) and write all three. Returns the scores."""
+    sw = concat_tables(sweeps, SWEEP_COLUMNS)
+    sw = sw.sort_values(["model", "init", "epoch", "mode", "layer_index", "perturbation", "step", "data"],
+                        kind="stable").reset_index(drop=True)  # fmt: skip
+    base = concat_tables(baselines, SWEEP_COLUMNS).sort_values(["model", "init", "epoch", "data"]).reset_index(drop=True)
+    scores = filtering_scores(sw, base, tolerance=tolerance, metric=metric)
+    write_csv(sw, sweeps_csv)
+    write_parquet(sw, sweeps_parquet)
+    write_csv(base, baseline_csv)
+    write_csv(scores, scores_csv)
+    log.info("merged %d sweep rows; %d scores", len(sw), len(scores))
+    return scores
+
+
+def _n_params(model: nn.Module, names: Sequence[str] | None = None) -> int:
+    named = dict(model.named_parameters())
+    return sum(named[n].numel() for n in (names if names is not None else named))
+
+
+def retrain(
+    checkpoint: str | os.PathLike,
+    scores_csv: str | os.PathLike,
+    shard_dir: str | os.PathLike,
+    out_csv: str | os.PathLike,
+    *,
+    study: str,
+    dataset: str,
+    model_name: str,
+    init: int,
+    epoch: int,
+    train_cfg: Mapping[str, Any],
+    epochs: int,
+    score: str,
+    filter: str,
+    tolerance: float,
+    include_bn: bool,
+    attack: AttackSpec,
+    study_seed: int,
+    split: str = "test",
+    batch_size: int = 256,
+    device: str = "auto",
+) -> pd.DataFrame:
+    """Selective retraining of one checkpoint, compared with no and with full retraining.
+
+    ``none`` is the checkpoint as it is; ``selective`` trains only the layers that
+    :func:`netperturb.filtering.retraining_selection` selects (robust or antifragile), with
+    everything else frozen (:func:`netperturb.filtering.freeze_for_retraining`); ``full``
+    trains every parameter. Both run ``epochs`` epochs with the same data order and schedule
+    (``train_cfg`` with seed ``init``). Each network is then evaluated on the whole ``split``,
+    clean and adversarial (in ``regenerate`` mode each network is attacked itself; in
+    ``reuse`` mode all three are evaluated on the examples made against the checkpoint).
+    If no layer is selected, ``selective`` is the checkpoint itself (0 parameters trained).
+
+    Raises:
+        RuntimeError: a frozen parameter or buffer changed (a bug; never expected).
+    """
+    dev = resolve_device(device)
+    loaded = load_checkpoint(checkpoint, dev)
+    scores = _read(scores_csv)
+    sel = retraining_selection(scores, model=model_name, init=init, epoch=epoch, score=score, filter=filter,
+                               tolerance=tolerance)  # fmt: skip
+    chosen = [l for l in find_layers(loaded.model) if l.path in set(sel.loc[sel["selected"], "layer"])]
+    train, test = load_split(shard_dir, "train"), load_split(shard_dir, split)
+    cfg = _train_config(train_cfg, seed=int(init), epochs=int(epochs))
+
+    nets: dict[str, tuple[nn.Module, list[str]]] = {"none": (loaded.model, [])}
+    selective = copy.deepcopy(loaded.model)
+    trainable, frozen = freeze_for_retraining(selective, chosen, include_bn=include_bn)
+    if trainable:
+        before = {k: v.detach().clone() for k, v in selective.state_dict().items()}
+        train_classifier(selective, train, test, loaded.preprocess, cfg, frozen_modules=frozen)
+        owners = {n.rpartition(".")[0] for n in trainable}
+        changed = [k for k, v in selective.state_dict().items()
+                   if k.rpartition(".")[0] not in owners and not torch.equal(v, before[k])]  # fmt: skip
+        if changed:
+            raise RuntimeError(f"selective retraining changed frozen tensors: {changed[:5]}")
+    selective.eval().requires_grad_(False)
+    nets["selective"] = (selective, trainable)
+    full = copy.deepcopy(loaded.model).requires_grad_(True)
+    train_classifier(full, train, test, loaded.preprocess, cfg)
+    full.eval().requires_grad_(False)
+    nets["full"] = (full, [n for n, _ in full.named_parameters()])
+
+    x = loaded.preprocess(test[0].to(dev))
+    y = test[1].to(dev)
+    box = input_box(loaded.preprocess, dev)
+    seed = cell_seed(study_seed, _model_key(model_name, init, epoch), "", "retraining", 0.0, 0)
+    x_adv = adversarial_set(loaded.model, x, y, attack, box=box, seed=seed, batch_size=batch_size) if attack.mode == "reuse" else None
+    rows = []
+    labels = ",".join(l.label for l in chosen)
+    for strategy, (net, names) in nets.items():
+        counts = clean_and_adversarial(net, x, y, attack, x_adv=x_adv, box=box, seed=seed, batch_size=batch_size)
+        for data, c in zip(("clean", "adversarial"), counts):
+            rows.append({
+                "study": study, "dataset": dataset, "model": model_name, "arch": loaded.arch, "init": int(init),
+                "epoch": int(epoch), "strategy": strategy, "retrain_epochs": 0 if strategy == "none" else int(epochs),
+                "selection_score": score, "selection_filter": filter, "tolerance": tolerance,
+                "n_layers_trained": {"none": 0, "selective": len(chosen) if names else 0, "full": len(find_layers(net))}[strategy],
+                "layers_trained": {"none": "", "selective": labels if names else "", "full": "all"}[strategy],
+                "n_params_trained": _n_params(net, names) if names else 0, "n_params": _n_params(net),
+                "data": data, "attack": attack.name, "eps": attack.eps, "attack_mode": attack.mode,
+                **c.metrics(), "weights": loaded.weights, "device": str(dev), "netperturb_version": __version__,
+            })  # fmt: skip
+        log.info("%s: clean %.4f adversarial %.4f", strategy, rows[-2]["top1"], rows[-1]["top1"])
+    df = pd.DataFrame(rows, columns=RETRAIN_COLUMNS)
+    write_csv(df, out_csv)
+    return df

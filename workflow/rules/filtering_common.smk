@@ -1,0 +1,102 @@
+# Set-up of the Pravin et al. 2024 study (rules in filtering.smk): resolve and check the
+# synaptic_filtering config, checkpoint epochs, layers; input functions and path lists.
+
+from netperturb.filtering_jobs import checkpoint_epochs
+
+SF = config["synaptic_filtering"]
+SF_DIR = f"{RESULTS}/pravin2024"
+SF_DATASET = SF.get("dataset") or DATASET
+SF_INFO = dataset_info(SF_DATASET)
+
+
+def _sf_check():
+    """Config values the schema cannot check; errors name the key."""
+    epochs = {m: int(o.get("train", {}).get("epochs", 30)) for m, o in SF["models"].items()}
+    ckpts = {m: checkpoint_epochs(e, SF["checkpoint_every"]) for m, e in epochs.items()}
+    layers = {
+        m: resolve_layers(
+            m,
+            o,
+            SF["layers"],
+            num_classes=SF_INFO["num_classes"],
+            in_channels=SF_INFO["in_channels"],
+            key="synaptic_filtering.layers",
+        )
+        for m, o in SF["models"].items()
+    }
+    retrain_at = {}
+    for m in SF["models"]:
+        at = SF["retraining"]["checkpoint"] or ckpts[m][-1]
+        if at not in ckpts[m]:
+            raise ConfigError(
+                f"synaptic_filtering.retraining.checkpoint: epoch {at} is not a checkpoint of "
+                f"model {m!r} (checkpoints: {ckpts[m]})"
+            )
+        retrain_at[m] = at
+    grid = SF["network_grid"]
+    if grid != "auto" and grid[1] <= grid[0]:
+        raise ConfigError(f"synaptic_filtering.network_grid: need lo < hi, got {grid}")
+    return ckpts, layers, retrain_at
+
+
+try:
+    SF_CKPTS, SF_LAYERS, SF_RETRAIN_AT = _sf_check()
+except ConfigError as e:
+    raise WorkflowError(f"invalid config: {e}")
+
+
+def sf_eps(model):
+    """Attack budget of a model: its own eps, else the dataset's."""
+    return SF["models"][model].get("eps", SF["attack"]["eps"][SF_DATASET])
+
+
+def sf_shards(wildcards=None):
+    return f"resources/data/{SF_DATASET}/shards"
+
+
+def sf_checkpoint(wildcards):
+    return f"{SF_DIR}/models/{wildcards.fmodel}/init{wildcards.init}/epoch{wildcards.epoch}.pt"
+
+
+def sf_checkpoints_of(model, init):
+    return {e: f"{SF_DIR}/models/{model}/init{init}/epoch{e}.pt" for e in SF_CKPTS[model]}
+
+
+def sf_sweep_tables():
+    out = []
+    for m in SF["models"]:
+        for i in SF["seeds"]:
+            for e in SF_CKPTS[m]:
+                run = f"{SF_DIR}/runs/{m}/init{i}/epoch{e}"
+                if "layer" in SF["modes"]:
+                    out += [f"{run}/layer/{l.path}.csv" for l in SF_LAYERS[m]]
+                if "network" in SF["modes"]:
+                    out.append(f"{run}/network.csv")
+    return out
+
+
+def sf_baseline_tables():
+    return [f"{SF_DIR}/baseline/{m}/init{i}.csv" for m in SF["models"] for i in SF["seeds"]]
+
+
+def sf_retrain_tables():
+    return [f"{SF_DIR}/retraining/{m}/init{i}.csv" for m in SF["models"] for i in SF["seeds"]]
+
+
+SF_COMMON = dict(
+    study=STUDY,
+    dataset=SF_DATASET,
+    seed=config["seed"],
+    split=SF_INFO["eval_split"],
+    n_images=SF["eval_images"],
+    batch_size=SF["batch_size"],
+    channels_last=SF["channels_last"],
+    attack=SF["attack"],
+    device=config["device"],
+)
+
+
+wildcard_constraints:
+    fmodel="|".join(map(re.escape, SF["models"])),
+    init=r"\d+",
+    epoch=r"\d+",

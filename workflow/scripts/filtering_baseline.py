@@ -1,0 +1,24 @@
+"""Rule filtering_baseline: clean and adversarial accuracy of the unfiltered checkpoints (netperturb.filtering_jobs.checkpoint_baselines)."""
+
+from netperturb.filtering import AttackSpec
+from netperturb.filtering_jobs import checkpoint_baselines
+from netperturb.jobs import start_job
+
+start_job(snakemake.log[0], snakemake.threads)
+p, w = snakemake.params, snakemake.wildcards
+checkpoint_baselines(
+    dict(zip(p.epochs, snakemake.input.checkpoints)),
+    snakemake.input.shards,
+    snakemake.output[0],
+    study=p.study,
+    dataset=p.dataset,
+    model_name=w.fmodel,
+    init=int(w.init),
+    attack=AttackSpec.from_config(p.attack, p.eps),
+    study_seed=p.seed,
+    split=p.split,
+    n_images=p.n_images,
+    batch_size=p.batch_size,
+    device=p.device,
+    channels_last=p.channels_last,
+)

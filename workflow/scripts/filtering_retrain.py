@@ -1,0 +1,31 @@
+"""Rule filtering_retrain: selective vs none vs full retraining of one checkpoint (netperturb.filtering_jobs.retrain)."""
+
+from netperturb.filtering import AttackSpec
+from netperturb.filtering_jobs import retrain
+from netperturb.jobs import start_job
+
+start_job(snakemake.log[0], snakemake.threads)
+p, w = snakemake.params, snakemake.wildcards
+r = p.retraining
+retrain(
+    snakemake.input.checkpoint,
+    snakemake.input.scores,
+    snakemake.input.shards,
+    snakemake.output[0],
+    study=p.study,
+    dataset=p.dataset,
+    model_name=w.fmodel,
+    init=int(w.init),
+    epoch=p.epoch,
+    train_cfg={**p.train, "lr": r["lr"]},
+    epochs=r["epochs"],
+    score=r["score"],
+    filter=r["filter"],
+    tolerance=p.tolerance,
+    include_bn=r["include_bn"],
+    attack=AttackSpec.from_config(p.attack, p.eps),
+    study_seed=p.seed,
+    split=p.split,
+    batch_size=p.batch_size,
+    device=p.device,
+)

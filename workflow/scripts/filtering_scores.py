@@ -1,0 +1,17 @@
+"""Rule filtering_scores: merge sweeps and baselines, filtering scores (netperturb.filtering_jobs.merge_and_score)."""
+
+from netperturb.filtering_jobs import merge_and_score
+from netperturb.jobs import start_job
+
+start_job(snakemake.log[0])
+out = snakemake.output
+merge_and_score(
+    snakemake.input.sweeps,
+    snakemake.input.baselines,
+    out.sweeps,
+    out.parquet,
+    out.baseline,
+    out.scores,
+    tolerance=snakemake.params.tolerance,
+    metric=snakemake.params.metric,
+)

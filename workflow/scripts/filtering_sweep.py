@@ -1,0 +1,29 @@
+"""Rules filtering_sweep_layer / filtering_sweep_network: one filter sweep job (netperturb.filtering_jobs.sweep_layer / sweep_network)."""
+
+from netperturb.filtering import AttackSpec
+from netperturb.filtering_jobs import sweep_layer, sweep_network
+from netperturb.jobs import start_job
+
+start_job(snakemake.log[0], snakemake.threads)
+p, w = snakemake.params, snakemake.wildcards
+common = dict(
+    study=p.study,
+    dataset=p.dataset,
+    model_name=w.fmodel,
+    init=int(w.init),
+    epoch=int(w.epoch),
+    filters=p.filters,
+    steps=p.steps,
+    attack=AttackSpec.from_config(p.attack, p.eps),
+    study_seed=p.seed,
+    split=p.split,
+    n_images=p.n_images,
+    batch_size=p.batch_size,
+    device=p.device,
+    channels_last=p.channels_last,
+)
+args = (snakemake.input.checkpoint, snakemake.input.shards, snakemake.output[0])
+if snakemake.rule == "filtering_sweep_layer":
+    sweep_layer(*args, layer=w.layer, **common)
+else:
+    sweep_network(*args, layers=p.layers, grid=p.grid, **common)

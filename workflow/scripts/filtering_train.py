@@ -1,0 +1,19 @@
+"""Rule filtering_train_<model>: train one initialisation with checkpoints (netperturb.filtering_jobs.train_with_checkpoints)."""
+
+from netperturb.filtering_jobs import train_with_checkpoints
+from netperturb.jobs import start_job
+
+start_job(snakemake.log[0], snakemake.threads)
+p = snakemake.params
+train_with_checkpoints(
+    snakemake.input.shards,
+    p.arch,
+    p.train,
+    int(snakemake.wildcards.init),
+    dict(zip(p.epochs, snakemake.output.checkpoints)),
+    snakemake.output.history,
+    model_name=p.model,
+    study=p.study,
+    input_size=p.input_size,
+    device=p.device,
+)
