@@ -44,7 +44,7 @@ def make_loaded(arch: str) -> LoadedModel:
     """A random-init model (shared between tests: the engines never modify it, which
     test_engines_on_a_trained_network... checks)."""
     torch.manual_seed(0)
-    model = randomise_bn(get_model(arch, num_classes=10)).eval().requires_grad_(False)
+    model = randomise_bn(get_model(arch, num_classes=10, in_channels=3)).eval().requires_grad_(False)
     return LoadedModel(model=model, preprocess=IMAGENET, arch=arch, weights="random", meta={})
 
 
@@ -123,7 +123,11 @@ def test_replica_batching_gives_the_same_numbers_as_one_replica_at_a_time():
         plans = [FastPlan(), FastPlan()]
         one = run_fast(j, loaded.model, x, y, IMAGENET, batch_size=6, max_replicas=1, progress=False, plan=plans[0])
         many = run_fast(j, loaded.model, x, y, IMAGENET, batch_size=6, max_replicas=4, progress=False, plan=plans[1])
-        assert [p.replicas for p in plans] == [1, 4]
+        # node knockout at level 1 knocks everything out whatever the seed: its repeats are one cell
+        dedup = 1 if name == "node_knockout" and 1.0 in LEVELS[name] else 0
+        assert [p.deduplicated for p in plans] == [dedup, dedup]
+        assert [p.replicas for p in plans] == [1, min(4, len(LEVELS[name][1:]) * 2 - dedup)]
+        assert [p.reuse_clean_unit for p in plans] == [name == "node_knockout"] * 2
         assert [(c.n, c.top1, c.top5) for c in one] == [(c.n, c.top1, c.top5) for c in many]
         assert [c.loss_sum for c in one] == pytest.approx([c.loss_sum for c in many], rel=1e-6)
 
@@ -166,7 +170,8 @@ def test_grouped_conv_with_batchnorm_and_a_layer_called_twice():
             if path == "shared":  # cannot be split: the module is called twice -> functional
                 assert plan.fallback and "called 2 times" in plan.fallback
             else:
-                assert plan.fallback is None and plan.replicas == 4
+                assert plan.fallback is None and plan.replicas == 4 - plan.deduplicated
+                assert plan.deduplicated == (name != "gaussian_noise") and plan.reuse_clean_unit == (name == "node_knockout")
 
 
 def test_widen_keeps_each_replica_in_its_group():
@@ -317,3 +322,26 @@ def test_bad_engine_or_precision_is_an_error():
         run_cells(j, loaded, x, y, precision="fp8")
     with pytest.raises(ValueError, match="naive engine is the fp32 reference"):
         run_cells(j, loaded, x, y, engine="naive", precision="bf16")
+
+
+def test_seed_independent_cells_are_computed_once_and_node_knockout_reuses_the_clean_layer():
+    """Knockouts at level 1 do not depend on the seed (computed once, copied to the other
+    repeats); node knockout zeroes channels of the clean layer output. Both give exactly
+    the numbers of the naive reference, and a non-BN-aware node knockout (a knocked-out
+    unit's BN output is not 0) takes the general path."""
+    loaded = make_loaded("resnet18")
+    x, y = make_data(loaded, 12)
+    for path, name, opts, reuse in [
+        ("layer2.0.conv2", "node_knockout", {}, True),
+        ("layer2.0.conv2", "node_knockout", {"bn_aware": False}, False),
+        ("fc", "synapse_knockout", {}, False),
+    ]:
+        j = job(loaded, "resnet18", path, name, [0.0, 0.5, 1.0], repeats=3, **opts)
+        plan = FastPlan()
+        got = run_fast(j, loaded.model, x, y, IMAGENET, batch_size=5, max_replicas=2, progress=False, plan=plan)
+        assert plan.deduplicated == 2 and plan.reuse_clean_unit is reuse
+        ref = run_cells(j, loaded, x, y, engine="naive", batch_size=5, progress=False)
+        assert [(c.n, c.top1, c.top5) for c in got] == [(c.n, c.top1, c.top5) for c in ref]
+        assert [c.loss_sum for c in got] == pytest.approx([c.loss_sum for c in ref], rel=1e-5)
+        at_one = [c for (level, _, _), c in zip(j.cells(), got) if level == 1.0]
+        assert len(at_one) == 3 and all(c is at_one[0] for c in at_one)

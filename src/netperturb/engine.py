@@ -31,6 +31,11 @@ level x repeat cell. Three ways to compute it, all giving the same per-cell numb
     4. *Precision.* ``"fp32"`` is the reference. ``"bf16"`` / ``"fp16"`` run prefix and suffix
        under ``torch.autocast`` (and channels_last on a GPU) while the perturbed layer itself
        computes in fp32; the result table records the precision.
+    5. *Less arithmetic where the definition allows it.* Node knockout runs the layer once
+       on its clean weights and zeroes each replica's knocked-out channels (a knocked-out
+       unit's output is exactly 0: its weights and bias are zero, with a BN-aware knockout
+       its BN affine terms too). Cells whose perturbed layer does not depend on the seed
+       (knockouts at level 1, deterministic perturbations) are computed once per level.
     Level-0 cells are the clean network by definition: they share one clean evaluation of the
     whole model (bit for bit the baseline in fp32). If the graph cannot be split (the model
     does not trace, the layer is called twice, ...), the job falls back to ``"functional"``
@@ -518,7 +523,7 @@ class ReplicaBuilder:
     """Draws the perturbed tensors of cells and stacks them into the wide unit.
 
     For the built-in perturbations (exactly :class:`SynapseKnockout`, :class:`NodeKnockout`,
-    :class:`GaussianNoise`) the *draw* (``randperm`` / ``randn`` on the cell's CPU
+    :class:`GaussianNoise`) the *draw* (random-key selection / ``randn`` on the cell's CPU
     generator, in the same order as their ``_apply``) is separated from the *application*
     (zero the chosen entries / add the noise, on the device), and the layer's weight s.d.
     for the noise is computed once per job (on the CPU copy, so it does not depend on the
@@ -863,6 +868,8 @@ class FastPlan:
     fallback: str | None = None
     draw_workers: int = 0
     draw_seconds: float = 0.0  # main-thread time spent drawing / waiting for draws and building replicas
+    deduplicated: int = 0  # cells copied from an identical cell (seed-independent perturbation)
+    reuse_clean_unit: bool = False  # node knockout: clean layer output, knocked channels zeroed
 
 
 def run_fast(
@@ -948,6 +955,16 @@ def run_fast(
 
     batches = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
     perturbed = [i for i, (level, _, _) in enumerate(cells) if level != 0]
+    # Cells whose perturbed layer does not depend on the seed (a knockout at level 1, a
+    # deterministic perturbation such as a filter) are computed once per level.
+    first_at: dict[float, int] = {}
+    same_as: dict[int, int] = {}
+    for i in perturbed:
+        if _deterministic(job.perturbation, cells[i][0]):
+            same_as[i] = first_at.setdefault(cells[i][0], i)
+    same_as = {i: j for i, j in same_as.items() if i != j}
+    perturbed = [i for i in perturbed if i not in same_as]
+    plan.deduplicated = len(same_as)
     budget = int(memory_fraction * available_memory(device))
     cache_bytes = n * split.live_bytes
     plan.cached_prefix = cache_bytes <= budget // 2
@@ -980,8 +997,23 @@ def run_fast(
             return None
         return [pool.submit(builder.draw, cells[i][0], cells[i][2]) for i in group]
 
+    # Node knockout leaves the other units' outputs as they are, and a knocked-out unit's
+    # output is exactly 0 (its weights and bias are zero; with a BN-aware knockout its BN
+    # affine terms too): run the layer once on the clean weights and zero each replica's
+    # knocked-out channels, instead of running K perturbed copies of the layer.
+    reuse_clean_unit = builder.kind == "node" and (
+        split.bn is None or (job.perturbation.bn_aware and split.bn.running_mean is not None)
+    )
+    plan.reuse_clean_unit = reuse_clean_unit
+    if reuse_clean_unit:
+        clean_wide = {role: t.clone() for role, t in builder.build([{}], split.groups).items()}
+        clean_wide.update(_bn_stats(split, 1))
+        if cl and clean_wide["weight"].ndim == 4:
+            clean_wide["weight"] = clean_wide["weight"].contiguous(memory_format=torch.channels_last)
+        channel_dim = 1 if isinstance(split.module, nn.Conv2d) else -1
+
     bar = tqdm(total=len(cells), desc=_desc(job), disable=not progress, mininterval=5)
-    bar.update(len(cells) - len(perturbed))
+    bar.update(len(cells) - len(perturbed) - len(same_as))
     try:
         with torch.inference_mode():
             cache = None
@@ -997,10 +1029,13 @@ def run_fast(
                 else:
                     draws = [builder.draw(cells[i][0], cells[i][2]) for i in group]
                 kk = len(group)
-                wide = builder.build(draws, split.groups)
-                wide.update(_bn_stats(split, kk))
-                if cl and wide["weight"].ndim == 4:
-                    wide["weight"] = wide["weight"].contiguous(memory_format=torch.channels_last)
+                if reuse_clean_unit:
+                    knocked = [d["weight"][1].to(device) if "weight" in d else None for d in draws]
+                else:
+                    wide = builder.build(draws, split.groups)
+                    wide.update(_bn_stats(split, kk))
+                    if cl and wide["weight"].ndim == 4:
+                        wide["weight"] = wide["weight"].contiguous(memory_format=torch.channels_last)
                 del draws
                 plan.draw_seconds += time.perf_counter() - t0
                 parts: list[list] = [[] for _ in group]
@@ -1012,7 +1047,17 @@ def run_fast(
                             live = split.prefix(pre(s, e))
                     with no_autocast:
                         x = live[split.unit_input]
-                        u = split.unit(x.float() if precision != "fp32" else x, wide, kk)
+                        x = x.float() if precision != "fp32" else x
+                        if reuse_clean_unit:
+                            u1 = split.unit(x, clean_wide, 1)
+                            u = u1.repeat(kk, *([1] * (u1.ndim - 1)))
+                            b = u1.shape[0]
+                            for r, idx in enumerate(knocked):
+                                if idx is not None and idx.numel():
+                                    u[r * b : (r + 1) * b].index_fill_(channel_dim, idx, 0)
+                            del u1
+                        else:
+                            u = split.unit(x, wide, kk)
                     if cl and u.ndim == 4:
                         u = u.contiguous(memory_format=torch.channels_last)
                     reps_live = [live[i].repeat(kk, *([1] * (live[i].ndim - 1))) for i in split.suffix_live]
@@ -1023,12 +1068,23 @@ def run_fast(
                     del u, reps_live, logits
                 for r, i in enumerate(group):
                     results[i] = _to_counts(parts[r])
-                bar.update(kk)
+                bar.update(kk + sum(1 for j in same_as.values() if j in group))
     finally:
         bar.close()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+    for i, j in same_as.items():
+        results[i] = results[j]
     return results  # type: ignore[return-value]
+
+
+def _deterministic(perturbation: Perturbation, level: float) -> bool:
+    """True when the perturbed tensors at ``level`` do not depend on the cell's generator:
+    a perturbation with ``stochastic = False`` (e.g. the synaptic filters), or a synapse /
+    node knockout at level 1 (everything is knocked out)."""
+    if not getattr(perturbation, "stochastic", True):
+        return True
+    return isinstance(perturbation, (SynapseKnockout, NodeKnockout)) and float(level) >= 1.0
 
 
 def run_cells(
