@@ -35,7 +35,7 @@ $(BIN)/snakemake: $(UV) pyproject.toml uv.lock
 env: $(BIN)/snakemake
 
 run: env
-	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --rerun-incomplete
 	@$(BIN)/python -m netperturb.cli where --configfile $(CONFIG)
 
 test: env
