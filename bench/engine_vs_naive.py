@@ -316,9 +316,13 @@ def main(argv=None) -> int:
                 )
                 ran = [(a, b) for a, b in zip(naive, pc) if b is not None]
                 row["pytorchfi_identical"] = same_counts([a for a, _ in ran], [b for _, b in ran])[0]
-            # work the engine had to do at least: prefix once, unit + suffix per perturbed cell
-            n_pert = sum(1 for lv in levels if lv != 0) * args.repeats
-            row["engine_flop"] = 2 * n * (macs["prefix"] + macs["suffix"] * (n_pert + 1))
+            # work the engine had to do at least: prefix once, the rest of the network per
+            # computed cell (perturbed, not copied from an identical one) and one clean pass;
+            # the layer itself once per group of K when node knockout reuses the clean output
+            computed = sum(1 for lv in levels if lv != 0) * args.repeats - plan.deduplicated
+            unit_calls = math.ceil(computed / plan.replicas) if plan.reuse_clean_unit else computed
+            row["engine_flop"] = 2 * n * (macs["prefix"] + (macs["suffix"] - macs["unit"]) * (computed + 1)
+                                          + macs["unit"] * (unit_calls + 1))  # fmt: skip
             rows.append(row)
             msg = f"{layer.label:>6} {name:<17} engine {row['engine_s']:8.2f} s (K={plan.replicas})"
             if "naive_s" in row:
@@ -387,7 +391,8 @@ def table(df: pd.DataFrame, n: int, peak: float, args) -> str:
     proj = (tot_e - draw) * 50_000 / n + draw
     print(
         f"\nimg/s = cells x images / engine seconds; floor = FLOPs the engine must do (prefix once, unit + suffix per "
-        f"perturbed cell and one clean pass) / engine seconds / measured matmul throughput ({peak:.3f} TFLOP/s).\n"
+        f"computed cell - the unit once per group when node knockout reuses the clean layer - and one clean pass) / "
+        f"engine seconds / measured matmul throughput ({peak:.3f} TFLOP/s).\n"
         f"projected engine time for this grid on 50,000 images: {proj / 60:.1f} min "
         f"(draws {draw:.1f} s per grid, the rest x {50_000 / n:.0f})",
         file=buf,

@@ -497,7 +497,8 @@ def macs_per_image(split: LayerSplit, example: Tensor) -> dict[str, float]:
     products; MACs = FLOPs / 2) on ``example`` (b, C, H, W).
 
     Returns:
-        ``{"prefix": ..., "suffix": ...}`` (the suffix includes the perturbed layer).
+        ``{"prefix": ..., "suffix": ..., "unit": ...}`` (the suffix includes the perturbed
+        layer and its BN, which ``unit`` counts alone).
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -509,9 +510,11 @@ def macs_per_image(split: LayerSplit, example: Tensor) -> dict[str, float]:
         wide = widen_roles([split.clean_tensors()], split)
         with FlopCounterMode(display=False) as fc:
             u = split.unit(live[split.unit_input], wide, 1)
+        unit = fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc:
             split.suffix(u, *[live[i] for i in split.suffix_live])
-        suffix = fc.get_total_flops()
-    return {"prefix": prefix / 2 / b, "suffix": suffix / 2 / b}
+        suffix = unit + fc.get_total_flops()
+    return {"prefix": prefix / 2 / b, "suffix": suffix / 2 / b, "unit": unit / 2 / b}
 
 
 # --------------------------------------------------------------------------------------
