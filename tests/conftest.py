@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,25 @@ import torch
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+
+def run_snakemake(workdir: Path, *args: str, config: str = "tiny.yaml", check: bool = True) -> subprocess.CompletedProcess:
+    """Run this repository's workflow in ``workdir`` with ``--configfile config`` on 2 cores;
+    with ``check``, a non-zero exit raises AssertionError with the ends of stdout / stderr."""
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", config, "--cores", "2", *args]
+    r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"snakemake failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
+    return r
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """rule -> job count from the "Job stats:" table of Snakemake's output."""
+    block = output.split("Job stats:")[-1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M)}
 
 # keep the tests' torch to few threads: CI has 2 cores and runs snakemake jobs beside pytest
 torch.set_num_threads(min(2, os.cpu_count() or 1))

@@ -4,7 +4,6 @@ study's dataset set in its own section (the top-level dataset stays digits)."""
 import gzip
 import math
 import struct
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +13,8 @@ import pytest
 import yaml
 
 from netperturb.grid import COLUMNS
+
+from conftest import run_snakemake as run
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -50,14 +51,6 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
     header = struct.pack(">HBB", 0, 0x08, array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
     with gzip.open(str(path) + ".gz", "wb") as f:
         f.write(header + array.astype(np.uint8).tobytes())
-
-
-def run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", "tiny.yaml", "--cores", "2", *args]
-    r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise AssertionError(f"snakemake failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
-    return r
 
 
 @pytest.fixture(scope="module")

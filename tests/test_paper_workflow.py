@@ -15,6 +15,8 @@ from imagenet_archives import CORRUPT, make_alexnet_weights, make_archives, sort
 from netperturb.data import load_split, read_manifest
 from netperturb.grid import COLUMNS
 
+from conftest import job_counts, run_snakemake
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 KEY = "resize256-crop224-bilinear"
@@ -22,18 +24,7 @@ LEVELS = {"synapse_knockout": [0.0, 1.0], "node_knockout": [0.0, 0.5], "gaussian
 
 
 def snakemake(workdir: Path, config: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", config, "--cores", "2", *args]
-    r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise AssertionError(f"snakemake failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
-    return r
-
-
-def job_counts(output: str) -> dict[str, int]:
-    import re
-
-    block = output.split("Job stats:")[-1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M)}
+    return run_snakemake(workdir, *args, config=config, check=check)
 
 
 @pytest.fixture(scope="module")

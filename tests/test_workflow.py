@@ -1,6 +1,5 @@
 """The workflow end to end on a tiny config in a temporary directory."""
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,8 @@ import pytest
 import yaml
 
 from netperturb.grid import COLUMNS
+
+from conftest import job_counts, run_snakemake as run
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -32,19 +33,6 @@ TINY = {
     },
 }
 N_LAYERS = {"lenet5": 5, "alexnet_digits": 2}
-
-
-def run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", "tiny.yaml", "--cores", "2", *args]
-    r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise AssertionError(f"snakemake failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
-    return r
-
-
-def job_counts(output: str) -> dict[str, int]:
-    block = output.split("Job stats:")[-1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M)}
 
 
 @pytest.fixture(scope="module")
