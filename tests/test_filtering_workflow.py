@@ -26,6 +26,7 @@ TINY = {
         "seeds": [0],
         "checkpoint_every": 1,
         "layers": ["conv1", "fc5"],
+        "layers_per_job": 1,  # one sweep job per layer: 2 parts per checkpoint
         "steps": 5,
         "eval_images": 48,
         "tolerance": 1.0,  # everything robust: selective retraining trains conv1 and fc5
@@ -87,15 +88,16 @@ def test_rerun_does_nothing_and_a_lost_sweep_is_recomputed_alone(workdir):
     res = workdir / "results" / "tinyf" / "pravin2024"
     # the state a run killed during the sweeps leaves: one sweep's table never written
     # (outputs are atomic), nothing merged or scored yet
-    lost = res / "runs" / "lenet5" / "init0" / "epoch1" / "layer" / "classifier.4.csv"
+    lost = res / "runs" / "lenet5" / "init0" / "epoch1" / "layers_2of2.csv"  # fc5 (classifier.4)
     before = pd.read_csv(lost)
     for p in (lost, res / "sweeps.csv", res / "sweeps.parquet", res / "baseline.csv", res / "scores.csv"):
         p.unlink()
     r = run(workdir, "--until", "filtering_scores")  # (retraining and report would follow)
     counts = job_counts(r.stdout + r.stderr)
-    assert counts.get("filtering_sweep_layer") == 1 and counts.get("filtering_scores") == 1, counts
+    assert counts.get("filtering_sweep_layers") == 1 and counts.get("filtering_scores") == 1, counts
     assert "filtering_train_lenet5" not in counts and "filtering_baseline" not in counts, counts
     assert pd.read_csv(lost).equals(before)  # deterministic: the same numbers again
+    assert set(before["layer"]) == {"classifier.4"}
 
 
 @pytest.mark.workflow
@@ -103,9 +105,24 @@ def test_default_config_plans_the_study():
     r = subprocess.run([SNAKEMAKE, "-n", "--cores", "2", "--quiet", "rules", "--forceall"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     counts = job_counts(r.stdout + r.stderr)
-    # ResNet-18: 21 conv/linear layers x 2 checkpoints; whole network at each checkpoint
-    assert counts.get("filtering_sweep_layer") == 42 and counts.get("filtering_sweep_network") == 2, counts
+    # ResNet-18: its 21 conv/linear layers in one job per checkpoint (layers_per_job: null), 2
+    # checkpoints; the whole network at each checkpoint
+    assert counts.get("filtering_sweep_layers") == 2 and counts.get("filtering_sweep_network") == 2, counts
     assert counts.get("filtering_train_resnet18") == 1 and counts.get("report_pravin") == 1, counts
+
+
+@pytest.mark.workflow
+def test_layers_per_job_splits_the_sweeps_of_a_checkpoint(tmp_path):
+    (tmp_path / "parts.yaml").write_text(yaml.safe_dump({"synaptic_filtering": {"layers_per_job": 8}}))
+    r = subprocess.run([SNAKEMAKE, "-n", "--cores", "2", "--forceall", "--configfile", "config/config.yaml",
+                        str(tmp_path / "parts.yaml"), "--config", "studies=[pravin2024]"],
+                       cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = r.stdout + r.stderr
+    # 21 layers in parts of 8, 8 and 5, per checkpoint
+    assert job_counts(out).get("filtering_sweep_layers") == 6, job_counts(out)
+    for e in (2, 4):
+        assert all(f"epoch{e}/layers_{k}of3.csv" in out for k in (1, 2, 3))
 
 
 @pytest.mark.workflow

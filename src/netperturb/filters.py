@@ -89,7 +89,10 @@ class SynapticFilter(Perturbation):
         return level
 
     def mask(self, weight: Tensor, alpha: float) -> Tensor:
-        """Boolean tensor (weight's shape and device): True where the filter zeroes."""
+        """Boolean tensor (weight's shape and device): True where the filter zeroes.
+
+        The comparison is made on ``weight.double()``; a sweep passes the float64 copy of
+        the weights once (``.double()`` of a float64 tensor is the tensor itself)."""
         return self._mask(weight.detach().double(), self.check_level(alpha))
 
     def _mask(self, w64: Tensor, alpha: float) -> Tensor:  # pragma: no cover - abstract
@@ -101,11 +104,17 @@ class SynapticFilter(Perturbation):
         if "weight" not in params:
             raise KeyError(f"{self.name}: params must contain 'weight', got {sorted(params)}")
         w = params["weight"]
+        m = self.mask(w, level)
+        if not bool(m.any()):
+            return {}
+        return {"weight": self.zeroed(w, m)}
+
+    @staticmethod
+    def zeroed(weight: Tensor, mask: Tensor) -> Tensor:
+        """A new tensor: ``weight`` with the entries where ``mask`` (bool, same shape) is True
+        set to 0 (same dtype and device; ``weight`` is not modified)."""
         with torch.no_grad():
-            m = self.mask(w, level)
-            if not bool(m.any()):
-                return {}
-            return {"weight": torch.where(m, torch.zeros((), dtype=w.dtype, device=w.device), w.detach())}
+            return torch.where(mask, torch.zeros((), dtype=weight.dtype, device=weight.device), weight.detach())
 
     def _apply(self, params, level, generator):  # the base class's hook; __call__ is overridden
         return self(params, level, generator)

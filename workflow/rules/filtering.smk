@@ -37,6 +37,8 @@ for _model, _epochs in SF_CKPTS.items():
             study=STUDY,
             device=config["device"],
         threads: 2
+        resources:
+            **SF_RESOURCES,
         log:
             f"logs/{STUDY}/pravin2024/train/{_model}/init{{init}}.log",
         benchmark:
@@ -59,6 +61,8 @@ rule filtering_baseline:
         eps=lambda wildcards: sf_eps(wildcards.fmodel),
         **SF_COMMON,
     threads: 1
+    resources:
+        **SF_RESOURCES,
     log:
         f"logs/{STUDY}/pravin2024/baseline/{{fmodel}}/init{{init}}.log",
     conda:
@@ -67,23 +71,28 @@ rule filtering_baseline:
         "../scripts/filtering_baseline.py"
 
 
-# Per-layer mode: every filter swept over this layer's weight range, clean and adversarial.
-rule filtering_sweep_layer:
+# Per-layer mode: every filter swept over each layer's weight range, clean and adversarial,
+# for one part of the layers (synaptic_filtering.layers_per_job; default all in one job).
+rule filtering_sweep_layers:
     input:
         checkpoint=sf_checkpoint,
         shards=sf_shards(),
     output:
-        f"{SF_DIR}/runs/{{fmodel}}/init{{init}}/epoch{{epoch}}/layer/{{layer}}.csv",
+        f"{SF_DIR}/runs/{{fmodel}}/init{{init}}/epoch{{epoch}}/layers_{{part}}.csv",
     params:
+        layers=lambda wildcards: SF_PARTS[wildcards.fmodel][wildcards.part],
+        reuse_prefix=SF["reuse_prefix"],
         filters=SF["filters"],
         steps=SF["steps"],
         eps=lambda wildcards: sf_eps(wildcards.fmodel),
         **SF_COMMON,
     threads: 1
+    resources:
+        **SF_RESOURCES,
     log:
-        f"logs/{STUDY}/pravin2024/sweep/{{fmodel}}/init{{init}}/epoch{{epoch}}/{{layer}}.log",
+        f"logs/{STUDY}/pravin2024/sweep/{{fmodel}}/init{{init}}/epoch{{epoch}}/layers_{{part}}.log",
     benchmark:
-        f"benchmarks/{STUDY}/pravin2024/sweep/{{fmodel}}/init{{init}}/epoch{{epoch}}/{{layer}}.tsv"
+        f"benchmarks/{STUDY}/pravin2024/sweep/{{fmodel}}/init{{init}}/epoch{{epoch}}/layers_{{part}}.tsv"
     conda:
         "../../envs/netperturb.yaml"
     script:
@@ -105,6 +114,8 @@ rule filtering_sweep_network:
         eps=lambda wildcards: sf_eps(wildcards.fmodel),
         **SF_COMMON,
     threads: 1
+    resources:
+        **SF_RESOURCES,
     log:
         f"logs/{STUDY}/pravin2024/sweep/{{fmodel}}/init{{init}}/epoch{{epoch}}/network.log",
     benchmark:
@@ -155,6 +166,8 @@ rule filtering_retrain:
         eps=lambda wildcards: sf_eps(wildcards.fmodel),
         **SF_COMMON,
     threads: 2
+    resources:
+        **SF_RESOURCES,
     log:
         f"logs/{STUDY}/pravin2024/retrain/{{fmodel}}/init{{init}}.log",
     benchmark:

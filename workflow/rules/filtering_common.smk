@@ -45,6 +45,17 @@ except ConfigError as e:
     raise WorkflowError(f"invalid config: {e}")
 
 
+def _sf_parts(layers):
+    """Per-layer sweeps of one checkpoint in jobs of layers_per_job layers (depth order):
+    part name ("<k>of<n>") -> module paths."""
+    size = SF["layers_per_job"] or len(layers)
+    chunks = [layers[i : i + size] for i in range(0, len(layers), size)]
+    return {f"{k + 1}of{len(chunks)}": [l.path for l in c] for k, c in enumerate(chunks)}
+
+
+SF_PARTS = {m: _sf_parts(layers) for m, layers in SF_LAYERS.items()}
+
+
 def sf_eps(model):
     """Attack budget of a model: its own eps, else the dataset's."""
     return SF["models"][model].get("eps", SF["attack"]["eps"][SF_DATASET])
@@ -69,7 +80,7 @@ def sf_sweep_tables():
             for e in SF_CKPTS[m]:
                 run = f"{SF_DIR}/runs/{m}/init{i}/epoch{e}"
                 if "layer" in SF["modes"]:
-                    out += [f"{run}/layer/{l.path}.csv" for l in SF_LAYERS[m]]
+                    out += [f"{run}/layers_{part}.csv" for part in SF_PARTS[m]]
                 if "network" in SF["modes"]:
                     out.append(f"{run}/network.csv")
     return out
@@ -82,6 +93,9 @@ def sf_baseline_tables():
 def sf_retrain_tables():
     return [f"{SF_DIR}/retraining/{m}/init{i}.csv" for m in SF["models"] for i in SF["seeds"]]
 
+
+# What the train, baseline, sweep and retraining jobs ask of the executor (e.g. SLURM).
+SF_RESOURCES = {k: SF["resources"][k] for k in ("gpu", "mem_mb", "runtime")}
 
 SF_COMMON = dict(
     study=STUDY,
@@ -100,3 +114,4 @@ wildcard_constraints:
     fmodel="|".join(map(re.escape, SF["models"])),
     init=r"\d+",
     epoch=r"\d+",
+    part=r"\d+of\d+",

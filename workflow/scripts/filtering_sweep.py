@@ -1,7 +1,7 @@
-"""Rules filtering_sweep_layer / filtering_sweep_network: one filter sweep job (netperturb.filtering_jobs.sweep_layer / sweep_network)."""
+"""Rules filtering_sweep_layers / filtering_sweep_network: one filter sweep job (netperturb.filtering_jobs.sweep_layers / sweep_network)."""
 
 from netperturb.filtering import AttackSpec
-from netperturb.filtering_jobs import sweep_layer, sweep_network
+from netperturb.filtering_jobs import sweep_layers, sweep_network
 from netperturb.jobs import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
@@ -23,7 +23,7 @@ common = dict(
     channels_last=p.channels_last,
 )
 args = (snakemake.input.checkpoint, snakemake.input.shards, snakemake.output[0])
-if snakemake.rule == "filtering_sweep_layer":
-    sweep_layer(*args, layer=w.layer, **common)
+if snakemake.rule == "filtering_sweep_layers":
+    sweep_layers(*args, layers=p.layers, reuse_prefix=p.reuse_prefix, **common)
 else:
     sweep_network(*args, layers=p.layers, grid=p.grid, **common)
