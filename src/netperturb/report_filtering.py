@@ -137,6 +137,12 @@ def _score_means(scores: pd.DataFrame, model: str) -> pd.DataFrame:
     return s.groupby(["perturbation", "score", "layer_index", "layer_label", "epoch"], sort=True)["value"].mean().reset_index()
 
 
+def _below_title(fig, inches: float = 0.45) -> float:
+    """Top of the panels' area (figure fraction) that leaves ``inches`` for the suptitle
+    (tight_layout alone lets a tall figure's panel titles run into it)."""
+    return 1 - inches / fig.get_figheight()
+
+
 def plot_score_heatmaps(scores: pd.DataFrame, model: str, *, tolerance: float | None = None):
     """Filtering scores, layer (rows, depth order) x checkpoint epoch (columns); one panel per
     filter (rows) and score (columns); diverging colours centred on 0. Returns the Figure."""
@@ -162,7 +168,7 @@ def plot_score_heatmaps(scores: pd.DataFrame, model: str, *, tolerance: float | 
             axes[r][c].tick_params(axis="y", labelsize=7)
     fig.suptitle(f"{model}: filtering scores (mean over initialisations)"
                  + (f"; robust band +/- {tolerance:g}" if tolerance is not None else ""))  # fmt: skip
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, _below_title(fig)))
     return fig
 
 
@@ -202,7 +208,7 @@ def plot_class_maps(scores: pd.DataFrame, model: str, tolerance: float):
     fig.legend([Patch(color=CLASS_COLORS[c]) for c in CLASSES], CLASSES, loc="lower center", ncol=3, frameon=False,
                bbox_to_anchor=(0.5, -0.01))  # fmt: skip
     fig.suptitle(f"{model}: classes (tolerance {tolerance:g})")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.tight_layout(rect=(0, 0.03, 1, _below_title(fig)))
     return fig
 
 
