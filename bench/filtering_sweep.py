@@ -1,26 +1,44 @@
-"""Benchmark: cost of one synaptic-filtering sweep point (Pravin et al. 2024 study).
+"""Benchmark: cost of synaptic-filtering sweep points (Pravin et al. 2024 study).
 
-Prints a table of seconds per sweep point (one filtered network evaluated clean + adversarial)
-for torchvision ResNet-18 on 1-channel 32 x 32 inputs, in the memory formats and attack
-modes the study offers:
+One sweep point = one filtered network evaluated on clean images and on adversarial ones
+(FGSM regenerated against it, or a fixed set in reuse mode). For torchvision ResNet-18 on
+1-channel 32 x 32 inputs (the default study's model and size) it prints, per layer and
+attack mode, the seconds per point of
 
-    .venv/bin/python bench/filtering_sweep.py [--images 100] [--threads 1] [--repeats 3]
+- the whole network per point (``reuse_prefix: false``, functional_call with the filtered
+  weight; the reference path), and
+- clean-prefix reuse (``netperturb.filtering.PrefixReuse``, the default),
 
-Not a test: it never asserts a timing. The numbers back the `channels_last` default and the
-size of the default config (config/config.yaml, synaptic_filtering).
+their ratio, and whether every point's clean / adversarial top-1, top-5 and loss are
+identical. A second table compares the memory formats (it backs the ``channels_last``
+default). Not a test: it never asserts a timing.
+
+    .venv/bin/python bench/filtering_sweep.py [--checkpoint results/digits/pravin2024/models/resnet18/init0/epoch4.pt]
+        [--images 100] [--steps 25] [--threads 1] [--layers conv1 fc ...] [--modes regenerate reuse]
+
+Without ``--checkpoint`` the network is randomly initialised (torch.manual_seed(0)) and the
+images are random; with it, the checkpoint's network runs on the digits test images the
+study uses (``resources/data/digits/shards``). Writes the table to ``bench/out/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import os
+import platform
 import resource
 import time
+from pathlib import Path
 
 import torch
 
-from netperturb.filtering import AttackSpec, Evaluator
+from netperturb.filtering import AttackSpec, Evaluator, input_box, layer_sweep
 from netperturb.filters import LowPassFilter
+from netperturb.layers import find_layers, select_layers
 from netperturb.models import get_model
+
+DEFAULT_LAYERS = ["conv1", "layer1.0.conv1", "layer2.0.downsample.0", "layer3.1.conv2", "layer4.1.conv2", "fc"]
 
 
 def cpu_seconds() -> float:
@@ -28,30 +46,65 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    x = torch.randn(args.images, 1, 32, 32)
-    y = torch.arange(args.images) % 10
-    print(f"resnet18, {args.images} images of 1 x 32 x 32, {args.threads} thread(s), best of {args.repeats}")
-    print(f"{'memory format':<15} {'attack mode':<12} {'wall s/point':>13} {'cpu s/point':>12}")
-    for channels_last in (False, True):
+def load(args):
+    """(model in eval mode, channels_last, on the CPU), inputs (N, 1, 32, 32) in model space, labels, box."""
+    if args.checkpoint:
+        from netperturb.checkpoints import load_checkpoint
+        from netperturb.filtering_jobs import eval_subset
+
+        loaded = load_checkpoint(args.checkpoint, "cpu")
+        images, y = eval_subset(args.shards, "test", args.images, study_seed=args.seed, dataset="digits")
+        model, x, box = loaded.model, loaded.preprocess(images), input_box(loaded.preprocess)
+    else:
+        torch.manual_seed(0)
         model = get_model("resnet18", num_classes=10, in_channels=1).eval().requires_grad_(False)
-        xx = x
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
-            xx = x.contiguous(memory_format=torch.channels_last)
+        x, y, box = torch.randn(args.images, 1, 32, 32), torch.arange(args.images) % 10, None
+    return model, x, y, box
+
+
+def sweep_table(args, model, x, y, box) -> list[str]:
+    model.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+    layers = select_layers(find_layers(model), args.layers)
+    lines = [f"{'layer':<8} {'path':<24} {'attack mode':<11} {'points':>6} {'whole s/pt':>10} {'prefix s/pt':>11} "
+             f"{'ratio':>6} {'identical':>9}"]  # fmt: skip
+    totals = {m: [0.0, 0.0, 0] for m in args.modes}
+    for mode in args.modes:
+        for layer in layers:
+            res, secs = {}, {}
+            for reuse in (False, True):
+                ev = Evaluator(model, x, y, AttackSpec(eps=args.eps, mode=mode), box=box, study_seed=args.seed,
+                               model_key="bench", batch_size=args.batch_size)  # fmt: skip
+                ev.x_adv()  # reuse mode: the fixed set is made once per job, outside the points
+                t = time.perf_counter()
+                res[reuse] = layer_sweep(ev, layer, args.filters, args.steps, progress=False, reuse_prefix=reuse)
+                secs[reuse] = time.perf_counter() - t
+            n = len(res[True]) // 2
+            same = all((a["top1"], a["top5"], a["loss"]) == (b["top1"], b["top5"], b["loss"]) for a, b in zip(res[False], res[True]))
+            totals[mode][0] += secs[False]
+            totals[mode][1] += secs[True]
+            totals[mode][2] += n
+            lines.append(f"{layer.label:<8} {layer.path:<24} {mode:<11} {n:>6} {secs[False] / n:>10.3f} {secs[True] / n:>11.3f} "
+                         f"{secs[False] / secs[True]:>6.2f} {'yes' if same else 'NO':>9}")  # fmt: skip
+            print(lines[-1], flush=True)
+    for mode, (a, b, n) in totals.items():
+        lines.append(f"{'total':<8} {'':<24} {mode:<11} {n:>6} {a / n:>10.3f} {b / n:>11.3f} {a / b:>6.2f}")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def memory_format_table(args, model, x, y, box) -> list[str]:
+    lines = [f"{'memory format':<15} {'attack mode':<12} {'wall s/point':>13} {'cpu s/point':>12}"]
+    for channels_last in (False, True):
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        model.to(memory_format=fmt)
+        xx = x.contiguous(memory_format=fmt)
         name = "layer1.0.conv1.weight"
         w = dict(model.named_parameters())[name]
         flt = LowPassFilter()
         qs = torch.quantile(w.detach().flatten(), torch.linspace(0.05, 0.5, args.repeats + 1)).tolist()
         for mode in ("regenerate", "reuse"):
-            ev = Evaluator(model, xx, y, AttackSpec(eps=0.1, mode=mode), batch_size=256)
+            ev = Evaluator(model, xx, y, AttackSpec(eps=args.eps, mode=mode), box=box, batch_size=args.batch_size)
             ev.x_adv()
             walls, cpus = [], []
             for i in range(args.repeats + 1):
@@ -62,8 +115,48 @@ def main() -> None:
                 if i:  # the first call warms up
                     walls.append(time.perf_counter() - t)
                     cpus.append(cpu_seconds() - c)
-            fmt = "channels_last" if channels_last else "contiguous"
-            print(f"{fmt:<15} {mode:<12} {min(walls):>13.3f} {min(cpus):>12.3f}")
+            lines.append(f"{'channels_last' if channels_last else 'contiguous':<15} {mode:<12} {min(walls):>13.3f} {min(cpus):>12.3f}")
+            print(lines[-1], flush=True)
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", help="a checkpoint of the study (default: random ResNet-18, random images)")
+    ap.add_argument("--shards", default="resources/data/digits/shards")
+    ap.add_argument("--images", type=int, default=100)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--filters", nargs="+", default=["low", "high", "pulse"])
+    ap.add_argument("--layers", nargs="+", default=DEFAULT_LAYERS)
+    ap.add_argument("--modes", nargs="+", default=["regenerate", "reuse"], choices=["regenerate", "reuse"])
+    ap.add_argument("--eps", type=float, default=0.1)
+    ap.add_argument("--seed", type=int, default=2017)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3, help="points timed per memory format")
+    ap.add_argument("--out", default="bench/out")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model, x, y, box = load(args)
+    head = [
+        f"# filter sweeps: whole network vs clean-prefix reuse, {dt.datetime.now().isoformat(timespec='seconds')}",
+        f"host {platform.node()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} thread(s), cpu ({platform.machine()})",
+        f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}",
+        f"model: resnet18, {'checkpoint ' + args.checkpoint if args.checkpoint else 'random init'}; "
+        f"{len(y)} images of 1 x 32 x 32; FGSM eps {args.eps}; filters {' '.join(args.filters)}, S = {args.steps}",
+        "",
+    ]
+    print("\n".join(head), flush=True)
+    lines = head + sweep_table(args, model, x, y, box)
+    lines += ["", "s/pt = seconds per sweep point (clean + adversarial evaluation), both paths in the same process.", ""]
+    print("\n".join(lines[-3:]), flush=True)
+    lines += memory_format_table(args, model, x, y, box)
+    lines.append(f"\nload average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"filtering_sweep-resnet18-{len(y)}-{'checkpoint' if args.checkpoint else 'random'}.txt"
+    path.write_text("\n".join(lines) + "\n")
+    print(f"written {path}")
 
 
 if __name__ == "__main__":
