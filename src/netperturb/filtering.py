@@ -372,7 +372,8 @@ class PrefixReuse:
       graph (``retain_graph``): the prefix's forward pass is saved, its backward pass still
       runs (the input gradient depends on the filtered layer). The adversarial images then
       go through the whole network. Per point: 2 forward + 1 backward pass minus the
-      prefix's forward (ResNet-18 on digits: 0.20-0.32 s instead of 0.26-0.34 s).
+      prefix's forward (ResNet-18 on digits, one CPU thread: 0.21-0.34 s per point instead
+      of 0.27-0.36 s; ``bench/filtering_sweep.py``).
     - PGD, ``regenerate``: the clean pass reuses the prefix; the attack's steps and the
       adversarial pass run the whole network.
     - ``reuse`` mode: the prefix outputs of the clean images and of the fixed adversarial
@@ -380,7 +381,7 @@ class PrefixReuse:
 
     The counts equal those of the generic path (:func:`clean_and_adversarial` with the
     filtered weight swapped into the whole network through ``functional_call``): the same
-    operations on the same values (``tests/test_filtering_attack.py`` compares counts and
+    operations on the same values (``tests/test_filtering_prefix.py`` compares counts and
     losses; on ResNet-18 / digits every sweep point of the default study was identical).
 
     Memory: the kept values (with graphs) of as many batches as fit in half of the free
@@ -401,7 +402,6 @@ class PrefixReuse:
         self.ev = ev
         self.layer = layer
         self.split = split_at_layer(ev.model, layer, ev.x[: min(2, len(ev.x))])
-        self.name = f"{layer.path}.weight"
         self._tensors = self.split.clean_tensors()
         self._with_graph = ev.attack.mode == "regenerate" and ev.attack.name == "fgsm"
         self._slices = list(_batches(len(ev.y), ev.batch_size))
