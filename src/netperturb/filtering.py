@@ -222,9 +222,14 @@ def _fgsm_with_logits(forward, x: Tensor, y: Tensor, eps: float, clamp) -> tuple
         logits = forward(xg)
         loss = F.cross_entropy(logits, y)
         (grad,) = torch.autograd.grad(loss, xg)
+    return logits.detach(), _fgsm_step(x, grad, eps, clamp)
+
+
+def _fgsm_step(x: Tensor, grad: Tensor, eps: float, clamp) -> Tensor:
+    """``clamp(x + eps sign(grad))``, detached; ``x`` itself (a copy) for eps 0."""
     if eps == 0:
-        return logits.detach(), x.detach().clone()
-    return logits.detach(), _clamp(x.detach() + eps * grad.sign(), clamp).detach()
+        return x.detach().clone()
+    return _clamp(x.detach() + eps * grad.sign(), clamp).detach()
 
 
 def clean_and_adversarial(
@@ -400,14 +405,17 @@ class PrefixReuse:
 
     def __init__(self, ev: Evaluator, layer: LayerInfo):
         self.ev = ev
-        self.layer = layer
         self.split = split_at_layer(ev.model, layer, ev.x[: min(2, len(ev.x))])
         self._tensors = self.split.clean_tensors()
         self._with_graph = ev.attack.mode == "regenerate" and ev.attack.name == "fgsm"
         self._slices = list(_batches(len(ev.y), ev.batch_size))
         self._kept: list[tuple[Tensor | None, tuple[Tensor, ...], tuple[Tensor, ...] | None]] = []
         self._budget = available_memory(ev.x.device) // 2
-        self.kept_batches = 0
+
+    @property
+    def kept_batches(self) -> int:
+        """Batches whose prefix outputs are kept (the others recompute them per point)."""
+        return len(self._kept)
 
     def _logits(self, live: Sequence[Tensor], weight: Tensor) -> Tensor:
         """The network from the prefix's outputs ``live``, with the layer's weight replaced.
@@ -453,7 +461,6 @@ class PrefixReuse:
         size = saved + sum(t.numel() * t.element_size() for t in (*live, *(live_adv or ())))
         if b == len(self._kept) and size * (b + 1) <= self._budget:
             self._kept.append(entry)
-            self.kept_batches = len(self._kept)
         return entry
 
     def counts(self, weight: Tensor, seed: int) -> tuple[Counts, Counts]:
@@ -480,8 +487,7 @@ class PrefixReuse:
                     grads = torch.autograd.grad(F.cross_entropy(logits, yb), [leaves[i] for i in need], allow_unused=True)
                     pairs = [(live[i], gr) for i, gr in zip(need, grads) if gr is not None]
                     (grad,) = torch.autograd.grad([p for p, _ in pairs], xg, [gr for _, gr in pairs], retain_graph=True)
-                xb = ev.x[sl]
-                xa = xb.detach().clone() if attack.eps == 0 else _clamp(xb.detach() + attack.eps * grad.sign(), clamp).detach()
+                xa = _fgsm_step(ev.x[sl], grad, attack.eps, clamp)
                 logits = logits.detach()
             else:
                 with torch.no_grad():
