@@ -44,8 +44,8 @@ def _photo(rng: np.random.Generator, w: int, h: int) -> bytes:
 def bench_prepare(n: int, threads: list[int], size: tuple[int, int], n_classes: int = 10) -> None:
     from imagenet_archives import write_devkit, write_val_tar
 
-    from netperturb.imagenet import prepare_imagenet
-    from netperturb.weights import get_weights, transform_spec
+    from netperturb.datasets.imagenet import prepare_imagenet
+    from netperturb.models.weights import get_weights, transform_spec
 
     rng = np.random.default_rng(0)
     wnids = [f"n{10000000 + i:08d}" for i in range(n_classes)]
@@ -73,11 +73,11 @@ def bench_prepare(n: int, threads: list[int], size: tuple[int, int], n_classes: 
 def bench_cell(archs: list[str], counts: list[int], threads: int) -> None:
     import torchvision
 
-    from netperturb.checkpoints import LoadedModel
-    from netperturb.grid import LayerJob, run_layer_job
-    from netperturb.layers import find_layers
-    from netperturb.perturbations import make_perturbation
-    from netperturb.weights import get_weights, weights_preprocess
+    from netperturb.models.loaded import LoadedModel
+    from netperturb.perturb.grid import LayerJob, run_layer_job
+    from netperturb.core.layers import find_layers
+    from netperturb.perturb.registry import make_perturbation
+    from netperturb.models.weights import get_weights, weights_preprocess
 
     torch.set_num_threads(threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -49,13 +49,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from netperturb.data import Preprocess  # noqa: E402
-from netperturb.engine import FastPlan, macs_per_image, naive_cells, run_fast, split_at_layer  # noqa: E402
-from netperturb.evaluate import Counts, resolve_device  # noqa: E402
-from netperturb.grid import LayerJob  # noqa: E402
-from netperturb.layers import find_layers, select_layers  # noqa: E402
-from netperturb.perturbations import _choose, make_perturbation, n_chosen  # noqa: E402
-from netperturb.seeds import cell_generator  # noqa: E402
+from netperturb.core.preprocess import Preprocess  # noqa: E402
+from netperturb.perturb.engine.runners import FastPlan, naive_cells, run_fast  # noqa: E402
+from netperturb.perturb.engine.graph import macs_per_image, split_at_layer  # noqa: E402
+from netperturb.core.evaluate import Counts, resolve_device  # noqa: E402
+from netperturb.perturb.grid import LayerJob  # noqa: E402
+from netperturb.core.layers import find_layers, select_layers  # noqa: E402
+from netperturb.perturb.base import _choose, n_chosen  # noqa: E402
+from netperturb.perturb.registry import make_perturbation  # noqa: E402
+from netperturb.core.seeds import cell_generator  # noqa: E402
 
 IMAGENET = Preprocess(scale=1 / 255, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), size=None)
 PERTURBATIONS = {"synapse_knockout": 1.0, "node_knockout": 1.0, "gaussian_noise": 2.0}  # max level
@@ -136,7 +138,7 @@ def pytorchfi_cells(job, model, loader, layer_num, max_s, naive_cell_s):
     """
     from pytorchfi.core import fault_injection
 
-    from netperturb.evaluate import count_logits
+    from netperturb.core.evaluate import count_logits
 
     mod = model.get_submodule(job.layer.path)
     shape, n = tuple(mod.weight.shape), mod.weight.numel()

@@ -33,9 +33,10 @@ from pathlib import Path
 
 import torch
 
-from netperturb.filtering import AttackSpec, Evaluator, input_box, layer_sweep
-from netperturb.filters import LowPassFilter
-from netperturb.layers import find_layers, select_layers
+from netperturb.studies.pravin2024.evaluator import AttackSpec, Evaluator, input_box
+from netperturb.studies.pravin2024.sweeps import layer_sweep
+from netperturb.perturb.filters import LowPassFilter
+from netperturb.core.layers import find_layers, select_layers
 from netperturb.models import get_model
 
 DEFAULT_LAYERS = ["conv1", "layer1.0.conv1", "layer2.0.downsample.0", "layer3.1.conv2", "layer4.1.conv2", "fc"]
@@ -49,8 +50,8 @@ def cpu_seconds() -> float:
 def load(args):
     """(model in eval mode, channels_last, on the CPU), inputs (N, 1, 32, 32) in model space, labels, box."""
     if args.checkpoint:
-        from netperturb.checkpoints import load_checkpoint
-        from netperturb.filtering_jobs import eval_subset
+        from netperturb.models.checkpoints import load_checkpoint
+        from netperturb.studies.pravin2024.jobs import eval_subset
 
         loaded = load_checkpoint(args.checkpoint, "cpu")
         images, y = eval_subset(args.shards, "test", args.images, study_seed=args.seed, dataset="digits")

@@ -74,7 +74,7 @@ def convbn() -> nn.Module:
 
 @pytest.fixture(scope="session")
 def digits_shards(tmp_path_factory) -> Path:
-    from netperturb.data import prepare_digits
+    from netperturb.datasets.digits import prepare_digits
 
     out = tmp_path_factory.mktemp("digits") / "shards"
     prepare_digits(out)
@@ -84,7 +84,7 @@ def digits_shards(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def lenet_checkpoint(tmp_path_factory, digits_shards) -> Path:
     """LeNet-5 trained for 2 epochs on digits (well above chance, quick)."""
-    from netperturb.pipeline import train_model
+    from netperturb.models.train import train_model
 
     d = tmp_path_factory.mktemp("lenet")
     train_model(

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from netperturb.attacks import attack_batches, fgsm, pgd
+from netperturb.core.attacks import attack_batches, fgsm, pgd
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from netperturb.config import ConfigError, config_errors, expand_levels, resolve_layers
+from netperturb.core.config import ConfigError, config_errors, expand_levels
+from netperturb.models.select import resolve_layers
 
 REPO = Path(__file__).resolve().parents[1]
 

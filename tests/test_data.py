@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from netperturb.data import Preprocess, ShardError, load_split, read_manifest, write_shards
+from netperturb.core.preprocess import Preprocess
+from netperturb.datasets.shards import ShardError, load_split, read_manifest, write_shards
 
 
 def test_digits_split_is_stratified_complete_and_exact(digits_shards):
@@ -79,7 +80,7 @@ def _write_idx(path, array, gz=True):
 
 @pytest.mark.parametrize("gz,layout", [(True, "flat"), (False, "torchvision")])
 def test_prepare_mnist_from_official_idx_files(tmp_path, gz, layout):
-    from netperturb.data import prepare_mnist
+    from netperturb.datasets.mnist import prepare_mnist
 
     rng = np.random.default_rng(0)
     root = tmp_path / "mnist"

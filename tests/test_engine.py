@@ -7,23 +7,21 @@ import torch
 from conftest import randomise_bn
 from torch import nn
 
-from netperturb.checkpoints import LoadedModel, load_checkpoint
-from netperturb.data import Preprocess, load_split
-from netperturb.engine import (
-    FastPlan,
-    ReplicaBuilder,
-    choose_replicas,
-    macs_per_image,
-    run_cells,
-    run_fast,
-    split_at_layer,
-    widen,
-)
-from netperturb.grid import LayerJob, layer_params, run_layer_job
-from netperturb.layers import find_layers
+from netperturb.models.loaded import LoadedModel
+from netperturb.models.checkpoints import load_checkpoint
+from netperturb.core.preprocess import Preprocess
+from netperturb.datasets.shards import load_split
+from netperturb.perturb.engine.runners import FastPlan, run_cells, run_fast
+from netperturb.perturb.engine.replicas import ReplicaBuilder, choose_replicas
+from netperturb.perturb.engine.graph import macs_per_image, split_at_layer, widen
+from netperturb.perturb.grid import LayerJob, layer_params, run_layer_job
+from netperturb.core.layers import find_layers
 from netperturb.models import get_model
-from netperturb.perturbations import GaussianNoise, NodeKnockout, Perturbation, SynapseKnockout, make_perturbation
-from netperturb.seeds import cell_generator
+from netperturb.perturb.noise import GaussianNoise
+from netperturb.perturb.knockouts import NodeKnockout, SynapseKnockout
+from netperturb.perturb.base import Perturbation
+from netperturb.perturb.registry import make_perturbation
+from netperturb.core.seeds import cell_generator
 
 IMAGENET = Preprocess(scale=1 / 255, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), size=None)
 N_IMAGES = 8

@@ -7,10 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from netperturb.attacks import fgsm, pgd
-from netperturb.filtering import AttackSpec, Evaluator, adversarial_set, clean_and_adversarial, layer_sweep
-from netperturb.filters import HighPassFilter
-from netperturb.layers import find_layers
+from netperturb.core.attacks import fgsm, pgd
+from netperturb.studies.pravin2024.evaluator import AttackSpec, Evaluator, adversarial_set, clean_and_adversarial
+from netperturb.studies.pravin2024.sweeps import layer_sweep
+from netperturb.perturb.filters import HighPassFilter
+from netperturb.core.layers import find_layers
 
 
 @pytest.fixture
@@ -84,7 +85,7 @@ def test_pgd_is_seeded_and_independent_of_the_batch_split(filtered):
     b = clean_and_adversarial(net, x, y, spec, overrides=over, seed=11, batch_size=5)
     assert a[1].top1 == b[1].top1 and a[1].loss_sum == pytest.approx(b[1].loss_sum, rel=1e-6)
     fwd = lambda inp: torch.func.functional_call(net, over, (inp,))  # noqa: E731
-    from netperturb.seeds import cell_generator
+    from netperturb.core.seeds import cell_generator
 
     ref = pgd(fwd, x, y, 0.1, steps=3, generator=cell_generator(11))
     assert torch.allclose(adversarial_set(net, x, y, spec, overrides=over, seed=11, batch_size=6), ref, atol=1e-6)

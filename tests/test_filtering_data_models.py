@@ -9,9 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from netperturb.data import DATASETS, Preprocess, load_split, read_manifest
+from netperturb.datasets.registry import DATASETS
+from netperturb.core.preprocess import Preprocess
+from netperturb.datasets.shards import load_split, read_manifest
 from netperturb.models import build_meta, get_model
-from netperturb.pipeline import PREPARERS
+from netperturb.datasets.prepare import PREPARERS
 
 
 @pytest.mark.parametrize(

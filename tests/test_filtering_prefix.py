@@ -1,4 +1,4 @@
-"""Clean-prefix reuse in the filter sweeps (netperturb.filtering.PrefixReuse): the same counts
+"""Clean-prefix reuse in the filter sweeps (netperturb.studies.pravin2024.prefix.PrefixReuse): the same counts
 as the whole network per point, for every attack mode, on a ResNet (skip tensors, a shortcut
 conv whose output the block updates in place) and on a conv-BN net; kept values stay intact;
 memory budget; fallback; one job sweeping several layers equals one job per layer."""
@@ -12,10 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-import netperturb.filtering as filtering
-from netperturb.filtering import AttackSpec, Evaluator, PrefixReuse, layer_sweep
-from netperturb.filters import HighPassFilter
-from netperturb.layers import find_layers, select_layers
+import netperturb.studies.pravin2024.evaluator as evaluator
+import netperturb.studies.pravin2024.prefix as prefix
+from netperturb.studies.pravin2024.evaluator import AttackSpec, Evaluator
+from netperturb.studies.pravin2024.prefix import PrefixReuse
+from netperturb.studies.pravin2024.sweeps import layer_sweep
+from netperturb.perturb.filters import HighPassFilter
+from netperturb.core.layers import find_layers, select_layers
 from netperturb.models import get_model
 
 from conftest import randomise_bn
@@ -86,20 +89,20 @@ def test_counts_equal_the_generic_path_and_kept_values_stay_intact(resnet):
     assert [t for live in kept for t in live] and all(
         torch.equal(k, t) for live_k, (_, live, _) in zip(kept, path._kept) for k, t in zip(live_k, live)
     )
-    ref = filtering.clean_and_adversarial(net, x, y, SPECS["fgsm"], overrides={f"{layer.path}.weight": new}, batch_size=10)
+    ref = evaluator.clean_and_adversarial(net, x, y, SPECS["fgsm"], overrides={f"{layer.path}.weight": new}, batch_size=10)
     for got in (a, b):
         for c, r in zip(got, ref):
             assert (c.n, c.top1, c.top5) == (r.n, r.top1, r.top5) and c.loss_sum == pytest.approx(r.loss_sum, rel=1e-6)
     # the clean network through the split equals the model
     clean = path.counts(w, seed=0)[0]
-    assert clean.top1 == filtering.clean_and_adversarial(net, x, y, SPECS["fgsm"], batch_size=10)[0].top1
+    assert clean.top1 == evaluator.clean_and_adversarial(net, x, y, SPECS["fgsm"], batch_size=10)[0].top1
 
 
 def test_no_memory_to_keep_the_prefix_gives_the_same_counts(resnet, monkeypatch):
     net, x, y = resnet
     (layer,) = select_layers(find_layers(net), ["layer1.1.conv2"])
     full = _rows((net, x, y, SPECS["fgsm"]), layer, True)
-    monkeypatch.setattr(filtering, "available_memory", lambda device: 1000)
+    monkeypatch.setattr(prefix, "available_memory", lambda device: 1000)
     ev = Evaluator(net, x, y, SPECS["fgsm"], batch_size=10)
     assert PrefixReuse(ev, layer)._budget == 500
     _same(_rows((net, x, y, SPECS["fgsm"]), layer, True), full)
@@ -136,7 +139,7 @@ def test_untraceable_model_falls_back_to_the_whole_network(caplog):
 
 @pytest.mark.parametrize("reuse_prefix", [True, False])
 def test_one_job_for_several_layers_equals_one_job_per_layer(lenet_checkpoint, digits_shards, tmp_path, reuse_prefix):
-    from netperturb.filtering_jobs import sweep_layers
+    from netperturb.studies.pravin2024.jobs import sweep_layers
 
     kw = dict(study="s", dataset="digits", model_name="m", init=0, epoch=1, filters=["low", "pulse"], steps=3,
               attack=AttackSpec(eps=0.1), study_seed=7, n_images=30, batch_size=16, device="cpu", progress=False,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from netperturb.filtering import classify, filtering_score, filtering_scores, retraining_selection
+from netperturb.studies.pravin2024.scores import classify, filtering_score, filtering_scores, retraining_selection
 
 
 def test_simpson_score_of_hand_made_curves():
@@ -98,7 +98,7 @@ def test_retraining_selection_by_filter_and_mean():
 
 
 def test_layer_roles_and_the_fully_filtered_table():
-    from netperturb.report_filtering import full_filter_table, layer_role
+    from netperturb.studies.pravin2024.figures import full_filter_table, layer_role
 
     assert [layer_role(p, i) for p, i in [("conv1", 1), ("layer1.0.conv2", 3), ("layer2.0.downsample.0", 7),
                                           ("fc", 21), ("features.3", 2)]] == [

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from netperturb.filtering import SCORE_COLUMNS, SWEEP_COLUMNS
-from netperturb.filtering_jobs import RETRAIN_COLUMNS
+from netperturb.studies.pravin2024.scores import SCORE_COLUMNS
+from netperturb.studies.pravin2024.sweeps import SWEEP_COLUMNS
+from netperturb.studies.pravin2024.jobs import RETRAIN_COLUMNS
 
 from conftest import job_counts, run_snakemake as run
 

@@ -5,19 +5,11 @@ import copy
 import pytest
 import torch
 
-from netperturb.filtering import AttackSpec, Evaluator, network_overrides, network_sweep
-from netperturb.filters import (
-    FILTERS,
-    HighPassFilter,
-    LowPassFilter,
-    PulseFilter,
-    alpha_grid,
-    make_filter,
-    pulse_half_width,
-    weight_range,
-)
-from netperturb.layers import find_layers
-from netperturb.perturbations import PERTURBATIONS, make_perturbation
+from netperturb.studies.pravin2024.evaluator import AttackSpec, Evaluator
+from netperturb.studies.pravin2024.sweeps import network_overrides, network_sweep
+from netperturb.perturb.filters import FILTERS, HighPassFilter, LowPassFilter, PulseFilter, alpha_grid, make_filter, pulse_half_width, weight_range
+from netperturb.core.layers import find_layers
+from netperturb.perturb.registry import PERTURBATIONS, make_perturbation
 
 # dyadic values: exact in float32 and float64, so the boundaries are unambiguous
 W = torch.tensor([[-0.5, -0.25, 0.0, 0.125], [0.25, 0.375, 0.5, -0.125]])

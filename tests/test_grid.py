@@ -4,11 +4,11 @@ import pandas as pd
 import pytest
 import torch
 
-from netperturb.checkpoints import load_checkpoint
-from netperturb.data import load_split
-from netperturb.grid import COLUMNS, LayerJob, baseline_table, run_layer_job
-from netperturb.layers import find_layers
-from netperturb.perturbations import make_perturbation
+from netperturb.models.checkpoints import load_checkpoint
+from netperturb.datasets.shards import load_split
+from netperturb.perturb.grid import COLUMNS, LayerJob, baseline_table, run_layer_job
+from netperturb.core.layers import find_layers
+from netperturb.perturb.registry import make_perturbation
 
 
 @pytest.fixture(scope="module")

@@ -13,20 +13,10 @@ import torch
 from imagenet_archives import CMYK, CORRUPT, GRAYSCALE, GROUND_TRUTH, CLASSES, make_alexnet_weights, make_archives
 from imagenet_archives import sorted_index, val_name
 
-from netperturb.config import ConfigError
-from netperturb.data import load_split, read_manifest
-from netperturb.imagenet import ImageNetError, parse_devkit, prepare_imagenet
-from netperturb.weights import (
-    WeightsError,
-    fetch_weights,
-    get_weights,
-    load_pretrained,
-    published_accuracy,
-    resolve_model_source,
-    transform_key,
-    transform_spec,
-    weights_preprocess,
-)
+from netperturb.core.config import ConfigError
+from netperturb.datasets.shards import load_split, read_manifest
+from netperturb.datasets.imagenet import ImageNetError, parse_devkit, prepare_imagenet
+from netperturb.models.weights import WeightsError, fetch_weights, get_weights, load_pretrained, published_accuracy, resolve_model_source, transform_key, transform_spec, weights_preprocess
 
 ALEXNET = get_weights("alexnet", "IMAGENET1K_V1")
 INCEPTION = get_weights("inception_v3", "IMAGENET1K_V1")
@@ -216,7 +206,7 @@ def test_load_pretrained_uses_the_file_and_checks_its_hash(tmp_path):
 
 
 def test_published_numbers_and_the_baseline_check():
-    from netperturb.report import baseline_check
+    from netperturb.studies.cheney2017.figures import baseline_check
 
     assert published_accuracy("alexnet", "IMAGENET1K_V1@0123") == pytest.approx({"top1": 0.56522, "top5": 0.79066})
     assert published_accuracy("vgg16", "IMAGENET1K_V1@0123") == pytest.approx({"top1": 0.71592, "top5": 0.90382})

@@ -5,7 +5,7 @@ import os
 import pandas as pd
 import pytest
 
-from netperturb.io import atomic_path, write_csv
+from netperturb.core.io import atomic_path, write_csv
 
 
 def test_failed_write_leaves_no_file(tmp_path):
@@ -39,7 +39,7 @@ def test_torch_save_bytes_do_not_depend_on_the_path(tmp_path):
     # the checkpoint's `weights` id is a sha256 of the file: equal weights must give equal ids
     import torch
 
-    from netperturb.io import sha256_file, torch_save
+    from netperturb.core.io import sha256_file, torch_save
 
     obj = {"weight": torch.arange(12.0).reshape(3, 4), "arch": "x"}
     torch_save(obj, tmp_path / "a.pt")

@@ -13,24 +13,14 @@ import torch
 import yaml
 from torch import nn
 
-from netperturb.config import ConfigError, config_errors
-from netperturb.data import Preprocess, load_split, read_manifest
-from netperturb.evaluate import evaluate
-from netperturb.layers import find_layers, select_layers
-from netperturb.minmax import (
-    FuzzinessRegularizer,
-    WeightTracker,
-    differentiable_fuzziness,
-    first_epoch_steps,
-    fuzziness,
-    interval_position,
-    pixel_space,
-    robust_accuracy,
-    weight_histograms,
-    weight_stats,
-)
+from netperturb.core.config import ConfigError, config_errors
+from netperturb.core.preprocess import Preprocess
+from netperturb.datasets.shards import load_split, read_manifest
+from netperturb.core.evaluate import evaluate
+from netperturb.core.layers import find_layers, select_layers
+from netperturb.studies.shen2021.minmax import FuzzinessRegularizer, WeightTracker, differentiable_fuzziness, first_epoch_steps, fuzziness, interval_position, pixel_space, robust_accuracy, weight_histograms, weight_stats
 from netperturb.models import get_model
-from netperturb.training import TrainConfig, train_classifier
+from netperturb.core.training import TrainConfig, train_classifier
 
 REPO = Path(__file__).resolve().parents[1]
 LN2 = math.log(2)
@@ -201,7 +191,7 @@ def test_pixel_space_composes_to_the_preprocess():
 
 
 def test_robust_accuracy_clean_at_eps_zero_lower_under_attack_and_seeded(lenet_checkpoint, digits_shards):
-    from netperturb.checkpoints import load_checkpoint
+    from netperturb.models.checkpoints import load_checkpoint
 
     loaded = load_checkpoint(lenet_checkpoint)
     x, y = load_split(digits_shards, "test")
@@ -217,7 +207,7 @@ def test_robust_accuracy_clean_at_eps_zero_lower_under_attack_and_seeded(lenet_c
 
 
 def test_perturb_run_draws_are_shared_across_lambda(tmp_path, lenet_checkpoint, digits_shards):
-    from netperturb.minmax_study import perturb_run
+    from netperturb.studies.shen2021.jobs import perturb_run
 
     kw = dict(study="t", dataset="digits", seed=4, study_seed=9, layers=["conv1", "fc5"], repeats=2, progress=False,
               perturbations={"synapse_knockout": {"levels": [0, 0.5]}, "gaussian_noise": {"levels": [0, 1.0], "include_bias": False}})  # fmt: skip
@@ -235,9 +225,9 @@ def test_perturb_run_draws_are_shared_across_lambda(tmp_path, lenet_checkpoint, 
 
 
 def test_train_run_lambda_zero_is_plain_training(tmp_path, digits_shards):
-    from netperturb.checkpoints import load_checkpoint
-    from netperturb.minmax_study import train_run
-    from netperturb.pipeline import train_model
+    from netperturb.models.checkpoints import load_checkpoint
+    from netperturb.studies.shen2021.jobs import train_run
+    from netperturb.models.train import train_model
 
     train_model(digits_shards, "lenet5", {"epochs": 1, "seed": 3}, tmp_path / "p.pt", tmp_path / "p.csv",
                 model_name="p", study="t")  # fmt: skip
@@ -266,10 +256,10 @@ def minmax_config():
 
 
 def test_check_config_names_the_key(minmax_config):
-    from netperturb.minmax_study import check_config
+    from netperturb.studies.shen2021.plan import check_config
 
     plan = check_config(minmax_config["minmax"], num_classes=10, in_channels=1)
-    from netperturb.seeds import canonical_level
+    from netperturb.core.seeds import canonical_level
 
     assert plan["lams"] == [canonical_level(v) for v in minmax_config["minmax"]["lambdas"]]
     assert canonical_level(1.0) == "1" and canonical_level(0.30000000000000004) == "0.3"
@@ -292,7 +282,7 @@ def test_check_config_names_the_key(minmax_config):
 
 
 def test_summaries_by_hand():
-    from netperturb.minmax_report import fuzziness_change, perturbation_auc, robust_summary
+    from netperturb.studies.shen2021.figures import fuzziness_change, perturbation_auc, robust_summary
 
     rows = []
     for lam, seed, f0, f1 in [(0, 0, 0.5, 0.4), (0, 1, 0.5, 0.6), (1, 0, 0.5, 0.2), (1, 1, 0.5, 0.3)]:
@@ -320,7 +310,7 @@ def test_summaries_by_hand():
 def test_fuzziness_robustness_correlation_by_hand():
     from scipy.stats import pearsonr
 
-    from netperturb.minmax_report import fuzziness_robustness, spearman
+    from netperturb.studies.shen2021.figures import fuzziness_robustness, spearman
 
     fz = [0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
     acc = [0.1, 0.3, 0.2, 0.5, 0.4, 0.6]

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from netperturb.grid import COLUMNS
+from netperturb.perturb.grid import COLUMNS
 
 from conftest import run_snakemake as run
 

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from imagenet_archives import CORRUPT, make_alexnet_weights, make_archives, sorted_index, val_name
 
-from netperturb.data import load_split, read_manifest
-from netperturb.grid import COLUMNS
+from netperturb.datasets.shards import load_split, read_manifest
+from netperturb.perturb.grid import COLUMNS
 
 from conftest import job_counts, run_snakemake
 
@@ -80,8 +80,8 @@ def test_paper_rules_end_to_end(paper_run):
     for metric in ("top1", "top5", "loss"):
         assert (df.loc[df["level"] == 0, metric] == base.loc["alexnet", metric]).all()
     # the same numbers from the library directly: the random net's clean top-5 on these 11 images
-    from netperturb.evaluate import evaluate
-    from netperturb.weights import load_pretrained
+    from netperturb.core.evaluate import evaluate
+    from netperturb.models.weights import load_pretrained
 
     loaded = load_pretrained(fetched, "alexnet", "IMAGENET1K_V1")
     x, y = load_split(shards, "val")

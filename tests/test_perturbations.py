@@ -5,14 +5,11 @@ import math
 import pytest
 import torch
 
-from netperturb.perturbations import (
-    GaussianNoise,
-    NodeKnockout,
-    SynapseKnockout,
-    make_perturbation,
-    n_chosen,
-)
-from netperturb.seeds import cell_generator
+from netperturb.perturb.noise import GaussianNoise
+from netperturb.perturb.knockouts import NodeKnockout, SynapseKnockout
+from netperturb.perturb.registry import make_perturbation
+from netperturb.perturb.base import n_chosen
+from netperturb.core.seeds import cell_generator
 
 
 def nonzero_params(shape=(16, 8, 3, 3), n_bias=16, seed=0):
@@ -92,8 +89,8 @@ def test_node_knockout_output_is_zero_after_batchnorm(convbn):
     """With BN-aware knockout a removed filter outputs exactly 0 after its BatchNorm."""
     from torch.func import functional_call
 
-    from netperturb.grid import layer_params
-    from netperturb.layers import find_layers
+    from netperturb.perturb.grid import layer_params
+    from netperturb.core.layers import find_layers
 
     layer = find_layers(convbn)[1]  # conv without bias, followed by BN
     assert layer.bn == "features.4"

@@ -5,11 +5,12 @@ import pandas as pd
 import pytest
 import torch
 
-from netperturb.data import Preprocess
-from netperturb.filtering import AttackSpec, freeze_for_retraining
-from netperturb.filtering_jobs import retrain
-from netperturb.layers import find_layers
-from netperturb.training import TrainConfig, train_classifier
+from netperturb.core.preprocess import Preprocess
+from netperturb.studies.pravin2024.evaluator import AttackSpec
+from netperturb.studies.pravin2024.scores import freeze_for_retraining
+from netperturb.studies.pravin2024.jobs import retrain
+from netperturb.core.layers import find_layers
+from netperturb.core.training import TrainConfig, train_classifier
 
 
 def _data(n, seed):

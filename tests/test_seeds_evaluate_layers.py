@@ -7,15 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from netperturb.evaluate import count_logits, topk_credit
-from netperturb.layers import LayerSelectionError, find_layers, select_layers
+from netperturb.core.evaluate import count_logits, topk_credit
+from netperturb.core.layers import LayerSelectionError, find_layers, select_layers
 from netperturb.models import build_meta
-from netperturb.seeds import canonical_level, cell_seed
+from netperturb.core.seeds import canonical_level, cell_seed
 
 
 def test_cell_seed_is_stable_across_processes():
     """Python's hash() is salted per process; the cell seed must not be."""
-    code = "from netperturb.seeds import cell_seed; print(cell_seed(2017, 'm', 'features.0', 'synapse_knockout', 0.3, 2))"
+    code = "from netperturb.core.seeds import cell_seed; print(cell_seed(2017, 'm', 'features.0', 'synapse_knockout', 0.3, 2))"
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": str(i), "PATH": ""}).stdout.strip() for i in (1, 2)}  # fmt: skip
     assert outs == {str(cell_seed(2017, "m", "features.0", "synapse_knockout", 0.3, 2))}

@@ -2,10 +2,11 @@
 
 import torch
 
-from netperturb.checkpoints import load_checkpoint, save_checkpoint
-from netperturb.data import Preprocess, load_split, read_manifest
+from netperturb.models.checkpoints import load_checkpoint, save_checkpoint
+from netperturb.core.preprocess import Preprocess
+from netperturb.datasets.shards import load_split, read_manifest
 from netperturb.models import get_model
-from netperturb.training import TrainConfig, train_classifier
+from netperturb.core.training import TrainConfig, train_classifier
 
 
 def _train(digits_shards, seed, **hooks):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from netperturb.grid import COLUMNS
+from netperturb.perturb.grid import COLUMNS
 
 from conftest import job_counts, run_snakemake as run
 

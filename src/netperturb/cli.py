@@ -22,7 +22,7 @@ __all__ = ["main"]
 
 
 def _cmd_layers(args: argparse.Namespace) -> int:
-    from .config import model_layers
+    from netperturb.models.select import model_layers
 
     layers = model_layers(args.arch, num_classes=args.num_classes, in_channels=args.in_channels)
     print(f"{'index':>5}  {'label':<8} {'path':<32} {'kind':<6} {'weight shape':<20} bn")
@@ -32,15 +32,15 @@ def _cmd_layers(args: argparse.Namespace) -> int:
 
 
 def _cmd_seed(args: argparse.Namespace) -> int:
-    from .seeds import cell_seed
+    from netperturb.core.seeds import cell_seed
 
     print(cell_seed(args.study_seed, args.model, args.layer, args.perturbation, args.level, args.repeat))
     return 0
 
 
 def _cmd_perturb(args: argparse.Namespace) -> int:
-    from .data import dataset_info
-    from .pipeline import perturb_layer
+    from netperturb.datasets.registry import dataset_info
+    from netperturb.studies.cheney2017.jobs import perturb_layer
 
     if bool(args.arch) != bool(args.weights):
         raise ValueError("--arch and --weights go together (a torchvision weights file)")
@@ -75,7 +75,7 @@ def _cmd_where(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from netperturb import __version__
 
     p = argparse.ArgumentParser(prog="netperturb", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"netperturb {__version__}")

@@ -14,10 +14,11 @@ os.environ.update(
 
 from snakemake.utils import validate
 
-from netperturb.config import ConfigError, config_errors, expand_levels, resolve_layers
-from netperturb.data import dataset_info
-from netperturb.pipeline import PREPARERS
-from netperturb.weights import resolve_model_source
+from netperturb.core.config import ConfigError, config_errors, expand_levels
+from netperturb.models.select import resolve_layers
+from netperturb.datasets.registry import dataset_info
+from netperturb.datasets.prepare import PREPARERS
+from netperturb.models.weights import resolve_model_source
 
 SCHEMA = str(Path(workflow.basedir) / "config" / "schema.yaml")
 try:

@@ -1,7 +1,7 @@
 # Set-up of the Pravin et al. 2024 study (rules in filtering.smk): resolve and check the
 # synaptic_filtering config, checkpoint epochs, layers; input functions and path lists.
 
-from netperturb.filtering_jobs import checkpoint_epochs
+from netperturb.studies.pravin2024.plan import checkpoint_epochs
 
 SF = config["synaptic_filtering"]
 SF_DIR = f"{RESULTS}/pravin2024"

@@ -2,7 +2,7 @@
 # per lambda x seed trained with a fuzziness term while its weights are tracked, then attacked
 # (FGSM, PGD) and perturbed internally (the Cheney et al. grid); merged tables and a report.
 
-from netperturb.minmax_study import check_config as _minmax_check_config
+from netperturb.studies.shen2021.plan import check_config as _minmax_check_config
 
 MINMAX = config["minmax"]
 MINMAX_DATASET = MINMAX.get("dataset", DATASET)

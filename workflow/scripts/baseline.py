@@ -1,7 +1,7 @@
 """Rule baseline: evaluate the unperturbed model (netperturb.pipeline.baseline)."""
 
-from netperturb.jobs import start_job
-from netperturb.pipeline import baseline
+from netperturb.core.jobs import start_job
+from netperturb.studies.cheney2017.jobs import baseline
 
 start_job(snakemake.log[0], snakemake.threads)
 p = snakemake.params

@@ -1,8 +1,8 @@
 """Rule filtering_baseline: clean and adversarial accuracy of the unfiltered checkpoints (netperturb.filtering_jobs.checkpoint_baselines)."""
 
-from netperturb.filtering import AttackSpec
-from netperturb.filtering_jobs import checkpoint_baselines
-from netperturb.jobs import start_job
+from netperturb.studies.pravin2024.evaluator import AttackSpec
+from netperturb.studies.pravin2024.jobs import checkpoint_baselines
+from netperturb.core.jobs import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 p, w = snakemake.params, snakemake.wildcards

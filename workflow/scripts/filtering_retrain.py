@@ -1,8 +1,8 @@
 """Rule filtering_retrain: selective vs none vs full retraining of one checkpoint (netperturb.filtering_jobs.retrain)."""
 
-from netperturb.filtering import AttackSpec
-from netperturb.filtering_jobs import retrain
-from netperturb.jobs import start_job
+from netperturb.studies.pravin2024.evaluator import AttackSpec
+from netperturb.studies.pravin2024.jobs import retrain
+from netperturb.core.jobs import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 p, w = snakemake.params, snakemake.wildcards

@@ -1,7 +1,7 @@
 """Rule filtering_scores: merge sweeps and baselines, filtering scores (netperturb.filtering_jobs.merge_and_score)."""
 
-from netperturb.filtering_jobs import merge_and_score
-from netperturb.jobs import start_job
+from netperturb.studies.pravin2024.jobs import merge_and_score
+from netperturb.core.jobs import start_job
 
 start_job(snakemake.log[0])
 out = snakemake.output

@@ -1,8 +1,8 @@
 """Rules filtering_sweep_layers / filtering_sweep_network: one filter sweep job (netperturb.filtering_jobs.sweep_layers / sweep_network)."""
 
-from netperturb.filtering import AttackSpec
-from netperturb.filtering_jobs import sweep_layers, sweep_network
-from netperturb.jobs import start_job
+from netperturb.studies.pravin2024.evaluator import AttackSpec
+from netperturb.studies.pravin2024.jobs import sweep_layers, sweep_network
+from netperturb.core.jobs import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 p, w = snakemake.params, snakemake.wildcards

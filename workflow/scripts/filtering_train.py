@@ -1,7 +1,7 @@
 """Rule filtering_train_<model>: train one initialisation with checkpoints (netperturb.filtering_jobs.train_with_checkpoints)."""
 
-from netperturb.filtering_jobs import train_with_checkpoints
-from netperturb.jobs import start_job
+from netperturb.studies.pravin2024.jobs import train_with_checkpoints
+from netperturb.core.jobs import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 p = snakemake.params

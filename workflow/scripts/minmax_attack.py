@@ -1,7 +1,7 @@
 """Rule minmax_attack: FGSM / PGD accuracy against eps (netperturb.minmax_study.attack_run)."""
 
-from netperturb.jobs import start_job
-from netperturb.minmax_study import attack_run
+from netperturb.core.jobs import start_job
+from netperturb.studies.shen2021.jobs import attack_run
 
 start_job(snakemake.log[0], snakemake.threads)
 p, a = snakemake.params, snakemake.params.attacks

@@ -1,7 +1,7 @@
 """Rule minmax_merge: one table per kind over all runs (netperturb.minmax_study.merge_runs)."""
 
-from netperturb.jobs import start_job
-from netperturb.minmax_study import merge_runs
+from netperturb.core.jobs import start_job
+from netperturb.studies.shen2021.jobs import merge_runs
 
 log = start_job(snakemake.log[0])
 inp, out = snakemake.input, snakemake.output

@@ -1,7 +1,7 @@
 """Rule minmax_perturb: the internal perturbation grid on one run (netperturb.minmax_study.perturb_run)."""
 
-from netperturb.jobs import start_job
-from netperturb.minmax_study import perturb_run
+from netperturb.core.jobs import start_job
+from netperturb.studies.shen2021.jobs import perturb_run
 
 start_job(snakemake.log[0], snakemake.threads)
 p, o = snakemake.params, snakemake.params.options

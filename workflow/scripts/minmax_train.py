@@ -1,7 +1,7 @@
 """Rule minmax_train: one lambda x seed run of the Min-Max study (netperturb.minmax_study.train_run)."""
 
-from netperturb.jobs import start_job
-from netperturb.minmax_study import train_run
+from netperturb.core.jobs import start_job
+from netperturb.studies.shen2021.jobs import train_run
 
 start_job(snakemake.log[0], snakemake.threads)
 p, o, out = snakemake.params, snakemake.params.options, snakemake.output

@@ -1,7 +1,7 @@
 """Rule perturb: one model x layer x perturbation job (netperturb.pipeline.perturb_layer)."""
 
-from netperturb.jobs import start_job
-from netperturb.pipeline import perturb_layer
+from netperturb.core.jobs import start_job
+from netperturb.studies.cheney2017.jobs import perturb_layer
 
 start_job(snakemake.log[0], snakemake.threads)
 p, w = snakemake.params, snakemake.wildcards

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from netperturb.jobs import start_job
-from netperturb.report import render_notebook
+from netperturb.core.jobs import start_job
+from netperturb.core.report import render_notebook
 
 start_job(snakemake.log[0])
 out = snakemake.output

@@ -1,7 +1,7 @@
 """Rule train: train one configured model (netperturb.pipeline.train_model)."""
 
-from netperturb.jobs import start_job
-from netperturb.pipeline import train_model
+from netperturb.core.jobs import start_job
+from netperturb.models.train import train_model
 
 start_job(snakemake.log[0], snakemake.threads)
 train_model(

@@ -8,7 +8,7 @@ convolution (AlexNet's LRN is obsolete), which also exercises BN-aware node knoc
 
 from torch import nn
 
-from . import register_model
+from netperturb.models.registry import register_model
 
 
 def _conv(cin: int, cout: int) -> list[nn.Module]:

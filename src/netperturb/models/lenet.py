@@ -12,7 +12,7 @@ preprocessing (:func:`netperturb.data.prepare_digits`), not by padding.
 
 from torch import nn
 
-from . import register_model
+from netperturb.models.registry import register_model
 
 
 class LeNet5(nn.Module):

@@ -1,0 +1,255 @@
+"""Batched replicas: K perturbed copies of a layer drawn into reused buffers, and how many fit in memory (DESIGN.md, "Performance design" 3-4)."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from netperturb.core.evaluate import Counts, topk_credit
+from netperturb.core.seeds import cell_generator
+from netperturb.perturb.base import Perturbation, _choose, n_chosen
+from netperturb.perturb.engine.graph import LayerSplit, widen
+from netperturb.perturb.knockouts import NodeKnockout, SynapseKnockout
+from netperturb.perturb.noise import GaussianNoise
+
+__all__ = ["ReplicaBuilder", "available_memory", "choose_replicas"]
+
+
+# --------------------------------------------------------------------------------------
+# Perturbed replicas
+# --------------------------------------------------------------------------------------
+
+
+class ReplicaBuilder:
+    """Draws the perturbed tensors of cells and stacks them into the wide unit.
+
+    For the built-in perturbations (exactly :class:`SynapseKnockout`, :class:`NodeKnockout`,
+    :class:`GaussianNoise`) the *draw* (random-key selection / ``randn`` on the cell's CPU
+    generator, in the same order as their ``_apply``) is separated from the *application*
+    (zero the chosen entries / add the noise, on the device), and the layer's weight s.d.
+    for the noise is computed once per job (on the CPU copy, so it does not depend on the
+    device). Any other :class:`~netperturb.perturbations.Perturbation` is called as it is.
+    Either way the tensors equal ``perturbation(params, level, generator)`` bit for bit
+    (tests check it).
+    """
+
+    def __init__(self, perturbation: Perturbation, params: Mapping[str, Tensor]):
+        self.perturbation = perturbation
+        self.params = dict(params)
+        self.kind = {SynapseKnockout: "synapse", NodeKnockout: "node", GaussianNoise: "noise"}.get(type(perturbation))
+        self._std: dict[str, float] = {}
+        self._buffers: dict[str, Tensor] = {}
+        if self.kind == "noise":
+            for role in self._noise_roles():
+                t = self.params[role].detach()
+                self._std[role] = t.cpu().double().std(unbiased=False).item() if t.numel() > 1 else 0.0
+
+    def _noise_roles(self) -> list[str]:
+        roles = ["weight"]
+        if self.perturbation.include_bias and self.params.get("bias") is not None:
+            roles.append("bias")
+        return roles
+
+    def draw(self, level: float, seed: int) -> dict[str, tuple[str, Tensor]]:
+        """role -> (op, CPU tensor) for one cell: ``("flat", idx)`` zero flat entries,
+        ``("rows", idx)`` zero rows, ``("add", delta)`` add, ``("set", tensor)`` replace.
+        Thread-safe (reads the parameters only). Level 0 returns ``{}``."""
+        p = self.perturbation
+        level = p.check_level(level)
+        if level == 0:
+            return {}
+        g = cell_generator(seed)
+        out: dict[str, tuple[str, Tensor]] = {}
+        if self.kind == "synapse":
+            roles = ["weight"] + (["bias"] if p.include_bias and self.params.get("bias") is not None else [])
+            for role in roles:
+                n = self.params[role].numel()
+                out[role] = ("flat", _choose(n, n_chosen(level, n), g))
+        elif self.kind == "node":
+            w = self.params["weight"]
+            idx = _choose(w.shape[0], n_chosen(level, w.shape[0]), g)
+            roles = ["weight", "bias"] + (["bn_weight", "bn_bias"] if p.bn_aware else [])
+            for role in roles:
+                if self.params.get(role) is not None:
+                    out[role] = ("rows", idx)
+        elif self.kind == "noise":
+            for role in self._noise_roles():
+                t = self.params[role]
+                noise = torch.randn(t.shape, generator=g, dtype=torch.float32)
+                out[role] = ("add", noise * (level * self._std[role]))
+        else:
+            new = p(self.params, level, g)
+            out = {role: ("set", t) for role, t in new.items()}
+        return out
+
+    def apply(self, draw: Mapping[str, tuple[str, Tensor]]) -> dict[str, Tensor]:
+        """role -> the cell's tensor on the parameters' device (clean where not drawn).
+
+        Raises:
+            ValueError: the draw changes a role the unit does not have.
+        """
+        unknown = set(draw) - set(self.params)
+        if unknown:
+            raise ValueError(f"{self.perturbation.name}: changes {sorted(unknown)}, not among {sorted(self.params)}")
+        out = {}
+        for role, clean in self.params.items():
+            if role not in draw:
+                out[role] = clean
+                continue
+            op, t = draw[role]
+            if op == "set":
+                out[role] = t
+                continue
+            src = clean.detach()
+            if op == "add":
+                out[role] = src + t.to(device=src.device, dtype=src.dtype)
+            elif op == "flat":
+                new = src.clone(memory_format=torch.contiguous_format)
+                new.view(-1).index_fill_(0, t.to(src.device), 0)
+                out[role] = new
+            else:  # rows
+                out[role] = src.clone().index_fill_(0, t.to(src.device), 0)
+        return out
+
+    def cell(self, level: float, seed: int) -> dict[str, Tensor]:
+        """The tensors of the roles this cell changes (what the perturbation returns)."""
+        d = self.draw(level, seed)
+        full = self.apply(d)
+        return {role: full[role] for role in d}
+
+    def build(self, draws: Sequence[Mapping[str, tuple[str, Tensor]]], groups: int = 1) -> dict[str, Tensor]:
+        """role -> the K = len(draws) replicas' tensors widened as :func:`widen` does.
+
+        Each replica is written straight into a buffer kept for the job (no per-cell copies
+        of the clean tensors, no concatenation); the values equal
+        ``widen([apply(d)[role] for d in draws], groups)``. The returned tensors are
+        overwritten by the next call.
+        """
+        k = len(draws)
+        for d in draws:
+            unknown = set(d) - set(self.params)
+            if unknown:
+                raise ValueError(f"{self.perturbation.name}: changes {sorted(unknown)}, not among {sorted(self.params)}")
+        out = {}
+        for role, clean in self.params.items():
+            if groups != 1 or clean.ndim == 0:
+                out[role] = widen([self.apply({role: d[role]} if role in d else {})[role] for d in draws], groups)
+                continue
+            src = clean.detach()
+            rows = src.shape[0]
+            buf = self._buffers.get(role)
+            if buf is None or buf.shape[0] < k * rows:
+                buf = self._buffers[role] = torch.empty((k * rows, *src.shape[1:]), dtype=src.dtype, device=src.device)
+            wide = buf[: k * rows]
+            for r, d in enumerate(draws):
+                slot = wide[r * rows : (r + 1) * rows]
+                op, t = d.get(role, (None, None))
+                if op == "add":
+                    torch.add(src, t.to(device=src.device, dtype=src.dtype), out=slot)
+                    continue
+                slot.copy_(t if op == "set" else src)
+                if op == "flat":
+                    slot.view(-1).index_fill_(0, t.to(src.device), 0)
+                elif op == "rows":
+                    slot.index_fill_(0, t.to(src.device), 0)
+            out[role] = wide
+        return out
+
+
+# --------------------------------------------------------------------------------------
+# Memory
+# --------------------------------------------------------------------------------------
+
+
+def available_memory(device: torch.device) -> int:
+    """Free bytes: ``torch.cuda.mem_get_info`` on a GPU; on the CPU, MemAvailable of
+    /proc/meminfo, capped by the cgroup (v2 or v1) limit minus usage; 4 GiB if unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    for limit_f, usage_f in [
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ]:
+        try:
+            limit = open(limit_f).read().strip()
+            usage = int(open(usage_f).read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:
+            free = int(limit) - usage
+            avail = free if avail is None else min(avail, free)
+        break
+    return int(avail) if avail is not None else 4 << 30
+
+
+def choose_replicas(
+    split: LayerSplit,
+    batch: int,
+    n_cells: int,
+    *,
+    budget: int,
+    max_replicas: int | None = None,
+) -> int:
+    """K: how many perturbed replicas fit in ``budget`` bytes at ``batch`` images.
+
+    Per replica: the unit's output three times (wide, reordered, after BN), the repeated
+    live values and the suffix's activation peak (per-image estimates from
+    :func:`split_at_layer`, fp32), and four times the layer's tensors (its slot in the wide
+    buffer, and the draws of the current and of the next group: noise as large as the
+    weights, or int64 indices). Clamped to [1, min(max_replicas, n_cells)].
+    """
+    per_image = 3 * split.unit_out_bytes + split.suffix_peak_bytes  # includes the repeated live values
+    params = sum(t.numel() * t.element_size() for t in split.clean_tensors().values())
+    per_replica = batch * per_image + 4 * params
+    k = int(budget // max(per_replica, 1))
+    cap = n_cells if max_replicas is None else min(int(max_replicas), n_cells)
+    return max(1, min(k, cap))
+
+
+# --------------------------------------------------------------------------------------
+# Counting
+# --------------------------------------------------------------------------------------
+
+
+def _replica_counts(logits: Tensor, labels: Tensor, k: int) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Per replica (top-1 sum, top-5 sum, loss sum) as 0-dim tensors (no host sync).
+
+    Each value is computed exactly as :func:`netperturb.evaluate.count_logits` computes it
+    on that replica's (B, C) logits, so the sums agree with the other engines bit for bit.
+    """
+    logits = logits.float()
+    b = labels.shape[0]
+    rep = labels.repeat(k)
+    c1 = topk_credit(logits, rep, 1)
+    c5 = topk_credit(logits, rep, min(5, logits.shape[1]))
+    out = []
+    for r in range(k):
+        sl = slice(r * b, (r + 1) * b)
+        loss = F.cross_entropy(logits[sl], labels, reduction="sum")
+        out.append((c1[sl].clone().sum(), c5[sl].clone().sum(), loss))
+    return out
+
+
+def _to_counts(parts: Sequence[tuple[int, Tensor, Tensor, Tensor]]) -> Counts:
+    """Sum per-batch parts in batch order, as :func:`netperturb.evaluate.evaluate` does."""
+    if not parts:
+        return Counts()
+    t1 = torch.stack([p[1] for p in parts]).tolist()
+    t5 = torch.stack([p[2] for p in parts]).tolist()
+    ls = torch.stack([p[3] for p in parts]).tolist()
+    total = Counts()
+    for (n, *_), a, b, c in zip(parts, t1, t5, ls):
+        total += Counts(n=n, top1=a, top5=b, loss_sum=c)
+    return total

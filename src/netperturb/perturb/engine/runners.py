@@ -1,0 +1,413 @@
+"""The three ways to compute a job (``fast``, ``functional``, ``naive``) and :func:`run_cells`, which picks one; see :mod:`netperturb.perturb.engine`."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import copy
+import logging
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from netperturb.core.evaluate import Counts, count_logits, evaluate
+from netperturb.core.layers import LayerInfo
+from netperturb.core.seeds import cell_generator
+from netperturb.perturb.base import Perturbation
+from netperturb.perturb.engine.graph import SplitError, _bn_stats, split_at_layer
+from netperturb.perturb.engine.precision import (
+    _channels_last,
+    check_precision,
+    precision_context,
+)
+from netperturb.perturb.engine.replicas import (
+    ReplicaBuilder,
+    _replica_counts,
+    _to_counts,
+    available_memory,
+    choose_replicas,
+)
+from netperturb.perturb.knockouts import NodeKnockout, SynapseKnockout
+
+log = logging.getLogger("netperturb")
+
+__all__ = ["ENGINES", "run_functional", "naive_cells", "run_naive", "FastPlan", "run_fast", "run_cells"]
+
+
+#: Ways to compute a job (see the module docstring).
+ENGINES = ("fast", "functional", "naive")
+
+
+# --------------------------------------------------------------------------------------
+# Engines
+# --------------------------------------------------------------------------------------
+
+
+def _layer_params(model: nn.Module, layer: LayerInfo) -> dict[str, Tensor]:
+    named = dict(model.named_parameters())
+    return {role: named[name] for role, name in layer.param_names().items() if name in named}
+
+
+def _clean_counts(model, images, labels, preprocess, batch_size, precision) -> Counts:
+    """The whole unperturbed model; in fp32 exactly :func:`netperturb.evaluate.evaluate`."""
+    if precision == "fp32":
+        return evaluate(model, images, labels, preprocess, batch_size=batch_size)
+    device = next(model.parameters()).device
+    total = Counts()
+    with torch.inference_mode(), precision_context(device, precision):
+        for start in range(0, len(labels), batch_size):
+            x = preprocess(images[start : start + batch_size].to(device))
+            if _channels_last(device, precision):
+                x = x.contiguous(memory_format=torch.channels_last)
+            total += count_logits(model(x), labels[start : start + batch_size].to(device))
+    return total
+
+
+def run_functional(
+    job, model: nn.Module, images: Tensor, labels: Tensor, preprocess, *,
+    batch_size: int = 256, precision: str = "fp32", progress: bool = True,
+) -> list[Counts]:  # fmt: skip
+    """Per cell, the whole network with the perturbed tensors swapped in
+    (``torch.func.functional_call``); level-0 cells share one clean evaluation.
+
+    Returns:
+        One :class:`Counts` per cell of ``job.cells()``, in that order.
+    """
+    params = _layer_params(model, job.layer)
+    names = job.layer.param_names()
+    device = next(model.parameters()).device
+    clean: Counts | None = None
+    out = []
+    cells = list(job.cells())
+    for level, _repeat, seed in tqdm(cells, desc=_desc(job), disable=not progress, mininterval=5):
+        new = job.perturbation(params, level, cell_generator(seed))
+        if not new:
+            if clean is None:
+                clean = _clean_counts(model, images, labels, preprocess, batch_size, precision)
+            out.append(clean)
+            continue
+        overrides = {names[role]: t for role, t in new.items()}
+        with precision_context(device, precision):
+            out.append(evaluate(model, images, labels, preprocess, batch_size=batch_size, overrides=overrides))
+    return out
+
+
+def naive_cells(
+    job,
+    model: nn.Module,
+    batches: Callable[[], Iterable[tuple[Tensor, Tensor]]],
+    *,
+    progress: bool = True,
+    on_cell: Callable[[int], None] | None = None,
+) -> list[Counts]:
+    """The naive reference loop over ``job``'s cells, as the seeds' authors and PyTorchFI
+    users run a grid: per cell, ``copy.deepcopy(model)``, perturb the copy in place with
+    ``job.perturbation``, and run the full forward pass over ``batches()`` (a fresh
+    iteration per cell: pre-processed (x, y) pairs, e.g. a DataLoader that decodes the
+    JPEGs again every time). fp32, no reuse of anything between cells.
+
+    Returns:
+        One :class:`Counts` per cell of ``job.cells()``, in that order.
+    """
+    device = next(model.parameters()).device
+    out = []
+    for i, (level, _repeat, seed) in enumerate(
+        tqdm(list(job.cells()), desc=_desc(job) + " (naive)", disable=not progress, mininterval=5)
+    ):
+        net = copy.deepcopy(model)
+        params = _layer_params(net, job.layer)
+        with torch.no_grad():
+            for role, t in job.perturbation(params, level, cell_generator(seed)).items():
+                params[role].copy_(t)
+            counts = Counts()
+            for x, y in batches():
+                counts += count_logits(net(x.to(device)), y.to(device))
+        out.append(counts)
+        del net
+        if on_cell is not None:
+            on_cell(i)
+    return out
+
+
+def run_naive(
+    job, model: nn.Module, images: Tensor, labels: Tensor, preprocess, *, batch_size: int = 256, progress: bool = True
+) -> list[Counts]:
+    """:func:`naive_cells` on uint8 ``images`` (N, C, H, W), normalised per batch per cell."""
+    device = next(model.parameters()).device
+
+    def batches():
+        for start in range(0, len(labels), batch_size):
+            yield preprocess(images[start : start + batch_size].to(device)), labels[start : start + batch_size]
+
+    return naive_cells(job, model, batches, progress=progress)
+
+
+def _desc(job) -> str:
+    return f"{job.model}:{job.layer.label}:{job.perturbation.name}"
+
+
+@dataclass
+class FastPlan:
+    """What :func:`run_fast` decided (for logs and the benchmark)."""
+
+    replicas: int = 1
+    cached_prefix: bool = False
+    fallback: str | None = None
+    draw_workers: int = 0
+    draw_seconds: float = 0.0  # main-thread time spent drawing / waiting for draws and building replicas
+    deduplicated: int = 0  # cells copied from an identical cell (seed-independent perturbation)
+    reuse_clean_unit: bool = False  # node knockout: clean layer output, knocked channels zeroed
+
+
+def run_fast(
+    job,
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    preprocess,
+    *,
+    batch_size: int = 256,
+    precision: str = "fp32",
+    max_replicas: int | None = None,
+    memory_fraction: float = 0.5,
+    draw_workers: int | None = None,
+    progress: bool = True,
+    plan: FastPlan | None = None,
+) -> list[Counts]:
+    """The fast engine (module docstring): prefix once per batch, K replicas per suffix call.
+
+    Args:
+        job: a :class:`netperturb.grid.LayerJob`.
+        model: in eval mode, on its device.
+        images: uint8 (N, C, H, W); labels: int64 (N,).
+        preprocess: uint8 -> model input (on the device).
+        batch_size: images per prefix call (the suffix sees K times as many).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        max_replicas: cap on K (None: memory only).
+        memory_fraction: share of the free memory for replicas and the prefix cache.
+        draw_workers: CPU threads drawing cells (each cell has its own generator, so
+            they draw in parallel) while the device computes the previous group; 0 draws
+            in the main thread. Default: torch's intra-op thread count on the CPU (a job
+            whose time goes into drawing masks, e.g. synapse knockout of a large dense layer,
+            then uses every core it was given), up to 8 of the usable cores with a GPU.
+        plan: filled with the decisions taken.
+
+    Returns:
+        One :class:`Counts` per cell of ``job.cells()``, in that order.
+
+    Raises:
+        ValueError: model in training mode, unknown precision.
+    """
+    plan = plan if plan is not None else FastPlan()
+    check_precision(precision)
+    if model.training:
+        raise ValueError("the fast engine needs the model in eval() mode")
+    device = next(model.parameters()).device
+    cells = list(job.cells())
+    n = int(labels.shape[0])
+    if n == 0:
+        return [Counts() for _ in cells]
+    cl = _channels_last(device, precision)
+
+    images_dev = images
+    if device.type == "cuda" and images.device.type != "cuda":
+        if images.numel() * images.element_size() < 0.3 * available_memory(device):
+            images_dev = images.to(device)
+        else:
+            images_dev = images.pin_memory()
+    labels_dev = labels.to(device)
+
+    def pre(start: int, end: int) -> Tensor:
+        x = preprocess(images_dev[start:end].to(device, non_blocking=True))
+        return x.contiguous(memory_format=torch.channels_last) if cl and x.ndim == 4 else x
+
+    with torch.inference_mode():
+        example = pre(0, min(n, 2))
+        try:
+            split = split_at_layer(model, job.layer, example)
+        except SplitError as e:
+            plan.fallback = str(e)
+            log.warning("%s: fast engine not applicable (%s); using the functional engine", _desc(job), e)
+            return run_functional(job, model, images, labels, preprocess, batch_size=batch_size,
+                                  precision=precision, progress=progress)  # fmt: skip
+        # structural check on the example, in fp32: prefix + unit + suffix == the whole model
+        ref, got = split.probe_logits, split.forward(example)
+        if ref.shape != got.shape or not torch.allclose(ref, got, rtol=1e-4, atol=1e-5 * float(ref.abs().max()) + 1e-6):
+            plan.fallback = "prefix + suffix differs from the full forward pass"
+            log.warning("%s: %s; using the functional engine", _desc(job), plan.fallback)
+            return run_functional(job, model, images, labels, preprocess, batch_size=batch_size,
+                                  precision=precision, progress=progress)  # fmt: skip
+
+    builder = ReplicaBuilder(job.perturbation, split.clean_tensors())
+
+    batches = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    perturbed = [i for i, (level, _, _) in enumerate(cells) if level != 0]
+    # Cells whose perturbed layer does not depend on the seed (a knockout at level 1, a
+    # deterministic perturbation such as a filter) are computed once per level.
+    first_at: dict[float, int] = {}
+    same_as: dict[int, int] = {}
+    for i in perturbed:
+        if _deterministic(job.perturbation, cells[i][0]):
+            same_as[i] = first_at.setdefault(cells[i][0], i)
+    same_as = {i: j for i, j in same_as.items() if i != j}
+    perturbed = [i for i in perturbed if i not in same_as]
+    plan.deduplicated = len(same_as)
+    budget = int(memory_fraction * available_memory(device))
+    cache_bytes = n * split.live_bytes
+    plan.cached_prefix = cache_bytes <= budget // 2
+    if plan.cached_prefix:
+        budget -= cache_bytes
+    k = choose_replicas(split, min(batch_size, n), max(len(perturbed), 1), budget=budget, max_replicas=max_replicas)
+    plan.replicas = k
+    if draw_workers is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        draw_workers = torch.get_num_threads() if device.type == "cpu" else min(8, cores)
+    plan.draw_workers = draw_workers
+    log.info(
+        "%s: fast engine, %d replicas per suffix call, prefix %s, %d batches of %d, %s",
+        _desc(job), k, "cached" if plan.cached_prefix else "recomputed per group", len(batches), batch_size, precision,
+    )  # fmt: skip
+
+    results: list[Counts | None] = [None] * len(cells)
+    if len(perturbed) < len(cells):
+        clean = _clean_counts(model, images, labels, preprocess, batch_size, precision)
+        for i, (level, _, _) in enumerate(cells):
+            if level == 0:
+                results[i] = clean
+    groups = [perturbed[i : i + k] for i in range(0, len(perturbed), k)]
+    autocast = precision_context(device, precision)
+    no_autocast = torch.autocast(device_type=device.type, enabled=False) if precision != "fp32" else nullcontext()
+    pool = cf.ThreadPoolExecutor(draw_workers) if draw_workers > 0 else None
+
+    def submit(group):
+        if pool is None:
+            return None
+        return [pool.submit(builder.draw, cells[i][0], cells[i][2]) for i in group]
+
+    # Node knockout leaves the other units' outputs as they are, and a knocked-out unit's
+    # output is exactly 0 (its weights and bias are zero; with a BN-aware knockout its BN
+    # affine terms too): run the layer once on the clean weights and zero each replica's
+    # knocked-out channels, instead of running K perturbed copies of the layer.
+    reuse_clean_unit = builder.kind == "node" and (
+        split.bn is None or (job.perturbation.bn_aware and split.bn.running_mean is not None)
+    )
+    plan.reuse_clean_unit = reuse_clean_unit
+    if reuse_clean_unit:
+        clean_wide = {role: t.clone() for role, t in builder.build([{}], split.groups).items()}
+        clean_wide.update(_bn_stats(split, 1))
+        if cl and clean_wide["weight"].ndim == 4:
+            clean_wide["weight"] = clean_wide["weight"].contiguous(memory_format=torch.channels_last)
+        channel_dim = 1 if isinstance(split.module, nn.Conv2d) else -1
+
+    bar = tqdm(total=len(cells), desc=_desc(job), disable=not progress, mininterval=5)
+    bar.update(len(cells) - len(perturbed) - len(same_as))
+    try:
+        with torch.inference_mode():
+            cache = None
+            if plan.cached_prefix and groups:
+                with autocast:
+                    cache = [split.prefix(pre(s, e)) for s, e in batches]
+            pending = submit(groups[0]) if groups else None
+            for gi, group in enumerate(groups):
+                t0 = time.perf_counter()
+                if pool is not None:
+                    draws = [f.result() for f in pending]
+                    pending = submit(groups[gi + 1]) if gi + 1 < len(groups) else None
+                else:
+                    draws = [builder.draw(cells[i][0], cells[i][2]) for i in group]
+                kk = len(group)
+                if reuse_clean_unit:
+                    knocked = [d["weight"][1].to(device) if "weight" in d else None for d in draws]
+                else:
+                    wide = builder.build(draws, split.groups)
+                    wide.update(_bn_stats(split, kk))
+                    if cl and wide["weight"].ndim == 4:
+                        wide["weight"] = wide["weight"].contiguous(memory_format=torch.channels_last)
+                del draws
+                plan.draw_seconds += time.perf_counter() - t0
+                parts: list[list] = [[] for _ in group]
+                for bi, (s, e) in enumerate(batches):
+                    if cache is not None:
+                        live = cache[bi]
+                    else:
+                        with autocast:
+                            live = split.prefix(pre(s, e))
+                    with no_autocast:
+                        x = live[split.unit_input]
+                        x = x.float() if precision != "fp32" else x
+                        if reuse_clean_unit:
+                            u1 = split.unit(x, clean_wide, 1)
+                            u = u1.repeat(kk, *([1] * (u1.ndim - 1)))
+                            b = u1.shape[0]
+                            for r, idx in enumerate(knocked):
+                                if idx is not None and idx.numel():
+                                    u[r * b : (r + 1) * b].index_fill_(channel_dim, idx, 0)
+                            del u1
+                        else:
+                            u = split.unit(x, wide, kk)
+                    if cl and u.ndim == 4:
+                        u = u.contiguous(memory_format=torch.channels_last)
+                    reps_live = [live[i].repeat(kk, *([1] * (live[i].ndim - 1))) for i in split.suffix_live]
+                    with autocast:
+                        logits = split.suffix(u, *reps_live)
+                    for r, c in enumerate(_replica_counts(logits, labels_dev[s:e], kk)):
+                        parts[r].append((e - s, *c))
+                    del u, reps_live, logits
+                for r, i in enumerate(group):
+                    results[i] = _to_counts(parts[r])
+                bar.update(kk + sum(1 for j in same_as.values() if j in group))
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    for i, j in same_as.items():
+        results[i] = results[j]
+    return results  # type: ignore[return-value]
+
+
+def _deterministic(perturbation: Perturbation, level: float) -> bool:
+    """True when the perturbed tensors at ``level`` do not depend on the cell's generator:
+    a perturbation with ``stochastic = False`` (e.g. the synaptic filters), or a synapse /
+    node knockout at level 1 (everything is knocked out)."""
+    if not getattr(perturbation, "stochastic", True):
+        return True
+    return isinstance(perturbation, (SynapseKnockout, NodeKnockout)) and float(level) >= 1.0
+
+
+def run_cells(
+    job,
+    loaded,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    engine: str = "fast",
+    batch_size: int = 256,
+    precision: str = "fp32",
+    max_replicas: int | None = None,
+    progress: bool = True,
+) -> list[Counts]:
+    """Counts of every cell of ``job`` (a :class:`netperturb.grid.LayerJob`) for
+    ``loaded`` (a :class:`netperturb.checkpoints.LoadedModel`) with ``engine``.
+
+    Raises:
+        ValueError: unknown engine or precision; the naive engine with a precision other
+            than fp32.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine {engine!r} unknown; known: {', '.join(ENGINES)}")
+    check_precision(precision)
+    model, pre = loaded.model, loaded.preprocess
+    if engine == "fast":
+        return run_fast(job, model, images, labels, pre, batch_size=batch_size, precision=precision,
+                        max_replicas=max_replicas, progress=progress)  # fmt: skip
+    if engine == "functional":
+        return run_functional(job, model, images, labels, pre, batch_size=batch_size, precision=precision, progress=progress)
+    if precision != "fp32":
+        raise ValueError("the naive engine is the fp32 reference; precision must be fp32")
+    with precision_context(next(model.parameters()).device, "fp32"):
+        return run_naive(job, model, images, labels, pre, batch_size=batch_size, progress=progress)

@@ -1,0 +1,186 @@
+"""One perturbation job: one model x one layer x one perturbation, every level x repeat.
+
+This is the unit of work of the workflow's ``perturb`` rule (DESIGN.md, "Data flow"). The
+result is a tidy table, one row per (level, repeat) cell, with the columns of
+:data:`COLUMNS` (DESIGN.md, "Tidy results").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from netperturb import __version__
+from netperturb.core.evaluate import Counts, evaluate
+from netperturb.core.layers import LayerInfo
+from netperturb.core.seeds import cell_seed
+from netperturb.models.loaded import LoadedModel
+from netperturb.perturb.base import Perturbation
+
+__all__ = ["COLUMNS", "LayerJob", "run_layer_job", "baseline_table", "layer_params"]
+
+#: Column order of every perturbation / baseline table.
+COLUMNS = [
+    "study", "dataset", "model", "arch", "layer", "layer_label", "layer_index",
+    "perturbation", "level", "repeat", "seed", "n_images", "top1", "top5", "loss",
+    "weights", "precision", "device", "netperturb_version",
+]  # fmt: skip
+
+
+@dataclass
+class LayerJob:
+    """What one perturbation job computes.
+
+    Attributes:
+        study, dataset, model: names as in the config (``model`` is the config's model key).
+        layer: the layer to perturb.
+        perturbation: a :class:`~netperturb.perturbations.Perturbation`.
+        levels: levels to sweep (units: the perturbation's ``level_unit``).
+        repeats: independent draws per level (>= 1).
+        study_seed: the config's ``seed``; each cell's seed derives from it
+            (:func:`netperturb.seeds.cell_seed`).
+    """
+
+    study: str
+    dataset: str
+    model: str
+    layer: LayerInfo
+    perturbation: Perturbation
+    levels: Sequence[float]
+    repeats: int
+    study_seed: int
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+        self.levels = [self.perturbation.check_level(lv) for lv in self.levels]
+
+    def cells(self) -> Iterator[tuple[float, int, int]]:
+        """(level, repeat, seed) for every cell, levels outer."""
+        for level in self.levels:
+            for repeat in range(self.repeats):
+                seed = cell_seed(
+                    self.study_seed, self.model, self.layer.path, self.perturbation.name, level, repeat
+                )
+                yield level, repeat, seed
+
+
+def layer_params(model: torch.nn.Module, layer: LayerInfo) -> dict[str, Tensor]:
+    """role -> the model's own tensor (``weight``, ``bias``, ``bn_weight``, ``bn_bias``)."""
+    named = dict(model.named_parameters())
+    return {role: named[name] for role, name in layer.param_names().items() if name in named}
+
+
+def _row(
+    job: LayerJob, loaded: LoadedModel, level: float, repeat: int, seed: int, counts: Counts, device: str,
+    precision: str = "fp32",
+) -> dict:
+    return {
+        "study": job.study,
+        "dataset": job.dataset,
+        "model": job.model,
+        "arch": loaded.arch,
+        "layer": job.layer.path,
+        "layer_label": job.layer.label,
+        "layer_index": job.layer.index,
+        "perturbation": job.perturbation.name,
+        "level": level,
+        "repeat": repeat,
+        "seed": seed,
+        **counts.metrics(),
+        "weights": loaded.weights,
+        "precision": precision,
+        "device": device,
+        "netperturb_version": __version__,
+    }
+
+
+def run_layer_job(
+    job: LayerJob,
+    loaded: LoadedModel,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    batch_size: int = 256,
+    progress: bool = True,
+    engine: str = "fast",
+    precision: str = "fp32",
+    max_replicas: int | None = None,
+) -> pd.DataFrame:
+    """Evaluate every (level, repeat) cell of ``job`` on ``images`` (uint8 (N, C, H, W)) and
+    ``labels`` (N,).
+
+    Each cell: draw the perturbed layer tensors from the cell's own CPU generator and
+    evaluate the network with them (the loaded model is never modified). Cells whose
+    perturbation changes nothing (level 0) share one clean evaluation of the whole model,
+    which is what they are by definition.
+
+    Args:
+        engine: how (:mod:`netperturb.engine`): ``"fast"`` (default: the clean prefix of
+            the network below the layer computed once per batch, K perturbed replicas per
+            suffix call), ``"functional"`` (the whole network per cell via
+            ``functional_call``) or ``"naive"`` (the reference: deepcopy, perturb in place,
+            full forward per cell). All three give the same counts in fp32.
+        precision: ``"fp32"`` (reference), ``"bf16"`` or ``"fp16"`` (autocast; the perturbed
+            layer itself in fp32); recorded in the ``precision`` column.
+        max_replicas: cap on the replicas per suffix call of the fast engine (None: as many
+            as fit in memory).
+
+    Returns:
+        DataFrame with :data:`COLUMNS`, one row per cell, levels outer, repeats inner.
+
+    Raises:
+        ValueError: unknown engine or precision.
+    """
+    from netperturb.perturb.engine.runners import run_cells
+
+    device = str(next(loaded.model.parameters()).device)
+    counts = run_cells(
+        job, loaded, images, labels, engine=engine, batch_size=batch_size, precision=precision,
+        max_replicas=max_replicas, progress=progress,
+    )  # fmt: skip
+    rows = [
+        _row(job, loaded, level, repeat, seed, c, device, precision)
+        for (level, repeat, seed), c in zip(job.cells(), counts)
+    ]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def baseline_table(
+    loaded: LoadedModel,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    study: str,
+    dataset: str,
+    model: str,
+    study_seed: int,
+    batch_size: int = 256,
+) -> pd.DataFrame:
+    """The unperturbed network as one row of :data:`COLUMNS` (perturbation ``none``, layer
+    ``""``, level 0, repeat 0)."""
+    counts = evaluate(loaded.model, images, labels, loaded.preprocess, batch_size=batch_size)
+    row = {
+        "study": study,
+        "dataset": dataset,
+        "model": model,
+        "arch": loaded.arch,
+        "layer": "",
+        "layer_label": "",
+        "layer_index": 0,
+        "perturbation": "none",
+        "level": 0.0,
+        "repeat": 0,
+        "seed": int(study_seed),
+        **counts.metrics(),
+        "weights": loaded.weights,
+        "precision": "fp32",
+        "device": str(next(loaded.model.parameters()).device),
+        "netperturb_version": __version__,
+    }
+    return pd.DataFrame([row], columns=COLUMNS)

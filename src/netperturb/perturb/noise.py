@@ -1,0 +1,48 @@
+"""Additive Gaussian weight noise scaled by the layer's weight s.d. (Cheney et al. 2017)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from netperturb.perturb.base import Perturbation
+
+__all__ = ["GaussianNoise"]
+
+
+def _add_noise(t: Tensor, sigma: float, generator: torch.Generator) -> Tensor:
+    # the s.d. is taken on the CPU so that it (and the noise) does not depend on the device
+    std = t.detach().cpu().double().std(unbiased=False).item() if t.numel() > 1 else 0.0
+    noise = torch.randn(t.shape, generator=generator, dtype=torch.float32)
+    return t.detach() + (noise * (sigma * std)).to(device=t.device, dtype=t.dtype)
+
+
+class GaussianNoise(Perturbation):
+    """Gaussian weight noise at level s: W' = W + N(0, (s * std(W))^2), i.e. zero-mean
+    Gaussian noise whose standard deviation is s times the population standard deviation
+    (ddof = 0, as numpy's ``np.std`` in the authors' code) of the whole weight tensor. With
+    ``include_bias`` the bias gets its own noise scaled by its own std (drawn after the
+    weight's). s = 0 is the identity.
+
+    Level unit: multiples of the layer's weight std, >= 0. Source: Cheney et al. 2017, Sec.
+    2.3 ("weight perturbation" with Gaussian noise, sigma relative to the layer's weights).
+    """
+
+    name = "gaussian_noise"
+    level_unit = "multiples of the layer's weight std"
+    max_level = math.inf
+
+    def __init__(self, include_bias: bool = True):
+        self.include_bias = bool(include_bias)
+
+    def options(self) -> dict[str, Any]:
+        return {"include_bias": self.include_bias}
+
+    def _apply(self, params, level, generator):
+        out = {"weight": _add_noise(params["weight"], level, generator)}
+        if self.include_bias and params.get("bias") is not None:
+            out["bias"] = _add_noise(params["bias"], level, generator)
+        return out

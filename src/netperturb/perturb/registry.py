@@ -1,0 +1,40 @@
+"""Every perturbation by name (the config's ``perturbations`` keys)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netperturb.perturb.base import Perturbation
+from netperturb.perturb.filters import FILTERS
+from netperturb.perturb.knockouts import NodeKnockout, SynapseKnockout
+from netperturb.perturb.noise import GaussianNoise
+
+__all__ = ["PERTURBATIONS", "make_perturbation"]
+
+
+#: Every perturbation by its config name: the knockouts and noise of Cheney et al. 2017 and the
+#: synaptic filters of Pravin et al. 2024 (``filter_low``, ``filter_high``, ``filter_pulse``).
+PERTURBATIONS: dict[str, type[Perturbation]] = {
+    SynapseKnockout.name: SynapseKnockout,
+    NodeKnockout.name: NodeKnockout,
+    GaussianNoise.name: GaussianNoise,
+    **{cls.name: cls for cls in FILTERS.values()},
+}
+
+
+def make_perturbation(name: str, **options: Any) -> Perturbation:
+    """Build a perturbation by name with its options (unknown options are an error).
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones) or unknown option.
+    """
+    try:
+        cls = PERTURBATIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown perturbation {name!r}; known: {', '.join(sorted(PERTURBATIONS))}"
+        ) from None
+    try:
+        return cls(**options)
+    except TypeError as e:
+        raise ValueError(f"perturbation {name!r}: bad options {options!r} ({e})") from None

@@ -1,0 +1,107 @@
+"""Jobs of the Cheney et al. 2017 grid: the clean baseline of a model and one model x layer x perturbation job."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from netperturb.core.config import expand_levels
+from netperturb.core.evaluate import resolve_device
+from netperturb.core.io import write_csv
+from netperturb.core.layers import find_layers, select_layers
+from netperturb.models.checkpoints import load_model
+from netperturb.models.loading import eval_data
+from netperturb.perturb.grid import LayerJob, baseline_table, run_layer_job
+from netperturb.perturb.registry import make_perturbation
+
+__all__ = ["baseline", "perturb_layer"]
+
+
+def baseline(
+    checkpoint: str | os.PathLike,
+    shard_dir: str | os.PathLike,
+    out_csv: str | os.PathLike,
+    *,
+    study: str,
+    dataset: str,
+    model_name: str,
+    study_seed: int,
+    split: str = "test",
+    batch_size: int = 256,
+    device: str = "auto",
+    model_source: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Evaluate the unperturbed model on ``split``; one row of :data:`~netperturb.grid.COLUMNS`.
+
+    ``checkpoint`` is a netperturb checkpoint, or with ``model_source`` (pretrained
+    torchvision weights, :func:`netperturb.weights.resolve_model_source`) the weights file."""
+    dev = resolve_device(device)
+    loaded = load_model(checkpoint, dev, model_source)
+    images, labels = eval_data(shard_dir, split, loaded, dev)
+    df = baseline_table(
+        loaded, images, labels, study=study, dataset=dataset, model=model_name,
+        study_seed=study_seed, batch_size=batch_size,
+    )  # fmt: skip
+    write_csv(df, out_csv)
+    return df
+
+
+def perturb_layer(
+    checkpoint: str | os.PathLike,
+    shard_dir: str | os.PathLike,
+    out_csv: str | os.PathLike,
+    *,
+    study: str,
+    dataset: str,
+    model_name: str,
+    layer: str,
+    perturbation: str,
+    perturbation_options: Mapping[str, Any],
+    levels: Sequence[float] | Mapping[str, float],
+    repeats: int,
+    study_seed: int,
+    split: str = "test",
+    batch_size: int = 256,
+    device: str = "auto",
+    progress: bool = True,
+    model_source: Mapping[str, Any] | None = None,
+    engine: str = "fast",
+    precision: str = "fp32",
+    max_replicas: int | None = None,
+) -> pd.DataFrame:
+    """One perturbation job (model x layer x perturbation, all levels x repeats) -> CSV.
+
+    ``checkpoint`` is a netperturb checkpoint, or with ``model_source`` (pretrained
+    torchvision weights, :func:`netperturb.weights.resolve_model_source`) the weights file.
+    The evaluation images are kept on the GPU when there is room (else pinned host memory).
+    ``engine``, ``precision`` and ``max_replicas`` are those of
+    :func:`netperturb.grid.run_layer_job` (config ``perturbation.engine`` / ``.precision`` /
+    ``.max_replicas``).
+
+    Raises:
+        LayerSelectionError: ``layer`` is not a Conv2d/Linear module path of the model.
+        ValueError: unknown perturbation or option, or a level out of its range.
+    """
+    dev = resolve_device(device)
+    loaded = load_model(checkpoint, dev, model_source)
+    (info,) = select_layers(find_layers(loaded.model), [layer])
+    options = {k: v for k, v in perturbation_options.items() if k != "levels"}
+    job = LayerJob(
+        study=study,
+        dataset=dataset,
+        model=model_name,
+        layer=info,
+        perturbation=make_perturbation(perturbation, **options),
+        levels=expand_levels(levels, key=f"perturbation.perturbations.{perturbation}.levels"),
+        repeats=int(repeats),
+        study_seed=int(study_seed),
+    )
+    images, labels = eval_data(shard_dir, split, loaded, dev)
+    df = run_layer_job(
+        job, loaded, images, labels, batch_size=batch_size, progress=progress,
+        engine=engine, precision=precision, max_replicas=max_replicas,
+    )  # fmt: skip
+    write_csv(df, out_csv)
+    return df

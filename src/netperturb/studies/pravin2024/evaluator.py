@@ -1,0 +1,317 @@
+"""The synaptic filtering study of Pravin et al. 2024: sweeps, filtering scores, retraining.
+
+A network checkpoint is *filtered* (:mod:`netperturb.filters`) one layer at a time (per-layer
+mode) or every layer at once (whole-network mode) at each threshold of a sweep, and each
+filtered network is evaluated in ``eval()`` mode on clean test images and on adversarial ones
+(FGSM or PGD, :mod:`netperturb.attacks`). From the two accuracy curves the three *filtering
+scores* of every layer are computed, which class a layer as fragile, robust or antifragile;
+selective retraining then retrains only the robust and antifragile layers.
+
+Adversarial data (:class:`AttackSpec`): ``mode="regenerate"`` (the paper's choice, default)
+attacks every filtered network itself, white-box, through ``torch.func.functional_call`` with
+the filtered weights; ``mode="reuse"`` attacks the unfiltered network once and evaluates every
+filtered network on that fixed set. ``eps`` is in the units of the model's input (normalised
+images), as in the authors' code; ``clamp`` optionally keeps the examples inside the box of
+valid normalised images (the authors do not clamp).
+
+**Filtering scores** (:func:`filtering_scores`). The paper defines three scores per parameter
+group from (i) the clean curve, (ii) the adversarial curve and (iii) their difference, each the
+integral of a normalised performance curve against normalised alpha compared with a baseline;
+the normalisation and baseline are not given in a form we could recover (and are undefined in
+the authors' notebooks), so this is our definition:
+
+- x axis: the sweep position ``t`` in [0, 1] (normalised alpha, :func:`netperturb.filters.alpha_grid`);
+- accuracies are divided by ``A_c``, the clean top-1 accuracy of the *unfiltered* network at
+  the same checkpoint (one normaliser for all three curves, so that an adversarial accuracy
+  near 0 does not blow up);
+- the baseline curve of each score is the unfiltered network's own value, a constant:
+  ``1`` for clean, ``A_a / A_c`` for adversarial (``A_a`` = unfiltered adversarial accuracy),
+  ``(A_a - A_c) / A_c`` for the difference ``adversarial - clean``;
+- score = ``scipy.integrate.simpson(curve - baseline, x=t)``.
+
+So ``f_clean = int (acc_c(t) - A_c) dt / A_c``, ``f_adv = int (acc_a(t) - A_a) dt / A_c`` and
+``f_diff = f_adv - f_clean`` (by linearity): 0 means the filter leaves the performance as it
+was (on average over the sweep), -1 the worst possible clean curve. A score below
+``-tolerance`` classes the group *fragile*, above ``+tolerance`` *antifragile*, otherwise
+*robust* (Pravin et al. 2024: performance changed negatively, invariantly, positively). The
+difference is taken as ``adversarial - clean`` so that, as for the other two, a positive
+score is the better outcome (the adversarial accuracy moves up relative to the clean one).
+
+**Selective retraining** (:func:`retrain`): only the parameters of the selected layers
+(weight and bias, and with ``include_bn`` the affine terms and running statistics of the
+BatchNorm fed directly by the layer) are trained; every other parameter has
+``requires_grad=False`` and is left out of the optimiser, and every other BatchNorm stays in
+``eval()`` mode, so all of them - running statistics included - are bit-for-bit unchanged.
+
+Source: C. Pravin, I. Martino, G. Nicosia, V. Ojha, Artificial Intelligence 327 (2024) 104060,
+arXiv 2312.09821; the authors' notebooks (github.com/SynapFilter/InferLink).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from netperturb.core.attacks import _clamp, pgd
+from netperturb.core.evaluate import Counts, count_logits
+from netperturb.core.preprocess import Preprocess
+from netperturb.core.seeds import cell_generator, cell_seed
+
+__all__ = ["AttackSpec", "input_box", "adversarial_set", "clean_and_adversarial", "Evaluator"]
+
+
+# ---------------------------------------------------------------------------------------------
+# adversarial data
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """How adversarial examples are made.
+
+    Attributes:
+        name: ``"fgsm"`` (Goodfellow et al. 2015; the paper's attack) or ``"pgd"`` (Madry et
+            al. 2018, L-infinity).
+        eps: budget in model-input units (normalised images), >= 0.
+        mode: ``"regenerate"`` (attack each filtered network, white-box) or ``"reuse"``
+            (attack the unfiltered network once, evaluate every filtered one on that set).
+        clamp: keep adversarial inputs inside the box of valid normalised images.
+        steps, step_size, random_start: PGD only (step size default 2.5 eps / steps); the
+            random start is drawn from the cell's CPU generator.
+    """
+
+    name: str = "fgsm"
+    eps: float = 0.1
+    mode: str = "regenerate"
+    clamp: bool = False
+    steps: int = 10
+    step_size: float | None = None
+    random_start: bool = True
+
+    def __post_init__(self) -> None:
+        if self.name not in ("fgsm", "pgd"):
+            raise ValueError(f"attack: unknown attack {self.name!r} (fgsm, pgd)")
+        if self.mode not in ("regenerate", "reuse"):
+            raise ValueError(f"attack mode: {self.mode!r} is not regenerate or reuse")
+        if not (self.eps >= 0 and math.isfinite(self.eps)):
+            raise ValueError(f"attack eps must be finite and >= 0, got {self.eps}")
+        if self.steps < 1:
+            raise ValueError(f"attack steps must be >= 1, got {self.steps}")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], eps: float) -> "AttackSpec":
+        """From the config's ``synaptic_filtering.attack`` mapping and a resolved ``eps``."""
+        return cls(
+            name=cfg.get("name", "fgsm"), eps=float(eps), mode=cfg.get("mode", "regenerate"),
+            clamp=bool(cfg.get("clamp", False)), steps=int(cfg.get("steps", 10)),
+            step_size=cfg.get("step_size"), random_start=bool(cfg.get("random_start", True)),
+        )  # fmt: skip
+
+
+def input_box(preprocess: Preprocess, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """(low, high), each (1, C, 1, 1): the normalised values of pixel intensities 0 and 1
+    (``(0 - mean) / std``, ``(1 - mean) / std``), i.e. the box of valid model inputs."""
+    mean = torch.tensor(preprocess.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(preprocess.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return (0 - mean) / std, (1 - mean) / std
+
+
+def _forward(model: nn.Module, overrides: Mapping[str, Tensor] | None):
+    if overrides:
+        params = dict(overrides)
+        return lambda x: functional_call(model, params, (x,), strict=False)
+    return model
+
+
+def _batches(n: int, batch_size: int) -> Iterable[slice]:
+    for start in range(0, n, batch_size):
+        yield slice(start, min(n, start + batch_size))
+
+
+def adversarial_set(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    attack: AttackSpec,
+    *,
+    overrides: Mapping[str, Tensor] | None = None,
+    box: tuple[Tensor, Tensor] | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> Tensor:
+    """Adversarial examples (N, C, H, W) of inputs ``x`` (float, model input space) with labels
+    ``y`` (N,) against ``model`` (eval mode) with ``overrides`` swapped in.
+
+    FGSM: ``x + eps sign(grad_x CE)`` (mean cross-entropy per batch, as
+    :func:`netperturb.attacks.fgsm`); PGD: :func:`netperturb.attacks.pgd` with its random
+    start drawn from ``cell_generator(seed)`` (consecutive draws, so the batch split does not
+    change the numbers). ``box`` clamps when ``attack.clamp``.
+    """
+    forward = _forward(model, overrides)
+    clamp = box if attack.clamp else None
+    g = cell_generator(seed)
+    out = []
+    for sl in _batches(len(y), batch_size):
+        xb, yb = x[sl], y[sl]
+        if attack.name == "fgsm":
+            _, adv = _fgsm_with_logits(forward, xb, yb, attack.eps, clamp)
+        else:
+            adv = pgd(forward, xb, yb, attack.eps, steps=attack.steps, step_size=attack.step_size,
+                      random_start=attack.random_start, generator=g, clamp=clamp)  # fmt: skip
+        out.append(adv)
+    return torch.cat(out) if out else x.detach().clone()
+
+
+def _fgsm_with_logits(forward, x: Tensor, y: Tensor, eps: float, clamp) -> tuple[Tensor, Tensor]:
+    """FGSM exactly as :func:`netperturb.attacks.fgsm`, also returning the clean logits of the
+    same forward pass (so a clean evaluation costs nothing extra)."""
+    xg = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        logits = forward(xg)
+        loss = F.cross_entropy(logits, y)
+        (grad,) = torch.autograd.grad(loss, xg)
+    return logits.detach(), _fgsm_step(x, grad, eps, clamp)
+
+
+def _fgsm_step(x: Tensor, grad: Tensor, eps: float, clamp) -> Tensor:
+    """``clamp(x + eps sign(grad))``, detached; ``x`` itself (a copy) for eps 0."""
+    if eps == 0:
+        return x.detach().clone()
+    return _clamp(x.detach() + eps * grad.sign(), clamp).detach()
+
+
+def clean_and_adversarial(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    attack: AttackSpec,
+    *,
+    overrides: Mapping[str, Tensor] | None = None,
+    x_adv: Tensor | None = None,
+    box: tuple[Tensor, Tensor] | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> tuple[Counts, Counts]:
+    """Clean and adversarial :class:`~netperturb.evaluate.Counts` of ``model`` with
+    ``overrides`` (full parameter name -> tensor; the model is never modified).
+
+    Args:
+        model: network in ``eval()`` mode.
+        x: (N, C, H, W) float inputs in the model's input space; y: (N,) int64 labels.
+        attack: :class:`AttackSpec`. With ``attack.mode == "reuse"`` pass the fixed
+            adversarial set as ``x_adv`` (same shape as x); otherwise the examples are made
+            against this very network (white-box).
+        seed: the cell's seed (PGD random start).
+
+    Raises:
+        ValueError: the model is in training mode, or ``reuse`` without ``x_adv``.
+    """
+    if model.training:
+        raise ValueError("clean_and_adversarial() needs the model in eval() mode")
+    if attack.mode == "reuse" and x_adv is None:
+        raise ValueError("attack mode 'reuse' needs the fixed adversarial set x_adv")
+    forward = _forward(model, overrides)
+    clamp = box if attack.clamp else None
+    clean, adv = Counts(), Counts()
+    g = cell_generator(seed)
+    for sl in _batches(len(y), batch_size):
+        xb, yb = x[sl], y[sl]
+        if x_adv is not None and attack.mode == "reuse":
+            with torch.no_grad():
+                clean += count_logits(forward(xb), yb)
+                adv += count_logits(forward(x_adv[sl]), yb)
+            continue
+        if attack.name == "fgsm":
+            logits, xa = _fgsm_with_logits(forward, xb, yb, attack.eps, clamp)
+        else:
+            with torch.no_grad():
+                logits = forward(xb)
+            xa = pgd(forward, xb, yb, attack.eps, steps=attack.steps, step_size=attack.step_size,
+                     random_start=attack.random_start, generator=g, clamp=clamp)  # fmt: skip
+        clean += count_logits(logits, yb)
+        with torch.no_grad():
+            adv += count_logits(forward(xa), yb)
+    return clean, adv
+
+
+# ---------------------------------------------------------------------------------------------
+# sweeps
+
+
+@dataclass
+class Evaluator:
+    """Evaluates filtered versions of one checkpoint on fixed data; the unit of a sweep job.
+
+    Attributes:
+        model: network in eval mode (never modified).
+        x, y: inputs (N, C, H, W) float in the model's input space, labels (N,).
+        attack: :class:`AttackSpec`; in ``reuse`` mode the adversarial set is made once,
+            against the unfiltered network, on first use.
+        box: valid-input box for clamping (:func:`input_box`).
+        seed_key: (study seed, model key) from which cell seeds derive.
+        batch_size: images per forward pass.
+
+    Results of identical filtered networks (same zero sets) are computed once: the
+    unfiltered network (empty zero set) and, e.g., the fully zeroed layer that both step
+    filters reach at the end of their sweeps.
+    """
+
+    model: nn.Module
+    x: Tensor
+    y: Tensor
+    attack: AttackSpec
+    box: tuple[Tensor, Tensor] | None = None
+    study_seed: int = 0
+    model_key: str = ""
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        self._cache: dict[str, tuple[Counts, Counts]] = {}
+        self._x_adv: Tensor | None = None
+
+    def x_adv(self) -> Tensor | None:
+        """The fixed adversarial set (``reuse`` mode), else None."""
+        if self.attack.mode != "reuse":
+            return None
+        if self._x_adv is None:
+            seed = cell_seed(self.study_seed, self.model_key, "", "none", 0.0, 0)
+            self._x_adv = adversarial_set(self.model, self.x, self.y, self.attack, box=self.box, seed=seed,
+                                          batch_size=self.batch_size)  # fmt: skip
+        return self._x_adv
+
+    def __call__(
+        self,
+        overrides: Mapping[str, Tensor],
+        masks: Mapping[str, Tensor],
+        seed: int,
+        compute: Callable[[], tuple[Counts, Counts]] | None = None,
+    ) -> tuple[Counts, Counts]:
+        """Counts (clean, adversarial) of the network with ``overrides``; ``masks`` (name ->
+        bool zero set) key the cache. PGD results depend on ``seed``, so they are cached per
+        seed as well. ``compute`` computes the counts on a cache miss instead of the generic
+        path (:func:`clean_and_adversarial` on the whole network), e.g.
+        :meth:`PrefixReuse.counts` for the same overrides."""
+        h = hashlib.sha256()
+        for name in sorted(masks):
+            m = masks[name]
+            if bool(m.any()):
+                h.update(name.encode() + b"\0" + np.packbits(m.detach().cpu().numpy().ravel()).tobytes())
+        if self.attack.name == "pgd" and self.attack.random_start and self.attack.mode == "regenerate":
+            h.update(str(seed).encode())
+        key = h.hexdigest()
+        if key not in self._cache:
+            if compute is not None:
+                self._cache[key] = compute()
+            else:
+                self._cache[key] = clean_and_adversarial(
+                    self.model, self.x, self.y, self.attack, overrides=overrides, x_adv=self.x_adv(), box=self.box,
+                    seed=seed, batch_size=self.batch_size,
+                )  # fmt: skip
+        return self._cache[key]

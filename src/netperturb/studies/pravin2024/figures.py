@@ -1,0 +1,257 @@
+"""Figures and tables of the synaptic filtering study (Pravin et al. 2024).
+
+Called by ``notebooks/pravin2024.ipynb``; kept here so they are testable. Inputs are the tidy
+tables of :mod:`netperturb.filtering_jobs`: sweeps (:data:`~netperturb.filtering.SWEEP_COLUMNS`),
+scores (:data:`~netperturb.filtering.SCORE_COLUMNS`) and retraining
+(:data:`~netperturb.filtering_jobs.RETRAIN_COLUMNS`). Values are means over initialisations.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from netperturb.studies.pravin2024.scores import CLASSES, SCORES, classify
+
+__all__ = [
+    "FILTER_TITLES",
+    "CLASS_COLORS",
+    "layer_role",
+    "curve_means",
+    "plot_layer_curves",
+    "plot_network_curves",
+    "plot_score_heatmaps",
+    "plot_class_maps",
+    "full_filter_table",
+    "class_table",
+    "retraining_summary",
+    "layers_by_class",
+]
+
+FILTER_TITLES = {"filter_low": "low (w <= alpha)", "filter_high": "high (w >= alpha)", "filter_pulse": "pulse (band at alpha)"}
+CLASS_COLORS = {"fragile": "#d6604d", "robust": "#bababa", "antifragile": "#4393c3"}
+
+
+def layer_role(path: str, index: int) -> str:
+    """A coarse role of a layer from its module path (torchvision naming): ``stem`` (the
+    first layer), ``residual branch`` (``layerX.Y.convZ`` of ResNets), ``shortcut``
+    (``downsample``), ``classifier`` (``fc`` / ``classifier``), else ``other``."""
+    if index == 1:
+        return "stem"
+    if "downsample" in path:
+        return "shortcut"
+    if re.fullmatch(r"layer\d+\.\d+\.conv\d+", path):
+        return "residual branch"
+    if path == "fc" or path.startswith("classifier") or path.startswith("fc"):
+        return "classifier"
+    return "other"
+
+
+def curve_means(sweeps: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
+    """Mean and s.d. of ``metric`` over initialisations per (model, epoch, mode, layer,
+    perturbation, position, data)."""
+    keys = ["model", "epoch", "mode", "layer", "layer_label", "layer_index", "perturbation", "position", "data"]
+    g = sweeps.groupby(keys, sort=True)[metric]
+    return g.agg(mean="mean", sd=lambda s: s.std(ddof=1) if len(s) > 1 else 0.0, n="count").reset_index()
+
+
+def _filters(df: pd.DataFrame) -> list[str]:
+    return [f for f in FILTER_TITLES if f in set(df["perturbation"])]
+
+
+def plot_layer_curves(sweeps: pd.DataFrame, model: str, epoch: int, *, metric: str = "top1",
+                      chance: float | None = None, baseline: pd.DataFrame | None = None, palette: str = "viridis"):
+    """Per-layer mode at one checkpoint: accuracy against normalised alpha, one line per
+    layer (colour by depth); rows = filters, columns = clean / adversarial data. Dotted
+    lines: the unfiltered network. Returns the Figure."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sub = sweeps[(sweeps["model"] == model) & (sweeps["epoch"] == epoch) & (sweeps["mode"] == "layer")]
+    m = curve_means(sub, metric)
+    filters = _filters(sub)
+    layers = m.drop_duplicates("layer").sort_values("layer_index")
+    colors = dict(zip(layers["layer"], sns.color_palette(palette, n_colors=len(layers))))
+    fig, axes = plt.subplots(len(filters), 2, figsize=(9.5, 3.0 * len(filters)), sharex=True, sharey=True, squeeze=False)
+    for r, flt in enumerate(filters):
+        for c, data in enumerate(("clean", "adversarial")):
+            ax = axes[r][c]
+            for _, lay in layers.iterrows():
+                s = m[(m["perturbation"] == flt) & (m["layer"] == lay["layer"]) & (m["data"] == data)]
+                ax.plot(s["position"], s["mean"], lw=1.2, color=colors[lay["layer"]], label=lay["layer_label"])
+            if baseline is not None:
+                b = baseline[(baseline["model"] == model) & (baseline["epoch"] == epoch) & (baseline["data"] == data)]
+                if len(b):
+                    ax.axhline(b[metric].mean(), ls=":", color="k", lw=1, label="unfiltered")
+            if chance is not None:
+                ax.axhline(chance, ls="--", color="0.5", lw=1, label="chance")
+            ax.set_title(f"{FILTER_TITLES[flt]} - {data}", fontsize=9)
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+        axes[r][0].set_ylabel(f"{metric.replace('top', 'top-')} accuracy")
+    for ax in axes[-1]:
+        ax.set_xlabel("normalised alpha (sweep position)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title="layer", fontsize=7, ncol=1 + len(labels) // 26)
+    fig.suptitle(f"{model}, epoch {epoch}: per-layer synaptic filtering")
+    fig.tight_layout()
+    return fig
+
+
+def plot_network_curves(sweeps: pd.DataFrame, model: str, *, metric: str = "top1", chance: float | None = None):
+    """Whole-network mode: accuracy against normalised alpha, one panel per filter, clean
+    (solid) and adversarial (dashed) lines per checkpoint epoch. Returns the Figure."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sub = sweeps[(sweeps["model"] == model) & (sweeps["mode"] == "network")]
+    m = curve_means(sub, metric)
+    filters = _filters(sub)
+    epochs = sorted(m["epoch"].unique())
+    colors = dict(zip(epochs, sns.color_palette("rocket_r", n_colors=max(len(epochs), 1))))
+    fig, axes = plt.subplots(1, max(len(filters), 1), figsize=(4.2 * max(len(filters), 1), 3.4), sharey=True, squeeze=False)
+    for ax, flt in zip(axes[0], filters):
+        for e in epochs:
+            for data, ls in (("clean", "-"), ("adversarial", "--")):
+                s = m[(m["perturbation"] == flt) & (m["epoch"] == e) & (m["data"] == data)]
+                ax.plot(s["position"], s["mean"], ls=ls, color=colors[e], label=f"epoch {e} {data}")
+        if chance is not None:
+            ax.axhline(chance, ls=":", color="0.5", lw=1)
+        ax.set_title(FILTER_TITLES[flt], fontsize=10)
+        ax.set_xlabel("normalised alpha (shared grid)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"{metric.replace('top', 'top-')} accuracy")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
+    fig.suptitle(f"{model}: whole-network synaptic filtering")
+    fig.tight_layout()
+    return fig
+
+
+def _score_means(scores: pd.DataFrame, model: str) -> pd.DataFrame:
+    s = scores[(scores["model"] == model) & (scores["mode"] == "layer")]
+    return s.groupby(["perturbation", "score", "layer_index", "layer_label", "epoch"], sort=True)["value"].mean().reset_index()
+
+
+def _below_title(fig, inches: float = 0.45) -> float:
+    """Top of the panels' area (figure fraction) that leaves ``inches`` for the suptitle
+    (tight_layout alone lets a tall figure's panel titles run into it)."""
+    return 1 - inches / fig.get_figheight()
+
+
+def plot_score_heatmaps(scores: pd.DataFrame, model: str, *, tolerance: float | None = None):
+    """Filtering scores, layer (rows, depth order) x checkpoint epoch (columns); one panel per
+    filter (rows) and score (columns); diverging colours centred on 0. Returns the Figure."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    m = _score_means(scores, model)
+    filters = _filters(m)
+    vmax = max(float(np.nanmax(np.abs(m["value"]))) if len(m) else 1.0, 1e-6)
+    n_layers = m["layer_index"].nunique()
+    fig, axes = plt.subplots(len(filters), 3, figsize=(3.4 * 3 + 1.5, 0.22 * n_layers * len(filters) + 1.6 * len(filters)),
+                             squeeze=False)  # fmt: skip
+    for r, flt in enumerate(filters):
+        for c, score in enumerate(SCORES):
+            s = m[(m["perturbation"] == flt) & (m["score"] == score)]
+            wide = s.pivot_table(index=["layer_index", "layer_label"], columns="epoch", values="value")
+            wide.index = [lab for _, lab in wide.index]
+            sns.heatmap(wide, ax=axes[r][c], cmap="RdBu", center=0, vmin=-vmax, vmax=vmax, cbar=c == 2,
+                        annot=wide.shape[1] <= 6, fmt=".2f", annot_kws={"fontsize": 6},
+                        cbar_kws={"label": "filtering score"})  # fmt: skip
+            axes[r][c].set_title(f"{FILTER_TITLES[flt]}: {score}", fontsize=9)
+            axes[r][c].set_xlabel("epoch")
+            axes[r][c].tick_params(axis="y", labelsize=7)
+    fig.suptitle(f"{model}: filtering scores (mean over initialisations)"
+                 + (f"; robust band +/- {tolerance:g}" if tolerance is not None else ""))  # fmt: skip
+    fig.tight_layout(rect=(0, 0, 1, _below_title(fig)))
+    return fig
+
+
+def class_table(scores: pd.DataFrame, model: str, tolerance: float) -> pd.DataFrame:
+    """Class of the mean score over initialisations, per (filter, score, layer, epoch)."""
+    m = _score_means(scores, model)
+    m["class"] = [classify(v, tolerance) for v in m["value"]]
+    return m
+
+
+def plot_class_maps(scores: pd.DataFrame, model: str, tolerance: float):
+    """Classes (fragile / robust / antifragile) as categorical maps, laid out as
+    :func:`plot_score_heatmaps`. Returns the Figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    m = class_table(scores, model, tolerance)
+    filters = _filters(m)
+    code = {c: i for i, c in enumerate(CLASSES)}
+    cmap = ListedColormap([CLASS_COLORS[c] for c in CLASSES])
+    n_layers = m["layer_index"].nunique()
+    fig, axes = plt.subplots(len(filters), 3, figsize=(3.2 * 3, 0.22 * n_layers * len(filters) + 1.6 * len(filters)),
+                             squeeze=False)  # fmt: skip
+    for r, flt in enumerate(filters):
+        for c, score in enumerate(SCORES):
+            s = m[(m["perturbation"] == flt) & (m["score"] == score)].copy()
+            s["code"] = s["class"].map(code)
+            wide = s.pivot_table(index=["layer_index", "layer_label"], columns="epoch", values="code")
+            ax = axes[r][c]
+            ax.imshow(wide.to_numpy(dtype=float), cmap=cmap, vmin=-0.5, vmax=len(CLASSES) - 0.5, aspect="auto",
+                      interpolation="nearest")  # fmt: skip
+            ax.set_yticks(range(len(wide.index)), [lab for _, lab in wide.index], fontsize=7)
+            ax.set_xticks(range(len(wide.columns)), [str(e) for e in wide.columns])
+            ax.set_xlabel("epoch")
+            ax.set_title(f"{FILTER_TITLES[flt]}: {score}", fontsize=9)
+    fig.legend([Patch(color=CLASS_COLORS[c]) for c in CLASSES], CLASSES, loc="lower center", ncol=3, frameon=False,
+               bbox_to_anchor=(0.5, -0.01))  # fmt: skip
+    fig.suptitle(f"{model}: classes (tolerance {tolerance:g})")
+    fig.tight_layout(rect=(0, 0.03, 1, _below_title(fig)))
+    return fig
+
+
+def full_filter_table(sweeps: pd.DataFrame, baseline: pd.DataFrame, *, metric: str = "top1") -> pd.DataFrame:
+    """Accuracy with a layer fully filtered (every weight zeroed: the last point of the low
+    filter's sweep) against the unfiltered network, per model, epoch and layer (mean over
+    initialisations), with :func:`layer_role`.
+
+    Returns:
+        columns ``model, epoch, layer, layer_label, layer_index, role, clean, adversarial,
+        unfiltered_clean, unfiltered_adversarial, recovery`` (``clean / unfiltered_clean``).
+    """
+    s = sweeps[(sweeps["mode"] == "layer") & (sweeps["perturbation"] == "filter_low")]
+    s = s[s["position"] == s.groupby(["model", "epoch", "layer"])["position"].transform("max")]
+    wide = s.pivot_table(index=["model", "epoch", "layer", "layer_label", "layer_index"], columns="data",
+                         values=metric, aggfunc="mean").reset_index()  # fmt: skip
+    b = baseline.pivot_table(index=["model", "epoch"], columns="data", values=metric, aggfunc="mean")
+    b.columns = [f"unfiltered_{c}" for c in b.columns]
+    out = wide.merge(b.reset_index(), on=["model", "epoch"], how="left")
+    out.insert(5, "role", [layer_role(p, i) for p, i in zip(out["layer"], out["layer_index"])])
+    out["recovery"] = out["clean"] / out["unfiltered_clean"]
+    return out.sort_values(["model", "epoch", "layer_index"]).reset_index(drop=True)
+
+
+def retraining_summary(retraining: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
+    """Clean and adversarial accuracy per (model, strategy): mean (and s.d.) over
+    initialisations, with the layers and parameters trained."""
+    g = retraining.groupby(["model", "epoch", "strategy", "data"], sort=False)
+    acc = g[metric].agg(["mean", "std", "count"]).reset_index()
+    wide = acc.pivot_table(index=["model", "epoch", "strategy"], columns="data", values="mean", sort=False)
+    wide.columns = [f"{c}_{metric}" for c in wide.columns]
+    info = retraining.groupby(["model", "epoch", "strategy"], sort=False).agg(
+        n_inits=("init", "nunique"), retrain_epochs=("retrain_epochs", "first"),
+        n_layers_trained=("n_layers_trained", "mean"), n_params_trained=("n_params_trained", "mean"),
+        n_params=("n_params", "first"), layers_trained=("layers_trained", lambda s: " | ".join(sorted(set(s)))),
+    )  # fmt: skip
+    out = info.join(wide).reset_index()
+    order = {"none": 0, "selective": 1, "full": 2}
+    return out.sort_values(["model", "strategy"], key=lambda c: c.map(order) if c.name == "strategy" else c).reset_index(drop=True)
+
+
+def layers_by_class(classes: pd.DataFrame, filter: str, score: str, epoch: int) -> dict[str, Sequence[str]]:
+    """{class: [layer labels]} at one filter, score and epoch (from :func:`class_table`)."""
+    s = classes[(classes["perturbation"] == filter) & (classes["score"] == score) & (classes["epoch"] == epoch)]
+    s = s.sort_values("layer_index")
+    return {c: list(s.loc[s["class"] == c, "layer_label"]) for c in CLASSES}

@@ -1,0 +1,423 @@
+"""Jobs of the Pravin et al. 2024 study: train with checkpoints, baselines, sweeps, merge + scores, selective retraining."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from netperturb import __version__
+from netperturb.core.evaluate import resolve_device
+from netperturb.core.io import write_csv, write_parquet
+from netperturb.core.layers import find_layers, select_layers
+from netperturb.core.merge import concat_tables, read_table
+from netperturb.core.seeds import cell_generator, cell_seed
+from netperturb.core.training import TrainConfig, train_classifier
+from netperturb.datasets.shards import load_split, read_manifest
+from netperturb.models import get_model
+from netperturb.models.checkpoints import load_checkpoint, save_checkpoint
+from netperturb.models.loaded import LoadedModel
+from netperturb.models.loading import model_preprocess
+from netperturb.studies.pravin2024.evaluator import (
+    AttackSpec,
+    Evaluator,
+    adversarial_set,
+    clean_and_adversarial,
+    input_box,
+)
+from netperturb.studies.pravin2024.scores import (
+    filtering_scores,
+    freeze_for_retraining,
+    retraining_selection,
+)
+from netperturb.studies.pravin2024.sweeps import (
+    SWEEP_COLUMNS,
+    baseline_rows,
+    layer_sweep,
+    network_sweep,
+    sweep_frame,
+)
+
+log = logging.getLogger("netperturb")
+
+__all__ = ["RETRAIN_COLUMNS", "eval_subset", "train_with_checkpoints", "checkpoint_baselines", "sweep_layers", "sweep_network", "merge_and_score", "retrain"]
+
+
+_TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "max_shift")
+
+#: Columns of the retraining table (one row per strategy and data set).
+RETRAIN_COLUMNS = [
+    "study", "dataset", "model", "arch", "init", "epoch", "strategy", "retrain_epochs", "selection_score",
+    "selection_filter", "tolerance", "n_layers_trained", "layers_trained", "n_params_trained", "n_params",
+    "data", "attack", "eps", "attack_mode", "n_images", "top1", "top5", "loss", "weights", "device",
+    "netperturb_version",
+]  # fmt: skip
+
+
+def eval_subset(
+    shard_dir: str | os.PathLike, split: str, n: int | None, *, study_seed: int, dataset: str
+) -> tuple[Tensor, Tensor]:
+    """The evaluation images of the sweeps: the whole ``split`` (``n`` None or >= its size),
+    or ``n`` of them drawn uniformly without replacement by a generator seeded from the study
+    seed and the dataset (the same images for every job), kept in their stored order.
+
+    Returns:
+        (images uint8 (n, C, H, W), labels int64 (n,)).
+    """
+    images, labels = load_split(shard_dir, split)
+    if n is None or n >= len(labels):
+        return images, labels
+    g = cell_generator(cell_seed(study_seed, dataset, split, "eval_subset", float(n), 0))
+    idx = torch.randperm(len(labels), generator=g)[: int(n)].sort().values
+    return images[idx], labels[idx]
+
+
+def _train_config(train_cfg: Mapping[str, Any], **override) -> TrainConfig:
+    return TrainConfig(**{**{k: train_cfg[k] for k in _TRAIN_KEYS if k in train_cfg}, **override})
+
+
+def train_with_checkpoints(
+    shard_dir: str | os.PathLike,
+    arch: str,
+    train_cfg: Mapping[str, Any],
+    init: int,
+    checkpoints: Mapping[int, str | os.PathLike],
+    history_out: str | os.PathLike,
+    *,
+    model_name: str,
+    study: str,
+    input_size: int | None = None,
+    device: str = "auto",
+) -> pd.DataFrame:
+    """Train ``arch`` from initialisation seed ``init`` (which replaces ``train_cfg["seed"]``)
+    and save a checkpoint at every epoch in ``checkpoints`` (epoch -> path), through the
+    ``on_epoch_end`` hook of :func:`netperturb.training.train_classifier`.
+
+    Writes the per-epoch history (``study, model, arch, init, epoch, lr, train_loss,
+    test_top1, test_top5, test_loss``).
+
+    Raises:
+        ValueError: a checkpoint epoch outside [1, epochs].
+    """
+    manifest = read_manifest(shard_dir)
+    preprocess = model_preprocess(manifest, arch, input_size)
+    cfg = _train_config(train_cfg, seed=int(init))
+    wanted = {int(e): p for e, p in checkpoints.items()}
+    bad = [e for e in wanted if not 1 <= e <= cfg.epochs]
+    if bad:
+        raise ValueError(f"checkpoint epochs {bad} outside 1..{cfg.epochs}")
+    dev = resolve_device(device)
+    train, test = load_split(shard_dir, "train"), load_split(shard_dir, "test")
+    in_channels = int(train[0].shape[1])
+    torch.manual_seed(cfg.seed)
+    model = get_model(arch, num_classes=manifest["num_classes"], in_channels=in_channels).to(dev)
+
+    def on_epoch_end(epoch: int, net: nn.Module, metrics: dict) -> None:
+        if epoch in wanted:
+            save_checkpoint(
+                wanted[epoch], net, arch=arch, num_classes=manifest["num_classes"], in_channels=in_channels,
+                preprocess=preprocess,
+                meta={"dataset": manifest["dataset"], "model": model_name, "init": int(init), "epoch": epoch,
+                      "train": cfg.__dict__ | {"extra": None}, "test_top1": float(metrics["test_top1"])},
+            )  # fmt: skip
+            log.info("%s init %d: checkpoint at epoch %d (test top-1 %.4f)", model_name, init, epoch, metrics["test_top1"])
+
+    history = train_classifier(model, train, test, preprocess, cfg, on_epoch_end=on_epoch_end)
+    for col, val in (("init", int(init)), ("arch", arch), ("model", model_name), ("study", study)):
+        history.insert(0, col, val)
+    write_csv(history, history_out)
+    return history
+
+
+def _prepare(
+    checkpoint: str | os.PathLike, device: str, channels_last: bool
+) -> tuple[LoadedModel, torch.device]:
+    dev = resolve_device(device)
+    loaded = load_checkpoint(checkpoint, dev)
+    if channels_last:
+        loaded.model.to(memory_format=torch.channels_last)
+    return loaded, dev
+
+
+def _evaluator(
+    loaded: LoadedModel,
+    dev: torch.device,
+    images: Tensor,
+    labels: Tensor,
+    attack: AttackSpec,
+    *,
+    study_seed: int,
+    model_key: str,
+    batch_size: int,
+    channels_last: bool,
+) -> Evaluator:
+    x = loaded.preprocess(images.to(dev))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return Evaluator(
+        loaded.model, x, labels.to(dev), attack, box=input_box(loaded.preprocess, dev), study_seed=study_seed,
+        model_key=model_key, batch_size=batch_size,
+    )  # fmt: skip
+
+
+def _row(study: str, dataset: str, model_name: str, loaded: LoadedModel, init: int, epoch: int) -> dict:
+    return {"study": study, "dataset": dataset, "model": model_name, "arch": loaded.arch, "init": int(init),
+            "epoch": int(epoch), "weights": loaded.weights}  # fmt: skip
+
+
+def _model_key(model_name: str, init: int, epoch: int) -> str:
+    return f"{model_name}/init{int(init)}/epoch{int(epoch)}"
+
+
+def checkpoint_baselines(
+    checkpoints: Mapping[int, str | os.PathLike],
+    shard_dir: str | os.PathLike,
+    out_csv: str | os.PathLike,
+    *,
+    study: str,
+    dataset: str,
+    model_name: str,
+    init: int,
+    attack: AttackSpec,
+    study_seed: int,
+    split: str = "test",
+    n_images: int | None = None,
+    batch_size: int = 256,
+    device: str = "auto",
+    channels_last: bool = True,
+) -> pd.DataFrame:
+    """Clean and adversarial accuracy of every unfiltered checkpoint (epoch -> path) of one
+    (model, init) on the sweeps' evaluation images; :data:`SWEEP_COLUMNS`, ``mode="none"``."""
+    images, labels = eval_subset(shard_dir, split, n_images, study_seed=study_seed, dataset=dataset)
+    rows = []
+    for epoch, path in sorted(checkpoints.items()):
+        loaded, dev = _prepare(path, device, channels_last)
+        ev = _evaluator(loaded, dev, images, labels, attack, study_seed=study_seed,
+                        model_key=_model_key(model_name, init, epoch), batch_size=batch_size,
+                        channels_last=channels_last)  # fmt: skip
+        rows += baseline_rows(ev, _row(study, dataset, model_name, loaded, init, epoch))
+        log.info("%s init %d epoch %d: clean %.4f adversarial %.4f", model_name, init, epoch, rows[-2]["top1"], rows[-1]["top1"])
+    df = sweep_frame(rows, device=str(resolve_device(device)))
+    write_csv(df, out_csv)
+    return df
+
+
+def sweep_layers(
+    checkpoint: str | os.PathLike,
+    shard_dir: str | os.PathLike,
+    out_csv: str | os.PathLike,
+    *,
+    study: str,
+    dataset: str,
+    model_name: str,
+    init: int,
+    epoch: int,
+    layers: Sequence[str],
+    filters: Sequence[str],
+    steps: int,
+    attack: AttackSpec,
+    study_seed: int,
+    split: str = "test",
+    n_images: int | None = None,
+    batch_size: int = 256,
+    device: str = "auto",
+    channels_last: bool = True,
+    reuse_prefix: bool = True,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Per-layer mode for some layers of one checkpoint: for each layer, every filter x
+    ``steps`` thresholds over the layer's weight range, clean and adversarial -> one CSV
+    (:data:`SWEEP_COLUMNS`, layers in the given order).
+
+    One job sweeps several layers so that the model, the images and the process start-up
+    (about 12 s of imports on a CPU) are paid once (``synaptic_filtering.layers_per_job``).
+    Each layer is evaluated with clean-prefix reuse (:class:`netperturb.filtering.PrefixReuse`)
+    unless ``reuse_prefix`` is False; the numbers are the same either way.
+
+    Raises:
+        LayerSelectionError: a name in ``layers`` is not a Conv2d/Linear module path of the model.
+        ValueError: ``layers`` is empty.
+    """
+    if not layers:
+        raise ValueError("sweep_layers: no layers given")
+    loaded, dev = _prepare(checkpoint, device, channels_last)
+    infos = select_layers(find_layers(loaded.model), list(layers))
+    images, labels = eval_subset(shard_dir, split, n_images, study_seed=study_seed, dataset=dataset)
+    key = _model_key(model_name, init, epoch)
+    ev = _evaluator(loaded, dev, images, labels, attack, study_seed=study_seed, model_key=key, batch_size=batch_size,
+                    channels_last=channels_last)  # fmt: skip
+    row = _row(study, dataset, model_name, loaded, init, epoch)
+    rows: list[dict] = []
+    with tqdm(total=len(infos) * len(filters) * steps, desc=f"{key} {len(infos)} layer(s)", disable=not progress,
+              mininterval=5) as bar:  # fmt: skip
+        for info in infos:
+            rows += layer_sweep(ev, info, filters, steps, row=row, bar=bar, reuse_prefix=reuse_prefix)
+            log.info("%s: %s swept (%d points)", key, info.path, len(filters) * steps)
+    df = sweep_frame(rows, device=str(dev))
+    write_csv(df, out_csv)
+    return df
+
+
+def sweep_network(
+    checkpoint: str | os.PathLike,
+    shard_dir: str | os.PathLike,
+    out_csv: str | os.PathLike,
+    *,
+    study: str,
+    dataset: str,
+    model_name: str,
+    init: int,
+    epoch: int,
+    layers: str | Sequence[str],
+    filters: Sequence[str],
+    steps: int,
+    grid: Sequence[float] | None,
+    attack: AttackSpec,
+    study_seed: int,
+    split: str = "test",
+    n_images: int | None = None,
+    batch_size: int = 256,
+    device: str = "auto",
+    channels_last: bool = True,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Whole-network mode for one checkpoint: every layer of the selection filtered at once
+    at each threshold of the shared grid (``grid`` = (lo, hi), None = the weights' own range)
+    -> CSV (:data:`SWEEP_COLUMNS`)."""
+    loaded, dev = _prepare(checkpoint, device, channels_last)
+    chosen = select_layers(find_layers(loaded.model), layers)
+    images, labels = eval_subset(shard_dir, split, n_images, study_seed=study_seed, dataset=dataset)
+    ev = _evaluator(loaded, dev, images, labels, attack, study_seed=study_seed,
+                    model_key=_model_key(model_name, init, epoch), batch_size=batch_size, channels_last=channels_last)  # fmt: skip
+    rows = network_sweep(ev, chosen, filters, steps, grid=tuple(grid) if grid is not None else None,
+                         row=_row(study, dataset, model_name, loaded, init, epoch), progress=progress)  # fmt: skip
+    df = sweep_frame(rows, device=str(dev))
+    write_csv(df, out_csv)
+    return df
+
+
+def merge_and_score(
+    sweeps: Sequence[str | os.PathLike],
+    baselines: Sequence[str | os.PathLike],
+    sweeps_csv: str | os.PathLike,
+    sweeps_parquet: str | os.PathLike,
+    baseline_csv: str | os.PathLike,
+    scores_csv: str | os.PathLike,
+    *,
+    tolerance: float,
+    metric: str = "top1",
+) -> pd.DataFrame:
+    """Merge the sweep and baseline tables, compute the filtering scores
+    (:func:`netperturb.filtering.filtering_scores`) and write all three. Returns the scores."""
+    sw = concat_tables(sweeps, SWEEP_COLUMNS)
+    sw = sw.sort_values(["model", "init", "epoch", "mode", "layer_index", "perturbation", "step", "data"],
+                        kind="stable").reset_index(drop=True)  # fmt: skip
+    base = concat_tables(baselines, SWEEP_COLUMNS).sort_values(["model", "init", "epoch", "data"]).reset_index(drop=True)
+    scores = filtering_scores(sw, base, tolerance=tolerance, metric=metric)
+    write_csv(sw, sweeps_csv)
+    write_parquet(sw, sweeps_parquet)
+    write_csv(base, baseline_csv)
+    write_csv(scores, scores_csv)
+    log.info("merged %d sweep rows; %d scores", len(sw), len(scores))
+    return scores
+
+
+def _n_params(model: nn.Module, names: Sequence[str] | None = None) -> int:
+    named = dict(model.named_parameters())
+    return sum(named[n].numel() for n in (names if names is not None else named))
+
+
+def retrain(
+    checkpoint: str | os.PathLike,
+    scores_csv: str | os.PathLike,
+    shard_dir: str | os.PathLike,
+    out_csv: str | os.PathLike,
+    *,
+    study: str,
+    dataset: str,
+    model_name: str,
+    init: int,
+    epoch: int,
+    train_cfg: Mapping[str, Any],
+    epochs: int,
+    score: str,
+    filter: str,
+    tolerance: float,
+    include_bn: bool,
+    attack: AttackSpec,
+    study_seed: int,
+    split: str = "test",
+    batch_size: int = 256,
+    device: str = "auto",
+) -> pd.DataFrame:
+    """Selective retraining of one checkpoint, compared with no and with full retraining.
+
+    ``none`` is the checkpoint as it is; ``selective`` trains only the layers that
+    :func:`netperturb.filtering.retraining_selection` selects (robust or antifragile), with
+    everything else frozen (:func:`netperturb.filtering.freeze_for_retraining`); ``full``
+    trains every parameter. Both run ``epochs`` epochs with the same data order and schedule
+    (``train_cfg`` with seed ``init``). Each network is then evaluated on the whole ``split``,
+    clean and adversarial (in ``regenerate`` mode each network is attacked itself; in
+    ``reuse`` mode all three are evaluated on the examples made against the checkpoint).
+    If no layer is selected, ``selective`` is the checkpoint itself (0 parameters trained).
+
+    Raises:
+        RuntimeError: a frozen parameter or buffer changed (a bug; never expected).
+    """
+    dev = resolve_device(device)
+    loaded = load_checkpoint(checkpoint, dev)
+    scores = read_table(scores_csv)
+    sel = retraining_selection(scores, model=model_name, init=init, epoch=epoch, score=score, filter=filter,
+                               tolerance=tolerance)  # fmt: skip
+    chosen = [l for l in find_layers(loaded.model) if l.path in set(sel.loc[sel["selected"], "layer"])]
+    train, test = load_split(shard_dir, "train"), load_split(shard_dir, split)
+    cfg = _train_config(train_cfg, seed=int(init), epochs=int(epochs))
+
+    nets: dict[str, tuple[nn.Module, list[str]]] = {"none": (loaded.model, [])}
+    selective = copy.deepcopy(loaded.model)
+    trainable, frozen = freeze_for_retraining(selective, chosen, include_bn=include_bn)
+    if trainable:
+        before = {k: v.detach().clone() for k, v in selective.state_dict().items()}
+        train_classifier(selective, train, test, loaded.preprocess, cfg, frozen_modules=frozen)
+        owners = {n.rpartition(".")[0] for n in trainable}
+        changed = [k for k, v in selective.state_dict().items()
+                   if k.rpartition(".")[0] not in owners and not torch.equal(v, before[k])]  # fmt: skip
+        if changed:
+            raise RuntimeError(f"selective retraining changed frozen tensors: {changed[:5]}")
+    selective.eval().requires_grad_(False)
+    nets["selective"] = (selective, trainable)
+    full = copy.deepcopy(loaded.model).requires_grad_(True)
+    train_classifier(full, train, test, loaded.preprocess, cfg)
+    full.eval().requires_grad_(False)
+    nets["full"] = (full, [n for n, _ in full.named_parameters()])
+
+    x = loaded.preprocess(test[0].to(dev))
+    y = test[1].to(dev)
+    box = input_box(loaded.preprocess, dev)
+    seed = cell_seed(study_seed, _model_key(model_name, init, epoch), "", "retraining", 0.0, 0)
+    x_adv = adversarial_set(loaded.model, x, y, attack, box=box, seed=seed, batch_size=batch_size) if attack.mode == "reuse" else None
+    rows = []
+    labels = ",".join(l.label for l in chosen)
+    for strategy, (net, names) in nets.items():
+        counts = clean_and_adversarial(net, x, y, attack, x_adv=x_adv, box=box, seed=seed, batch_size=batch_size)
+        for data, c in zip(("clean", "adversarial"), counts):
+            rows.append({
+                "study": study, "dataset": dataset, "model": model_name, "arch": loaded.arch, "init": int(init),
+                "epoch": int(epoch), "strategy": strategy, "retrain_epochs": 0 if strategy == "none" else int(epochs),
+                "selection_score": score, "selection_filter": filter, "tolerance": tolerance,
+                "n_layers_trained": {"none": 0, "selective": len(chosen) if names else 0, "full": len(find_layers(net))}[strategy],
+                "layers_trained": {"none": "", "selective": labels if names else "", "full": "all"}[strategy],
+                "n_params_trained": _n_params(net, names) if names else 0, "n_params": _n_params(net),
+                "data": data, "attack": attack.name, "eps": attack.eps, "attack_mode": attack.mode,
+                **c.metrics(), "weights": loaded.weights, "device": str(dev), "netperturb_version": __version__,
+            })  # fmt: skip
+        log.info("%s: clean %.4f adversarial %.4f", strategy, rows[-2]["top1"], rows[-1]["top1"])
+    df = pd.DataFrame(rows, columns=RETRAIN_COLUMNS)
+    write_csv(df, out_csv)
+    return df

@@ -1,0 +1,202 @@
+"""Filter sweeps of Pravin et al. 2024: per-layer and whole-network sweeps over thresholds, each point evaluated on clean and adversarial images."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from netperturb import __version__
+from netperturb.core.evaluate import Counts
+from netperturb.core.layers import LayerInfo
+from netperturb.core.seeds import cell_seed
+from netperturb.perturb.engine.graph import SplitError
+from netperturb.perturb.filters import alpha_grid, make_filter, weight_range
+from netperturb.studies.pravin2024.evaluator import AttackSpec, Evaluator
+from netperturb.studies.pravin2024.prefix import PrefixReuse
+
+log = logging.getLogger("netperturb")
+
+__all__ = ["SWEEP_COLUMNS", "layer_sweep", "network_sweep", "network_overrides", "baseline_rows", "sweep_frame"]
+
+
+#: Columns of the sweep and baseline tables (one row per point and data set).
+SWEEP_COLUMNS = [
+    "study", "dataset", "model", "arch", "init", "epoch", "mode", "layer", "layer_label", "layer_index",
+    "perturbation", "level", "position", "step", "lo", "hi", "n_weights", "n_filtered",
+    "data", "attack", "eps", "attack_mode", "repeat", "seed", "n_images", "top1", "top5", "loss",
+    "weights", "precision", "device", "netperturb_version",
+]  # fmt: skip
+
+
+def _point_rows(base: dict, counts: tuple[Counts, Counts], attack: AttackSpec) -> list[dict]:
+    rows = []
+    for data, c in zip(("clean", "adversarial"), counts):
+        rows.append({**base, "data": data, "attack": attack.name, "eps": attack.eps, "attack_mode": attack.mode,
+                     "repeat": 0, **c.metrics()})  # fmt: skip
+    return rows
+
+
+def _named(model: nn.Module) -> dict[str, Tensor]:
+    return dict(model.named_parameters())
+
+
+def layer_sweep(
+    ev: Evaluator,
+    layer: LayerInfo,
+    filters: Sequence[str],
+    steps: int,
+    *,
+    row: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    bar: tqdm | None = None,
+    reuse_prefix: bool = True,
+) -> list[dict]:
+    """Per-layer mode: every filter in ``filters`` swept over ``steps`` points of this layer's
+    weight range ``[min, max]`` (:func:`netperturb.filters.alpha_grid`); the other layers are
+    untouched.
+
+    Args:
+        ev: the :class:`Evaluator` of the checkpoint.
+        layer: the Conv2d / Linear layer filtered.
+        filters: ``low``, ``high``, ``pulse``.
+        steps: S points per filter.
+        row: values for the provenance columns (study, model, ...).
+        progress: show a progress bar (one per call) unless ``bar`` is given.
+        bar: a progress bar to advance by one per point (a job sweeping several layers
+            shows one bar).
+        reuse_prefix: evaluate through :class:`PrefixReuse` (same counts, less arithmetic);
+            if the graph cannot be cut at the layer, the generic path is used and a
+            warning is logged.
+
+    Returns:
+        rows of :data:`SWEEP_COLUMNS` (minus the provenance ones given in ``row``): two per
+        point (``data`` clean and adversarial), filters in the given order, points in sweep
+        order.
+    """
+    name = f"{layer.path}.weight"
+    weight = _named(ev.model)[name]
+    w64 = weight.detach().double()  # the filters compare in float64; converted once
+    lo, hi = weight_range(weight)
+    path = None
+    if reuse_prefix:
+        try:
+            path = PrefixReuse(ev, layer)
+        except SplitError as e:
+            log.warning("%s: no clean-prefix reuse for %s, whole network per point (%s)", ev.model_key, layer.path, e)
+    rows: list[dict] = []
+    own = bar is None
+    if own:
+        bar = tqdm(total=len(filters) * steps, desc=f"{ev.model_key}:{layer.label}", disable=not progress, mininterval=5)
+    for kind in filters:
+        flt = make_filter(kind, lo=lo, hi=hi, steps=steps)
+        alphas, positions = alpha_grid(kind, lo, hi, steps)
+        for i, (alpha, pos) in enumerate(zip(alphas, positions)):
+            mask = flt.mask(w64, alpha)
+            new = flt.zeroed(weight, mask) if bool(mask.any()) else None
+            seed = cell_seed(ev.study_seed, ev.model_key, layer.path, flt.name, alpha, 0)
+            compute = None
+            if path is not None:
+                compute = lambda: path.counts(weight if new is None else new, seed)  # noqa: E731
+            counts = ev({} if new is None else {name: new}, {name: mask}, seed, compute)
+            base = {**(row or {}), "mode": "layer", "layer": layer.path, "layer_label": layer.label,
+                    "layer_index": layer.index, "perturbation": flt.name, "level": float(alpha),
+                    "position": float(pos), "step": i, "lo": lo, "hi": hi, "n_weights": weight.numel(),
+                    "n_filtered": int(mask.sum()), "seed": seed}  # fmt: skip
+            rows += _point_rows(base, counts, ev.attack)
+            bar.update()
+    if own:
+        bar.close()
+    return rows
+
+
+def network_sweep(
+    ev: Evaluator,
+    layers: Sequence[LayerInfo],
+    filters: Sequence[str],
+    steps: int,
+    *,
+    grid: tuple[float, float] | None = None,
+    row: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Whole-network mode: one threshold of a shared grid applied to the weights of *every*
+    layer in ``layers`` at once (all of them written back).
+
+    Args:
+        grid: ``(lo, hi)`` of the shared grid; None = the range of all those layers' weights
+            together (the authors' code used a fixed [-1, 1]; configurable).
+
+    Returns:
+        rows as :func:`layer_sweep`, with ``mode="network"``, ``layer="all"``,
+        ``layer_index=0`` and ``n_filtered`` / ``n_weights`` summed over the layers.
+    """
+    named = _named(ev.model)
+    names = [f"{l.path}.weight" for l in layers]
+    weights = [named[n] for n in names]
+    weights64 = [w.detach().double() for w in weights]
+    lo, hi = grid if grid is not None else weight_range(weights)
+    rows: list[dict] = []
+    bar = tqdm(total=len(filters) * steps, desc=f"{ev.model_key}:network", disable=not progress, mininterval=5)
+    for kind in filters:
+        flt = make_filter(kind, lo=lo, hi=hi, steps=steps)
+        alphas, positions = alpha_grid(kind, lo, hi, steps)
+        for i, (alpha, pos) in enumerate(zip(alphas, positions)):
+            overrides, masks, n_filtered = {}, {}, 0
+            for n, w, w64 in zip(names, weights, weights64):
+                masks[n] = flt.mask(w64, alpha)
+                n_filtered += int(masks[n].sum())
+                if bool(masks[n].any()):
+                    overrides[n] = flt.zeroed(w, masks[n])
+            seed = cell_seed(ev.study_seed, ev.model_key, "all", flt.name, alpha, 0)
+            counts = ev(overrides, masks, seed)
+            base = {**(row or {}), "mode": "network", "layer": "all", "layer_label": "all", "layer_index": 0,
+                    "perturbation": flt.name, "level": float(alpha), "position": float(pos), "step": i,
+                    "lo": float(lo), "hi": float(hi), "n_weights": sum(w.numel() for w in weights),
+                    "n_filtered": n_filtered, "seed": seed}  # fmt: skip
+            rows += _point_rows(base, counts, ev.attack)
+            bar.update()
+    bar.close()
+    return rows
+
+
+def network_overrides(model: nn.Module, layers: Sequence[LayerInfo], kind: str, alpha: float, *,
+                      lo: float, hi: float, steps: int) -> dict[str, Tensor]:
+    """The filtered weights of every layer in ``layers`` at one threshold of the shared grid
+    ``[lo, hi]`` (whole-network mode): full parameter name -> new tensor, for every layer
+    whose zero set is not empty."""
+    named = _named(model)
+    flt = make_filter(kind, lo=lo, hi=hi, steps=steps)
+    out = {}
+    for l in layers:
+        new = flt({"weight": named[f"{l.path}.weight"]}, alpha)
+        if new:
+            out[f"{l.path}.weight"] = new["weight"]
+    return out
+
+
+def baseline_rows(ev: Evaluator, row: Mapping[str, Any] | None = None) -> list[dict]:
+    """The unfiltered network: two rows (clean, adversarial) with ``mode="none"``,
+    ``perturbation="none"``, ``level=0``."""
+    seed = cell_seed(ev.study_seed, ev.model_key, "", "none", 0.0, 0)
+    counts = ev({}, {}, seed)
+    base = {**(row or {}), "mode": "none", "layer": "", "layer_label": "", "layer_index": 0, "perturbation": "none",
+            "level": 0.0, "position": 0.0, "step": 0, "lo": math.nan, "hi": math.nan, "n_weights": 0,
+            "n_filtered": 0, "seed": seed}  # fmt: skip
+    return _point_rows(base, counts, ev.attack)
+
+
+def sweep_frame(rows: Sequence[Mapping[str, Any]], *, precision: str = "fp32", device: str = "cpu") -> pd.DataFrame:
+    """Rows -> DataFrame with :data:`SWEEP_COLUMNS` (provenance filled in)."""
+    df = pd.DataFrame(list(rows))
+    df["precision"] = precision
+    df["device"] = device
+    df["netperturb_version"] = __version__
+    for c in SWEEP_COLUMNS:
+        if c not in df.columns:
+            df[c] = ""
+    return df[SWEEP_COLUMNS]

@@ -1,0 +1,289 @@
+"""The jobs of the Shen et al. 2021 study (workflow rules ``minmax_*``) as plain functions.
+
+One *run* = one training of the architecture with fuzziness weight ``lam`` and training seed
+``seed`` (:func:`run_name`). Per run the workflow calls :func:`train_run` (training with the
+fuzziness term, weight tracking, checkpoint), :func:`attack_run` (FGSM / PGD accuracy against
+eps) and :func:`perturb_run` (the Cheney et al. grid of :mod:`netperturb.grid` on the trained
+model: the cross-study link), then :func:`merge_runs`. Definitions: :mod:`netperturb.minmax`.
+
+Common random numbers: the PGD starts and the perturbation masks / noise of a run are seeded
+from ``(study seed, arch, training seed, ...)``, not from ``lam``, so every lambda of one seed
+meets the same random draws and the comparison across lambda is paired.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+import torch
+
+from netperturb import __version__
+from netperturb.core.config import expand_levels
+from netperturb.core.evaluate import resolve_device
+from netperturb.core.io import write_csv
+from netperturb.core.layers import find_layers, select_layers
+from netperturb.core.merge import merge_tables
+from netperturb.core.training import TrainConfig, train_classifier
+from netperturb.datasets.shards import load_split, read_manifest
+from netperturb.models import get_model
+from netperturb.models.checkpoints import load_checkpoint, save_checkpoint
+from netperturb.models.loading import model_preprocess
+from netperturb.perturb.grid import COLUMNS, LayerJob, run_layer_job
+from netperturb.perturb.registry import make_perturbation
+from netperturb.studies.shen2021.minmax import (
+    FuzzinessRegularizer,
+    WeightTracker,
+    first_epoch_steps,
+    robust_accuracy,
+)
+from netperturb.studies.shen2021.plan import run_name, seed_name
+
+log = logging.getLogger("netperturb")
+
+__all__ = ["RUN_COLUMNS", "train_run", "attack_run", "perturb_run", "merge_runs"]
+
+
+#: Columns that identify a run in every table of the study (after study, dataset, model, arch).
+RUN_COLUMNS = ["lam", "train_seed"]
+
+_TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "max_shift")
+
+
+def _head(study: str, dataset: str, arch: str, lam: float, seed: int) -> dict[str, Any]:
+    return {"study": study, "dataset": dataset, "model": run_name(arch, lam, seed), "arch": arch,
+            "lam": float(lam), "train_seed": int(seed)}  # fmt: skip
+
+
+def train_run(
+    shard_dir: str | os.PathLike,
+    *,
+    checkpoint_out: str | os.PathLike,
+    history_out: str | os.PathLike,
+    tracking_out: str | os.PathLike,
+    histograms_out: str | os.PathLike,
+    study: str,
+    dataset: str,
+    arch: str,
+    lam: float,
+    seed: int,
+    train_cfg: Mapping[str, Any],
+    track_layers: str | Sequence[str] = "all",
+    regularizer: Mapping[str, Any] | None = None,
+    first_epoch_points: Sequence[float] = (0.05, 0.1, 0.25, 0.5),
+    bins: int = 20,
+    end_fraction: float = 0.1,
+    input_size: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Train one run: cross-entropy + ``lam`` x mean fuzziness of the regularised layers
+    (:class:`~netperturb.minmax.FuzzinessRegularizer`; ``lam = 0`` trains without the term,
+    bit for bit the plain training), recording the weights of ``track_layers`` at
+    initialisation, at ``first_epoch_points`` (fractions of epoch 1) and after every epoch.
+
+    Writes: the checkpoint (:func:`~netperturb.checkpoints.save_checkpoint`, meta with lam,
+    seed, regulariser, final accuracy and fuzziness), the per-epoch history
+    (:func:`~netperturb.training.train_classifier`'s columns plus ``reg_fuzziness``, the mean
+    fuzziness of the regularised layers), the tracking table
+    (:func:`~netperturb.minmax.weight_stats` per snapshot) and the histogram table
+    (:func:`~netperturb.minmax.weight_histograms` per snapshot); all led by ``study, dataset,
+    model, arch, lam, train_seed``.
+
+    Args:
+        train_cfg: ``epochs, batch_size, lr, weight_decay, max_shift`` (others are ignored;
+            the seed is ``seed``).
+        regularizer: ``layers`` (selection, default ``["conv*"]``), ``scope``, ``eps``,
+            ``detach_bounds`` (see :func:`~netperturb.minmax.differentiable_fuzziness`).
+
+    Returns:
+        The history table.
+
+    Raises:
+        LayerSelectionError: a layer selection matches nothing.
+        ValueError: lam < 0, a bad first-epoch point or training option.
+    """
+    reg_cfg = dict(regularizer or {})
+    manifest = read_manifest(shard_dir)
+    preprocess = model_preprocess(manifest, arch, input_size)
+    cfg = TrainConfig(**{k: train_cfg[k] for k in _TRAIN_KEYS if k in train_cfg}, seed=int(seed))
+    dev = resolve_device(device)
+    train, test = load_split(shard_dir, "train"), load_split(shard_dir, "test")
+    in_channels = int(train[0].shape[1])
+    torch.manual_seed(cfg.seed)  # the same initialisation for every lambda of this seed
+    model = get_model(arch, num_classes=manifest["num_classes"], in_channels=in_channels).to(dev)
+    layers = find_layers(model)
+    tracked = select_layers(layers, track_layers)
+    reg_layers = select_layers(layers, reg_cfg.get("layers", ["conv*"]))
+    term = FuzzinessRegularizer(
+        reg_layers, lam, scope=reg_cfg.get("scope", "layer"), eps=float(reg_cfg.get("eps", 1e-6)),
+        detach_bounds=bool(reg_cfg.get("detach_bounds", False)),
+    )  # fmt: skip
+    steps_per_epoch = math.ceil(len(train[1]) / cfg.batch_size)
+    head = _head(study, dataset, arch, lam, seed)
+    tracker = WeightTracker(
+        tracked, steps_per_epoch, first_epoch_steps(first_epoch_points, steps_per_epoch),
+        bins=bins, end_fraction=end_fraction, meta=head,
+    )  # fmt: skip
+    reg_f: dict[int, float] = {}
+
+    def on_epoch_end(epoch: int, m: torch.nn.Module, metrics: Mapping[str, Any]) -> None:
+        tracker.on_epoch_end(epoch, m, metrics)
+        with torch.no_grad():
+            reg_f[epoch] = term.fuzziness(m).item()
+
+    history = train_classifier(
+        model, train, test, preprocess, cfg, regularizer=term if lam > 0 else None,
+        on_step=tracker.on_step, on_epoch_end=on_epoch_end, progress=progress,
+    )  # fmt: skip
+    history["reg_fuzziness"] = history["epoch"].map(reg_f)
+    for i, (k, v) in enumerate(head.items()):
+        history.insert(i, k, v)
+    final = history.iloc[-1]
+    save_checkpoint(
+        checkpoint_out, model, arch=arch, num_classes=manifest["num_classes"], in_channels=in_channels,
+        preprocess=preprocess,
+        meta={"dataset": manifest["dataset"], "study": "shen2021", "lam": float(lam), "train_seed": int(seed),
+              "train": {k: getattr(cfg, k) for k in (*_TRAIN_KEYS, "seed")},
+              "regularizer": {"layers": [l.path for l in reg_layers], "scope": term.scope, "eps": term.eps,
+                              "detach_bounds": term.detach_bounds},
+              "test_top1": float(final["test_top1"]), "test_top5": float(final["test_top5"]),
+              "reg_fuzziness": float(final["reg_fuzziness"])},
+    )  # fmt: skip
+    write_csv(history, history_out)
+    write_csv(tracker.stats(), tracking_out)
+    write_csv(tracker.histograms(), histograms_out)
+    log.info(
+        "%s: test top-1 %.4f, fuzziness of %s %.4f -> %.4f after %d epochs",
+        head["model"], final["test_top1"], ",".join(l.label for l in reg_layers), reg_f[0], reg_f[cfg.epochs], cfg.epochs,
+    )  # fmt: skip
+    return history
+
+
+def _provenance(loaded, device: str) -> dict[str, Any]:
+    return {"weights": loaded.weights, "precision": "fp32", "device": device, "netperturb_version": __version__}
+
+
+def attack_run(
+    checkpoint: str | os.PathLike,
+    shard_dir: str | os.PathLike,
+    out_csv: str | os.PathLike,
+    *,
+    study: str,
+    dataset: str,
+    lam: float,
+    seed: int,
+    study_seed: int,
+    attacks: Sequence[str] = ("fgsm", "pgd"),
+    eps_values: Sequence[float] = (0.0, 0.05, 0.1, 0.2),
+    pgd_steps: int = 10,
+    pgd_step_size: float | None = None,
+    split: str = "test",
+    device: str = "auto",
+) -> pd.DataFrame:
+    """Robust accuracy of one run's model against every attack and eps
+    (:func:`~netperturb.minmax.robust_accuracy`; eps in [0, 1] pixel units) -> CSV.
+
+    Columns: ``study, dataset, model, arch, lam, train_seed, attack, eps, steps, n_images,
+    top1, top5, loss, weights, precision, device, netperturb_version``.
+    """
+    dev = resolve_device(device)
+    loaded = load_checkpoint(checkpoint, dev)
+    images, labels = load_split(shard_dir, split)
+    head = _head(study, dataset, loaded.arch, lam, seed)
+    key = (int(study_seed), seed_name(loaded.arch, seed))
+    rows = []
+    for attack in attacks:
+        for r in robust_accuracy(
+            loaded.model, images, labels, loaded.preprocess, attack=attack, eps_values=eps_values,
+            seed_key=key, pgd_steps=pgd_steps, pgd_step_size=pgd_step_size,
+        ):  # fmt: skip
+            rows.append({**head, **r, **_provenance(loaded, str(dev))})
+            log.info("%s %s eps %g: top-1 %.4f", head["model"], attack, r["eps"], r["top1"])
+    df = pd.DataFrame(rows)
+    write_csv(df, out_csv)
+    return df
+
+
+def perturb_run(
+    checkpoint: str | os.PathLike,
+    shard_dir: str | os.PathLike,
+    out_csv: str | os.PathLike,
+    *,
+    study: str,
+    dataset: str,
+    lam: float,
+    seed: int,
+    study_seed: int,
+    perturbations: Mapping[str, Mapping[str, Any]],
+    layers: str | Sequence[str] = "all",
+    repeats: int = 3,
+    split: str = "test",
+    batch_size: int = 256,
+    device: str = "auto",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """The internal perturbation grid (:func:`netperturb.grid.run_layer_job`) on one run's
+    model: every selected layer x perturbation x level x repeat, plus the clean network as
+    one row (perturbation ``none``) -> CSV.
+
+    Cell seeds come from the :func:`seed_name` of the run, not its ``model`` name, so every
+    lambda of one training seed gets the same knockout masks and noise draws.
+
+    Args:
+        perturbations: name -> options with ``levels`` (list or {start, stop, step}) and the
+            perturbation's own options (as ``perturbation.perturbations`` of the config).
+
+    Returns:
+        :data:`netperturb.grid.COLUMNS` plus ``lam, train_seed``.
+
+    Raises:
+        LayerSelectionError: the selection matches nothing; ValueError: bad perturbation,
+        option or level.
+    """
+    from netperturb.perturb.grid import baseline_table
+
+    dev = resolve_device(device)
+    loaded = load_checkpoint(checkpoint, dev)
+    images, labels = load_split(shard_dir, split)
+    chosen = select_layers(find_layers(loaded.model), layers)
+    key = seed_name(loaded.arch, seed)
+    name = run_name(loaded.arch, lam, seed)
+    frames = [
+        baseline_table(loaded, images, labels, study=study, dataset=dataset, model=name,
+                       study_seed=study_seed, batch_size=batch_size)
+    ]  # fmt: skip
+    for info in chosen:
+        for pert, opts in perturbations.items():
+            job = LayerJob(
+                study=study, dataset=dataset, model=key, layer=info,
+                perturbation=make_perturbation(pert, **{k: v for k, v in opts.items() if k != "levels"}),
+                levels=expand_levels(opts["levels"], key=f"minmax.perturbation.perturbations.{pert}.levels"),
+                repeats=int(repeats), study_seed=int(study_seed),
+            )  # fmt: skip
+            frames.append(run_layer_job(job, loaded, images, labels, batch_size=batch_size, progress=progress))
+    df = pd.concat(frames, ignore_index=True)[COLUMNS]
+    df["model"] = name
+    df.insert(len(COLUMNS), "lam", float(lam))
+    df.insert(len(COLUMNS) + 1, "train_seed", int(seed))
+    write_csv(df, out_csv)
+    return df
+
+
+def merge_runs(
+    inputs: Sequence[str | os.PathLike],
+    out_csv: str | os.PathLike,
+    out_parquet: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """Concatenate one kind of per-run table (history, tracking, histograms, robustness,
+    perturbation) into one, sorted by lam and seed (stable otherwise), as CSV (and Parquet).
+
+    Raises:
+        ValueError: no inputs, or a table without ``model, lam, train_seed`` (names the file).
+    """
+    return merge_tables(
+        inputs, out_csv, out_parquet, columns=("model", *RUN_COLUMNS), sort_by=RUN_COLUMNS, empty_is_nan=True
+    )
