@@ -3,7 +3,7 @@
 Both take a *forward function* (an ``nn.Module`` or any callable ``x -> logits``), so a
 perturbed network evaluated through ``torch.func.functional_call`` can be attacked
 white-box without modifying the stored model. Inputs are float tensors as the network sees
-them (after :class:`netperturb.data.Preprocess`); ``eps`` is in those units, as in Pravin et
+them (after :class:`netperturb.core.preprocess.Preprocess`); ``eps`` is in those units, as in Pravin et
 al. 2024 (attacks on the normalised inputs). ``clamp`` optionally keeps the result inside a
 valid input box (e.g. the normalised images of [0, 1] pixels).
 

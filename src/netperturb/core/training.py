@@ -86,7 +86,7 @@ def train_classifier(
         frozen_modules: modules kept in ``eval()`` mode while training (a frozen BatchNorm
             keeps its running statistics). Only parameters with ``requires_grad`` are given
             to the optimiser, so frozen parameters stay bit-for-bit unchanged (selective
-            retraining, :mod:`netperturb.filtering`).
+            retraining, :mod:`netperturb.studies.pravin2024.scores`).
 
     Returns:
         One row per epoch (0 = before training): ``epoch, lr, train_loss, test_top1,

@@ -21,7 +21,7 @@ resized and centre-cropped exactly as ``weights.transforms()`` does
 (``torchvision.transforms.functional.resize`` with the weights' size, interpolation and
 antialias, then ``center_crop``), and stored as uint8 (3, crop, crop). The rest of the
 weights' transform (scale to [0, 1], mean/std) is applied on the device
-(:class:`netperturb.data.Preprocess`). Images PIL cannot read are skipped and listed in the
+(:class:`netperturb.core.preprocess.Preprocess`). Images PIL cannot read are skipped and listed in the
 manifest with the reason; more than ``max_bad_fraction`` of them is an error.
 """
 
@@ -180,7 +180,7 @@ def prepare_imagenet(
     """Decode the ImageNet validation images into shards (split ``val``) in ``out_dir``.
 
     Args:
-        transform: :func:`netperturb.weights.transform_spec` of the weights the shards are for.
+        transform: :func:`netperturb.models.weights.transform_spec` of the weights the shards are for.
         val_tar, devkit: the official archives (labels from the devkit's ground truth).
         val_dir: instead of ``val_tar``: an extracted ``<wnid>/<file>`` tree (labels from the
             folder names); ``devkit`` is then optional and only fixes the class list (else the

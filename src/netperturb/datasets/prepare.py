@@ -30,7 +30,7 @@ PREPARERS = {"digits": _prepare_digits, "mnist": _prepare_mnist}
 
 
 def prepare_dataset(name: str, out_dir: str | os.PathLike, options: Mapping[str, Any]) -> dict:
-    """Decode dataset ``name`` into shards in ``out_dir`` (see :mod:`netperturb.data`) with
+    """Decode dataset ``name`` into shards in ``out_dir`` (see :mod:`netperturb.datasets.shards`) with
     the options of ``datasets.<name>`` in the config.
 
     Raises:
@@ -46,12 +46,12 @@ def prepare_dataset(name: str, out_dir: str | os.PathLike, options: Mapping[str,
 def prepare_imagenet_dataset(
     out_dir: str | os.PathLike, options: Mapping[str, Any], transform: Mapping[str, Any], *, threads: int = 1
 ) -> dict:
-    """The ImageNet validation shards for one transform (:func:`netperturb.imagenet.prepare_imagenet`)
+    """The ImageNet validation shards for one transform (:func:`netperturb.datasets.imagenet.prepare_imagenet`)
     with the options of ``datasets.imagenet`` in the config.
 
     Raises:
         FileNotFoundError: a configured input does not exist (names the key and path).
-        netperturb.imagenet.ImageNetError: see :func:`~netperturb.imagenet.prepare_imagenet`.
+        netperturb.datasets.imagenet.ImageNetError: see :func:`~netperturb.datasets.imagenet.prepare_imagenet`.
     """
     from netperturb.datasets.imagenet import prepare_imagenet
 

@@ -11,7 +11,7 @@ __all__ = ["DATASETS", "dataset_info"]
 DATASETS: dict[str, dict[str, Any]] = {
     "digits": {"num_classes": 10, "in_channels": 1, "eval_split": "test"},
     "mnist": {"num_classes": 10, "in_channels": 1, "eval_split": "test"},
-    # ILSVRC 2012 validation set, decoded per weights' transform (netperturb.imagenet)
+    # ILSVRC 2012 validation set, decoded per weights' transform (netperturb.datasets.imagenet)
     "imagenet": {"num_classes": 1000, "in_channels": 3, "eval_split": "val"},
     # the datasets of Pravin et al. 2024 beyond MNIST
     "cifar10": {"num_classes": 10, "in_channels": 3, "eval_split": "test"},

@@ -1,9 +1,9 @@
-"""Decoded datasets as uint8 shards, and the on-device preprocessing that goes with them.
+"""Decoded datasets as uint8 shards (the preprocessing that goes with them: :mod:`netperturb.core.preprocess`).
 
 DESIGN.md, "Performance design" 1: images are decoded once into uint8 tensors
 (N x C x H x W) with int64 labels, written as shards with a manifest; everything a model
 needs on top of that (scaling to [0, 1], a resize, mean/std normalisation) is done on the
-device by :class:`Preprocess`.
+device by :class:`~netperturb.core.preprocess.Preprocess`.
 
 Shard folder layout (``format: netperturb-shards/1``)::
 

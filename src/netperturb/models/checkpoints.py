@@ -89,12 +89,12 @@ def load_model(
 ) -> LoadedModel:
     """Load a configured model: a netperturb checkpoint (``source`` None: a model trained
     here), or a torchvision classifier with pretrained weights read from ``path``
-    (``source`` from :func:`netperturb.weights.resolve_model_source`: ``arch``, ``weights``,
-    ``sha256_prefix``; see :func:`netperturb.weights.load_pretrained`).
+    (``source`` from :func:`netperturb.models.weights.resolve_model_source`: ``arch``, ``weights``,
+    ``sha256_prefix``; see :func:`netperturb.models.weights.load_pretrained`).
 
     Raises:
         FileNotFoundError, ValueError: as :func:`load_checkpoint`.
-        netperturb.weights.WeightsError: the weights file does not match its sha256 prefix.
+        netperturb.models.weights.WeightsError: the weights file does not match its sha256 prefix.
     """
     if not source:
         return load_checkpoint(path, device)

@@ -7,7 +7,7 @@ instead of the scaled tanh, 2x2 max pooling instead of trainable sub-sampling, f
 connectivity, a plain linear output instead of RBF units.
 
 The 8 x 8 digits reach the 32 x 32 input by bilinear up-sampling (x4) in the on-device
-preprocessing (:func:`netperturb.data.prepare_digits`), not by padding.
+preprocessing (:func:`netperturb.datasets.digits.prepare_digits`), not by padding.
 """
 
 from torch import nn

@@ -1,6 +1,6 @@
 """Pretrained torchvision weights: look-up, checked download, and loading as a LoadedModel.
 
-A configured model is either trained here (a netperturb checkpoint, :mod:`netperturb.checkpoints`)
+A configured model is either trained here (a netperturb checkpoint, :mod:`netperturb.models.checkpoints`)
 or a torchvision classifier with one of its published weights (``models.<name>.weights:
 IMAGENET1K_V1``). For the latter everything comes from torchvision's weights enum
 (``torchvision.models.get_model_weights(arch)[name]``): the official URL, the file name whose
@@ -233,7 +233,7 @@ def load_pretrained(
     ``path`` under the official file name, so nothing is downloaded.
 
     Returns:
-        :class:`~netperturb.checkpoints.LoadedModel` in eval mode on ``device``, with
+        :class:`~netperturb.models.loaded.LoadedModel` in eval mode on ``device``, with
         ``preprocess`` = :func:`weights_preprocess`, ``weights`` = ``"<name>@<sha256[:12]>"``
         and ``meta`` holding the URL, full sha256, the transform and the published metrics.
 

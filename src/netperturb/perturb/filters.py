@@ -68,7 +68,7 @@ class SynapticFilter(Perturbation):
     ``params`` maps role -> tensor and must hold ``weight`` ((out, in, kh, kw) or (out, in));
     the result is ``{"weight": new tensor}`` (same shape, dtype, device; the input is never
     modified), or ``{}`` when the filter zeroes no weight. The generator is accepted for the
-    :class:`~netperturb.perturbations.Perturbation` interface and never used.
+    :class:`~netperturb.perturb.base.Perturbation` interface and never used.
     """
 
     level_unit = "threshold value alpha (signed weight value)"

@@ -1,8 +1,8 @@
 """One perturbation job: one model x one layer x one perturbation, every level x repeat.
 
-This is the unit of work of the workflow's ``perturb`` rule (DESIGN.md, "Data flow"). The
-result is a tidy table, one row per (level, repeat) cell, with the columns of
-:data:`COLUMNS` (DESIGN.md, "Tidy results").
+This is the unit of work of the workflow's ``cheney2017_perturb`` rule (and of
+``shen2021_perturb``; DESIGN.md, "Data flow"). The result is a tidy table, one row per
+(level, repeat) cell, with the columns of :data:`COLUMNS` (DESIGN.md, "Tidy results").
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ class LayerJob:
     Attributes:
         study, dataset, model: names as in the config (``model`` is the config's model key).
         layer: the layer to perturb.
-        perturbation: a :class:`~netperturb.perturbations.Perturbation`.
+        perturbation: a :class:`~netperturb.perturb.base.Perturbation`.
         levels: levels to sweep (units: the perturbation's ``level_unit``).
         repeats: independent draws per level (>= 1).
         study_seed: the config's ``seed``; each cell's seed derives from it
-            (:func:`netperturb.seeds.cell_seed`).
+            (:func:`netperturb.core.seeds.cell_seed`).
     """
 
     study: str
@@ -121,7 +121,7 @@ def run_layer_job(
     which is what they are by definition.
 
     Args:
-        engine: how (:mod:`netperturb.engine`): ``"fast"`` (default: the clean prefix of
+        engine: how (:mod:`netperturb.perturb.engine`): ``"fast"`` (default: the clean prefix of
             the network below the layer computed once per batch, K perturbed replicas per
             suffix call), ``"functional"`` (the whole network per cell via
             ``functional_call``) or ``"naive"`` (the reference: deepcopy, perturb in place,

@@ -1,4 +1,4 @@
-"""The performance engine behind :func:`netperturb.grid.run_layer_job`, and the naive reference.
+"""The performance engine behind :func:`netperturb.perturb.grid.run_layer_job`, and the naive reference.
 
 DESIGN.md, "Performance design". A job is one (model, layer, perturbation) with every
 level x repeat cell. Three ways to compute it, all giving the same per-cell numbers in fp32:
@@ -19,15 +19,16 @@ level x repeat cell. Three ways to compute it, all giving the same per-cell numb
        concatenated the same way (node knockout zeroes a knocked-out node's BN channel), so
        every replica gets exactly its own affine terms after the shared normalisation
        statistics. K comes from the free memory (GPU: ``torch.cuda.mem_get_info``; CPU:
-       MemAvailable / the cgroup limit) and a cap (config ``perturbation.max_replicas``).
+       MemAvailable / the cgroup limit) and a cap (config ``cheney2017.max_replicas``).
     3. *No waste.* No model copies; masks and noise are drawn in bulk on each cell's own CPU
-       generator exactly as :mod:`netperturb.perturbations` draws them (same calls in the
-       same order, so the numbers do not depend on device or K; tests compare the tensors
-       bit for bit), job-level constants such as a layer's weight s.d. are computed once per
-       job, each replica is written straight into a buffer kept for the job, and the draws
+       generator exactly as :mod:`netperturb.perturb.knockouts` and
+       :mod:`netperturb.perturb.noise` draw them (same calls in the same order, so the
+       numbers do not depend on device or K; tests compare the tensors bit for bit),
+       job-level constants such as a layer's weight s.d. are computed once per job, each
+       replica is written straight into a buffer kept for the job, and the draws
        run in CPU threads (one generator per cell), the next group's while the device works
        on the current one. Images stay uint8 on the device; normalisation
-       (:class:`netperturb.data.Preprocess`) runs there.
+       (:class:`netperturb.core.preprocess.Preprocess`) runs there.
     4. *Precision.* ``"fp32"`` is the reference. ``"bf16"`` / ``"fp16"`` run prefix and suffix
        under ``torch.autocast`` (and channels_last on a GPU) while the perturbed layer itself
        computes in fp32; the result table records the precision.

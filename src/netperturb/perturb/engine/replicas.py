@@ -31,7 +31,7 @@ class ReplicaBuilder:
     generator, in the same order as their ``_apply``) is separated from the *application*
     (zero the chosen entries / add the noise, on the device), and the layer's weight s.d.
     for the noise is computed once per job (on the CPU copy, so it does not depend on the
-    device). Any other :class:`~netperturb.perturbations.Perturbation` is called as it is.
+    device). Any other :class:`~netperturb.perturb.base.Perturbation` is called as it is.
     Either way the tensors equal ``perturbation(params, level, generator)`` bit for bit
     (tests check it).
     """
@@ -226,7 +226,7 @@ def choose_replicas(
 def _replica_counts(logits: Tensor, labels: Tensor, k: int) -> list[tuple[Tensor, Tensor, Tensor]]:
     """Per replica (top-1 sum, top-5 sum, loss sum) as 0-dim tensors (no host sync).
 
-    Each value is computed exactly as :func:`netperturb.evaluate.count_logits` computes it
+    Each value is computed exactly as :func:`netperturb.core.evaluate.count_logits` computes it
     on that replica's (B, C) logits, so the sums agree with the other engines bit for bit.
     """
     logits = logits.float()
@@ -243,7 +243,7 @@ def _replica_counts(logits: Tensor, labels: Tensor, k: int) -> list[tuple[Tensor
 
 
 def _to_counts(parts: Sequence[tuple[int, Tensor, Tensor, Tensor]]) -> Counts:
-    """Sum per-batch parts in batch order, as :func:`netperturb.evaluate.evaluate` does."""
+    """Sum per-batch parts in batch order, as :func:`netperturb.core.evaluate.evaluate` does."""
     if not parts:
         return Counts()
     t1 = torch.stack([p[1] for p in parts]).tolist()

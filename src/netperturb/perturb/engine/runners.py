@@ -54,7 +54,7 @@ def _layer_params(model: nn.Module, layer: LayerInfo) -> dict[str, Tensor]:
 
 
 def _clean_counts(model, images, labels, preprocess, batch_size, precision) -> Counts:
-    """The whole unperturbed model; in fp32 exactly :func:`netperturb.evaluate.evaluate`."""
+    """The whole unperturbed model; in fp32 exactly :func:`netperturb.core.evaluate.evaluate`."""
     if precision == "fp32":
         return evaluate(model, images, labels, preprocess, batch_size=batch_size)
     device = next(model.parameters()).device
@@ -182,7 +182,7 @@ def run_fast(
     """The fast engine (module docstring): prefix once per batch, K replicas per suffix call.
 
     Args:
-        job: a :class:`netperturb.grid.LayerJob`.
+        job: a :class:`netperturb.perturb.grid.LayerJob`.
         model: in eval mode, on its device.
         images: uint8 (N, C, H, W); labels: int64 (N,).
         preprocess: uint8 -> model input (on the device).
@@ -391,8 +391,8 @@ def run_cells(
     max_replicas: int | None = None,
     progress: bool = True,
 ) -> list[Counts]:
-    """Counts of every cell of ``job`` (a :class:`netperturb.grid.LayerJob`) for
-    ``loaded`` (a :class:`netperturb.checkpoints.LoadedModel`) with ``engine``.
+    """Counts of every cell of ``job`` (a :class:`netperturb.perturb.grid.LayerJob`) for
+    ``loaded`` (a :class:`netperturb.models.loaded.LoadedModel`) with ``engine``.
 
     Raises:
         ValueError: unknown engine or precision; the naive engine with a precision other

@@ -44,7 +44,7 @@ def relative_drop(
     level is used and reported in ``level_used``.
 
     Args:
-        df: tidy perturbation table (:data:`netperturb.grid.COLUMNS`).
+        df: tidy perturbation table (:data:`netperturb.perturb.grid.COLUMNS`).
         baselines: one row per model with ``model`` and ``metric``.
 
     Returns:

@@ -1,4 +1,13 @@
-"""Jobs of the Cheney et al. 2017 grid: the clean baseline of a model and one model x layer x perturbation job."""
+"""The jobs of the Cheney et al. 2017 grid as plain functions of paths and config values.
+
+Each function here is what one rule of ``workflow/rules/cheney2017.smk`` runs (the scripts in
+``workflow/scripts/cheney2017/`` only unpack ``snakemake.input/output/params`` and call one of
+these; the CLI calls the same functions): the clean baseline of a model (:func:`baseline`,
+rule ``cheney2017_baseline``), one model x layer x perturbation job (:func:`perturb_layer`,
+``cheney2017_perturb``) and the merge of the job tables (:func:`merge_grid`,
+``cheney2017_merge``). Every output is written atomically. What the config plans (layers,
+levels, one job per model x layer x perturbation): :mod:`netperturb.studies.cheney2017.plan`.
+"""
 
 from __future__ import annotations
 
@@ -33,10 +42,10 @@ def baseline(
     device: str = "auto",
     model_source: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Evaluate the unperturbed model on ``split``; one row of :data:`~netperturb.grid.COLUMNS`.
+    """Evaluate the unperturbed model on ``split``; one row of :data:`~netperturb.perturb.grid.COLUMNS`.
 
     ``checkpoint`` is a netperturb checkpoint, or with ``model_source`` (pretrained
-    torchvision weights, :func:`netperturb.weights.resolve_model_source`) the weights file."""
+    torchvision weights, :func:`netperturb.models.weights.resolve_model_source`) the weights file."""
     dev = resolve_device(device)
     loaded = load_model(checkpoint, dev, model_source)
     images, labels = eval_data(shard_dir, split, loaded, dev)
@@ -74,10 +83,10 @@ def perturb_layer(
     """One perturbation job (model x layer x perturbation, all levels x repeats) -> CSV.
 
     ``checkpoint`` is a netperturb checkpoint, or with ``model_source`` (pretrained
-    torchvision weights, :func:`netperturb.weights.resolve_model_source`) the weights file.
+    torchvision weights, :func:`netperturb.models.weights.resolve_model_source`) the weights file.
     The evaluation images are kept on the GPU when there is room (else pinned host memory).
     ``engine``, ``precision`` and ``max_replicas`` are those of
-    :func:`netperturb.grid.run_layer_job` (config ``perturbation.engine`` / ``.precision`` /
+    :func:`netperturb.perturb.grid.run_layer_job` (config ``cheney2017.engine`` / ``.precision`` /
     ``.max_replicas``).
 
     Raises:
@@ -94,7 +103,7 @@ def perturb_layer(
         model=model_name,
         layer=info,
         perturbation=make_perturbation(perturbation, **options),
-        levels=expand_levels(levels, key=f"perturbation.perturbations.{perturbation}.levels"),
+        levels=expand_levels(levels, key=f"cheney2017.perturbations.{perturbation}.levels"),
         repeats=int(repeats),
         study_seed=int(study_seed),
     )

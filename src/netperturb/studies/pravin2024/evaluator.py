@@ -1,11 +1,12 @@
-"""The synaptic filtering study of Pravin et al. 2024: sweeps, filtering scores, retraining.
+"""Evaluation of a filtered network on clean and adversarial images (Pravin et al. 2024).
 
-A network checkpoint is *filtered* (:mod:`netperturb.filters`) one layer at a time (per-layer
-mode) or every layer at once (whole-network mode) at each threshold of a sweep, and each
-filtered network is evaluated in ``eval()`` mode on clean test images and on adversarial ones
-(FGSM or PGD, :mod:`netperturb.attacks`). From the two accuracy curves the three *filtering
-scores* of every layer are computed, which class a layer as fragile, robust or antifragile;
-selective retraining then retrains only the robust and antifragile layers.
+A network checkpoint is *filtered* (:mod:`netperturb.perturb.filters`) one layer at a time
+(per-layer mode) or every layer at once (whole-network mode) at each threshold of a sweep
+(:mod:`.sweeps`), and each filtered network is evaluated here in ``eval()`` mode on clean test
+images and on adversarial ones (FGSM or PGD, :mod:`netperturb.core.attacks`). From the two
+accuracy curves the three *filtering scores* of every layer are computed (:mod:`.scores`),
+which class a layer as fragile, robust or antifragile; selective retraining then retrains only
+the robust and antifragile layers (:func:`netperturb.studies.pravin2024.jobs.retrain`).
 
 Adversarial data (:class:`AttackSpec`): ``mode="regenerate"`` (the paper's choice, default)
 attacks every filtered network itself, white-box, through ``torch.func.functional_call`` with
@@ -13,35 +14,6 @@ the filtered weights; ``mode="reuse"`` attacks the unfiltered network once and e
 filtered network on that fixed set. ``eps`` is in the units of the model's input (normalised
 images), as in the authors' code; ``clamp`` optionally keeps the examples inside the box of
 valid normalised images (the authors do not clamp).
-
-**Filtering scores** (:func:`filtering_scores`). The paper defines three scores per parameter
-group from (i) the clean curve, (ii) the adversarial curve and (iii) their difference, each the
-integral of a normalised performance curve against normalised alpha compared with a baseline;
-the normalisation and baseline are not given in a form we could recover (and are undefined in
-the authors' notebooks), so this is our definition:
-
-- x axis: the sweep position ``t`` in [0, 1] (normalised alpha, :func:`netperturb.filters.alpha_grid`);
-- accuracies are divided by ``A_c``, the clean top-1 accuracy of the *unfiltered* network at
-  the same checkpoint (one normaliser for all three curves, so that an adversarial accuracy
-  near 0 does not blow up);
-- the baseline curve of each score is the unfiltered network's own value, a constant:
-  ``1`` for clean, ``A_a / A_c`` for adversarial (``A_a`` = unfiltered adversarial accuracy),
-  ``(A_a - A_c) / A_c`` for the difference ``adversarial - clean``;
-- score = ``scipy.integrate.simpson(curve - baseline, x=t)``.
-
-So ``f_clean = int (acc_c(t) - A_c) dt / A_c``, ``f_adv = int (acc_a(t) - A_a) dt / A_c`` and
-``f_diff = f_adv - f_clean`` (by linearity): 0 means the filter leaves the performance as it
-was (on average over the sweep), -1 the worst possible clean curve. A score below
-``-tolerance`` classes the group *fragile*, above ``+tolerance`` *antifragile*, otherwise
-*robust* (Pravin et al. 2024: performance changed negatively, invariantly, positively). The
-difference is taken as ``adversarial - clean`` so that, as for the other two, a positive
-score is the better outcome (the adversarial accuracy moves up relative to the clean one).
-
-**Selective retraining** (:func:`retrain`): only the parameters of the selected layers
-(weight and bias, and with ``include_bn`` the affine terms and running statistics of the
-BatchNorm fed directly by the layer) are trained; every other parameter has
-``requires_grad=False`` and is left out of the optimiser, and every other BatchNorm stays in
-``eval()`` mode, so all of them - running statistics included - are bit-for-bit unchanged.
 
 Source: C. Pravin, I. Martino, G. Nicosia, V. Ojha, Artificial Intelligence 327 (2024) 104060,
 arXiv 2312.09821; the authors' notebooks (github.com/SynapFilter/InferLink).
@@ -107,7 +79,7 @@ class AttackSpec:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], eps: float) -> "AttackSpec":
-        """From the config's ``synaptic_filtering.attack`` mapping and a resolved ``eps``."""
+        """From the config's ``pravin2024.attack`` mapping and a resolved ``eps``."""
         return cls(
             name=cfg.get("name", "fgsm"), eps=float(eps), mode=cfg.get("mode", "regenerate"),
             clamp=bool(cfg.get("clamp", False)), steps=int(cfg.get("steps", 10)),
@@ -150,7 +122,7 @@ def adversarial_set(
     ``y`` (N,) against ``model`` (eval mode) with ``overrides`` swapped in.
 
     FGSM: ``x + eps sign(grad_x CE)`` (mean cross-entropy per batch, as
-    :func:`netperturb.attacks.fgsm`); PGD: :func:`netperturb.attacks.pgd` with its random
+    :func:`netperturb.core.attacks.fgsm`); PGD: :func:`netperturb.core.attacks.pgd` with its random
     start drawn from ``cell_generator(seed)`` (consecutive draws, so the batch split does not
     change the numbers). ``box`` clamps when ``attack.clamp``.
     """
@@ -170,7 +142,7 @@ def adversarial_set(
 
 
 def _fgsm_with_logits(forward, x: Tensor, y: Tensor, eps: float, clamp) -> tuple[Tensor, Tensor]:
-    """FGSM exactly as :func:`netperturb.attacks.fgsm`, also returning the clean logits of the
+    """FGSM exactly as :func:`netperturb.core.attacks.fgsm`, also returning the clean logits of the
     same forward pass (so a clean evaluation costs nothing extra)."""
     xg = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
@@ -199,7 +171,7 @@ def clean_and_adversarial(
     seed: int = 0,
     batch_size: int = 256,
 ) -> tuple[Counts, Counts]:
-    """Clean and adversarial :class:`~netperturb.evaluate.Counts` of ``model`` with
+    """Clean and adversarial :class:`~netperturb.core.evaluate.Counts` of ``model`` with
     ``overrides`` (full parameter name -> tensor; the model is never modified).
 
     Args:

@@ -1,9 +1,10 @@
 """Figures and tables of the synaptic filtering study (Pravin et al. 2024).
 
 Called by ``notebooks/pravin2024.ipynb``; kept here so they are testable. Inputs are the tidy
-tables of :mod:`netperturb.filtering_jobs`: sweeps (:data:`~netperturb.filtering.SWEEP_COLUMNS`),
-scores (:data:`~netperturb.filtering.SCORE_COLUMNS`) and retraining
-(:data:`~netperturb.filtering_jobs.RETRAIN_COLUMNS`). Values are means over initialisations.
+tables of :mod:`netperturb.studies.pravin2024.jobs`: sweeps
+(:data:`~netperturb.studies.pravin2024.sweeps.SWEEP_COLUMNS`), scores
+(:data:`~netperturb.studies.pravin2024.scores.SCORE_COLUMNS`) and retraining
+(:data:`~netperturb.studies.pravin2024.jobs.RETRAIN_COLUMNS`). Values are means over initialisations.
 """
 
 from __future__ import annotations

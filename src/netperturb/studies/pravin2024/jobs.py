@@ -1,4 +1,17 @@
-"""Jobs of the Pravin et al. 2024 study: train with checkpoints, baselines, sweeps, merge + scores, selective retraining."""
+"""The jobs of the Pravin et al. 2024 study (synaptic filtering) as plain functions of paths
+and config values.
+
+One function per rule of ``workflow/rules/pravin2024.smk`` (the scripts in
+``workflow/scripts/pravin2024/`` only unpack ``snakemake`` and call these): train with
+checkpoints (:func:`train_with_checkpoints`, rules ``pravin2024_train_<model>``) -> evaluate the
+unfiltered checkpoints (:func:`checkpoint_baselines`, ``pravin2024_baseline``) -> per-layer and
+whole-network filter sweeps (:func:`sweep_layers`, :func:`sweep_network`;
+``pravin2024_sweep_layers``, ``pravin2024_sweep_network``) -> merge + filtering scores
+(:func:`merge_and_score`, ``pravin2024_scores``) -> selective retraining (:func:`retrain`,
+``pravin2024_retrain``) -> merge (``pravin2024_merge_retraining``, :data:`RETRAIN_COLUMNS`).
+Every output is written atomically. The computations are in :mod:`.evaluator`, :mod:`.sweeps`
+(with :mod:`.prefix`) and :mod:`.scores` of this package, and :mod:`netperturb.perturb.filters`.
+"""
 
 from __future__ import annotations
 
@@ -97,7 +110,7 @@ def train_with_checkpoints(
 ) -> pd.DataFrame:
     """Train ``arch`` from initialisation seed ``init`` (which replaces ``train_cfg["seed"]``)
     and save a checkpoint at every epoch in ``checkpoints`` (epoch -> path), through the
-    ``on_epoch_end`` hook of :func:`netperturb.training.train_classifier`.
+    ``on_epoch_end`` hook of :func:`netperturb.core.training.train_classifier`.
 
     Writes the per-epoch history (``study, model, arch, init, epoch, lr, train_loss,
     test_top1, test_top5, test_loss``).
@@ -236,8 +249,8 @@ def sweep_layers(
     (:data:`SWEEP_COLUMNS`, layers in the given order).
 
     One job sweeps several layers so that the model, the images and the process start-up
-    (about 12 s of imports on a CPU) are paid once (``synaptic_filtering.layers_per_job``).
-    Each layer is evaluated with clean-prefix reuse (:class:`netperturb.filtering.PrefixReuse`)
+    (about 12 s of imports on a CPU) are paid once (``pravin2024.layers_per_job``).
+    Each layer is evaluated with clean-prefix reuse (:class:`netperturb.studies.pravin2024.prefix.PrefixReuse`)
     unless ``reuse_prefix`` is False; the numbers are the same either way.
 
     Raises:
@@ -314,7 +327,7 @@ def merge_and_score(
     metric: str = "top1",
 ) -> pd.DataFrame:
     """Merge the sweep and baseline tables, compute the filtering scores
-    (:func:`netperturb.filtering.filtering_scores`) and write all three. Returns the scores."""
+    (:func:`netperturb.studies.pravin2024.scores.filtering_scores`) and write all three. Returns the scores."""
     sw = concat_tables(sweeps, SWEEP_COLUMNS)
     sw = sw.sort_values(["model", "init", "epoch", "mode", "layer_index", "perturbation", "step", "data"],
                         kind="stable").reset_index(drop=True)  # fmt: skip
@@ -359,8 +372,8 @@ def retrain(
     """Selective retraining of one checkpoint, compared with no and with full retraining.
 
     ``none`` is the checkpoint as it is; ``selective`` trains only the layers that
-    :func:`netperturb.filtering.retraining_selection` selects (robust or antifragile), with
-    everything else frozen (:func:`netperturb.filtering.freeze_for_retraining`); ``full``
+    :func:`netperturb.studies.pravin2024.scores.retraining_selection` selects (robust or antifragile), with
+    everything else frozen (:func:`netperturb.studies.pravin2024.scores.freeze_for_retraining`); ``full``
     trains every parameter. Both run ``epochs`` epochs with the same data order and schedule
     (``train_cfg`` with seed ``init``). Each network is then evaluated on the whole ``split``,
     clean and adversarial (in ``regenerate`` mode each network is attacked itself; in

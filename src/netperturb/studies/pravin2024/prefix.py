@@ -24,7 +24,7 @@ class PrefixReuse:
 
     Every point of a per-layer sweep changes only that layer, so the part of the network
     below it (the *prefix*) sees the same images at every point. The network's ``torch.fx``
-    graph is cut at the layer (:func:`netperturb.engine.split_at_layer`, which also hands
+    graph is cut at the layer (:func:`netperturb.perturb.engine.split_at_layer`, which also hands
     over a ResNet block's skip tensor or an Inception block's other branches) and the
     prefix runs once per batch of images; per point:
 
@@ -47,7 +47,7 @@ class PrefixReuse:
     losses; on ResNet-18 / digits every sweep point of the default study was identical).
 
     Memory: the kept values (with graphs) of as many batches as fit in half of the free
-    memory of the device (:func:`netperturb.engine.available_memory`, measured on the
+    memory of the device (:func:`netperturb.perturb.engine.available_memory`, measured on the
     first batch with ``saved_tensors_hooks``); any other batch recomputes its prefix at
     every point, with the same numbers.
 
@@ -56,7 +56,7 @@ class PrefixReuse:
         layer: the filtered layer; its ``bn`` (a BatchNorm fed only by it) runs with it.
 
     Raises:
-        netperturb.engine.SplitError: the graph cannot be cut at the layer (the model does
+        netperturb.perturb.engine.SplitError: the graph cannot be cut at the layer (the model does
             not trace, the layer is called more than once, ...); use the generic path.
     """
 
@@ -121,7 +121,7 @@ class PrefixReuse:
         return entry
 
     def counts(self, weight: Tensor, seed: int) -> tuple[Counts, Counts]:
-        """Clean and adversarial :class:`~netperturb.evaluate.Counts` of the network with
+        """Clean and adversarial :class:`~netperturb.core.evaluate.Counts` of the network with
         this layer's weight replaced by ``weight`` (same shape; e.g. a filtered copy);
         ``seed`` is the point's seed (PGD's random start)."""
         ev, attack = self.ev, self.ev.attack

@@ -1,4 +1,41 @@
-"""Filtering scores and classes (fragile / robust / antifragile) of Pravin et al. 2024, and the selection for selective retraining."""
+"""Filtering scores and classes (fragile / robust / antifragile) of Pravin et al. 2024, and the
+selection for selective retraining.
+
+**Filtering scores** (:func:`filtering_scores`). The paper defines three scores per parameter
+group from (i) the clean curve, (ii) the adversarial curve and (iii) their difference, each the
+integral of a normalised performance curve against normalised alpha compared with a baseline;
+the normalisation and baseline are not given in a form we could recover (and are undefined in
+the authors' notebooks), so this is our definition:
+
+- x axis: the sweep position ``t`` in [0, 1] (normalised alpha,
+  :func:`netperturb.perturb.filters.alpha_grid`);
+- accuracies are divided by ``A_c``, the clean top-1 accuracy of the *unfiltered* network at
+  the same checkpoint (one normaliser for all three curves, so that an adversarial accuracy
+  near 0 does not blow up);
+- the baseline curve of each score is the unfiltered network's own value, a constant:
+  ``1`` for clean, ``A_a / A_c`` for adversarial (``A_a`` = unfiltered adversarial accuracy),
+  ``(A_a - A_c) / A_c`` for the difference ``adversarial - clean``;
+- score = ``scipy.integrate.simpson(curve - baseline, x=t)``.
+
+So ``f_clean = int (acc_c(t) - A_c) dt / A_c``, ``f_adv = int (acc_a(t) - A_a) dt / A_c`` and
+``f_diff = f_adv - f_clean`` (by linearity): 0 means the filter leaves the performance as it
+was (on average over the sweep), -1 the worst possible clean curve. A score below
+``-tolerance`` classes the group *fragile*, above ``+tolerance`` *antifragile*, otherwise
+*robust* (Pravin et al. 2024: performance changed negatively, invariantly, positively). The
+difference is taken as ``adversarial - clean`` so that, as for the other two, a positive
+score is the better outcome (the adversarial accuracy moves up relative to the clean one).
+
+**Selective retraining** (:func:`retraining_selection` picks the layers,
+:func:`freeze_for_retraining` freezes the rest, :func:`netperturb.studies.pravin2024.jobs.retrain`
+runs it): only the parameters of the selected layers (weight and bias, and with ``include_bn``
+the affine terms and running statistics of the BatchNorm fed directly by the layer) are
+trained; every other parameter has ``requires_grad=False`` and is left out of the optimiser,
+and every other BatchNorm stays in ``eval()`` mode, so all of them - running statistics
+included - are bit-for-bit unchanged.
+
+Source: C. Pravin, I. Martino, G. Nicosia, V. Ojha, Artificial Intelligence 327 (2024) 104060,
+arXiv 2312.09821.
+"""
 
 from __future__ import annotations
 
@@ -176,7 +213,7 @@ def freeze_for_retraining(
     Returns:
         ``(trainable parameter names, frozen modules)``: the modules to keep in ``eval()``
         mode during training - every BatchNorm whose parameters are frozen (pass them to
-        :func:`netperturb.training.train_classifier` as ``frozen_modules``), so that their
+        :func:`netperturb.core.training.train_classifier` as ``frozen_modules``), so that their
         running statistics stay bit-for-bit the same.
     """
     prefixes = set()

@@ -57,7 +57,7 @@ def layer_sweep(
     reuse_prefix: bool = True,
 ) -> list[dict]:
     """Per-layer mode: every filter in ``filters`` swept over ``steps`` points of this layer's
-    weight range ``[min, max]`` (:func:`netperturb.filters.alpha_grid`); the other layers are
+    weight range ``[min, max]`` (:func:`netperturb.perturb.filters.alpha_grid`); the other layers are
     untouched.
 
     Args:

@@ -1,6 +1,6 @@
 """Tables and figures of the Shen et al. 2021 study (the ``shen2021`` report notebook calls these).
 
-Inputs are the merged tables of :mod:`netperturb.minmax_study`: ``tracking`` (one row per
+Inputs are the merged tables of :mod:`netperturb.studies.shen2021.jobs`: ``tracking`` (one row per
 snapshot x layer x scope x kernel), ``histograms``, ``history`` (per epoch, with
 ``reg_fuzziness``), ``robustness`` (per attack x eps) and ``perturbation`` (the Cheney et al.
 grid per run). Every summary over seeds gives the mean, the s.d. (ddof = 1; NaN for one seed)

@@ -1,10 +1,14 @@
-"""The jobs of the Shen et al. 2021 study (workflow rules ``minmax_*``) as plain functions.
+"""The jobs of the Shen et al. 2021 study (workflow rules ``shen2021_*`` in
+``workflow/rules/shen2021.smk``, scripts in ``workflow/scripts/shen2021/``) as plain functions.
 
 One *run* = one training of the architecture with fuzziness weight ``lam`` and training seed
-``seed`` (:func:`run_name`). Per run the workflow calls :func:`train_run` (training with the
-fuzziness term, weight tracking, checkpoint), :func:`attack_run` (FGSM / PGD accuracy against
-eps) and :func:`perturb_run` (the Cheney et al. grid of :mod:`netperturb.grid` on the trained
-model: the cross-study link), then :func:`merge_runs`. Definitions: :mod:`netperturb.minmax`.
+``seed`` (:func:`~netperturb.studies.shen2021.plan.run_name`). Per run the workflow calls
+:func:`train_run` (``shen2021_train``: training with the fuzziness term, weight tracking,
+checkpoint), :func:`attack_run` (``shen2021_attack``: FGSM / PGD accuracy against eps) and
+:func:`perturb_run` (``shen2021_perturb``: the Cheney et al. grid of
+:mod:`netperturb.perturb.grid` on the trained model: the cross-study link), then
+:func:`merge_runs` (``shen2021_merge``). Definitions: :mod:`netperturb.studies.shen2021.minmax`;
+what the config plans: :mod:`netperturb.studies.shen2021.plan`.
 
 Common random numbers: the PGD starts and the perturbation masks / noise of a run are seeded
 from ``(study seed, arch, training seed, ...)``, not from ``lam``, so every lambda of one seed
@@ -81,23 +85,23 @@ def train_run(
     progress: bool = True,
 ) -> pd.DataFrame:
     """Train one run: cross-entropy + ``lam`` x mean fuzziness of the regularised layers
-    (:class:`~netperturb.minmax.FuzzinessRegularizer`; ``lam = 0`` trains without the term,
+    (:class:`~netperturb.studies.shen2021.minmax.FuzzinessRegularizer`; ``lam = 0`` trains without the term,
     bit for bit the plain training), recording the weights of ``track_layers`` at
     initialisation, at ``first_epoch_points`` (fractions of epoch 1) and after every epoch.
 
-    Writes: the checkpoint (:func:`~netperturb.checkpoints.save_checkpoint`, meta with lam,
+    Writes: the checkpoint (:func:`~netperturb.models.checkpoints.save_checkpoint`, meta with lam,
     seed, regulariser, final accuracy and fuzziness), the per-epoch history
-    (:func:`~netperturb.training.train_classifier`'s columns plus ``reg_fuzziness``, the mean
+    (:func:`~netperturb.core.training.train_classifier`'s columns plus ``reg_fuzziness``, the mean
     fuzziness of the regularised layers), the tracking table
-    (:func:`~netperturb.minmax.weight_stats` per snapshot) and the histogram table
-    (:func:`~netperturb.minmax.weight_histograms` per snapshot); all led by ``study, dataset,
+    (:func:`~netperturb.studies.shen2021.minmax.weight_stats` per snapshot) and the histogram table
+    (:func:`~netperturb.studies.shen2021.minmax.weight_histograms` per snapshot); all led by ``study, dataset,
     model, arch, lam, train_seed``.
 
     Args:
         train_cfg: ``epochs, batch_size, lr, weight_decay, max_shift`` (others are ignored;
             the seed is ``seed``).
         regularizer: ``layers`` (selection, default ``["conv*"]``), ``scope``, ``eps``,
-            ``detach_bounds`` (see :func:`~netperturb.minmax.differentiable_fuzziness`).
+            ``detach_bounds`` (see :func:`~netperturb.studies.shen2021.minmax.differentiable_fuzziness`).
 
     Returns:
         The history table.
@@ -185,7 +189,7 @@ def attack_run(
     device: str = "auto",
 ) -> pd.DataFrame:
     """Robust accuracy of one run's model against every attack and eps
-    (:func:`~netperturb.minmax.robust_accuracy`; eps in [0, 1] pixel units) -> CSV.
+    (:func:`~netperturb.studies.shen2021.minmax.robust_accuracy`; eps in [0, 1] pixel units) -> CSV.
 
     Columns: ``study, dataset, model, arch, lam, train_seed, attack, eps, steps, n_images,
     top1, top5, loss, weights, precision, device, netperturb_version``.
@@ -226,19 +230,20 @@ def perturb_run(
     device: str = "auto",
     progress: bool = True,
 ) -> pd.DataFrame:
-    """The internal perturbation grid (:func:`netperturb.grid.run_layer_job`) on one run's
+    """The internal perturbation grid (:func:`netperturb.perturb.grid.run_layer_job`) on one run's
     model: every selected layer x perturbation x level x repeat, plus the clean network as
     one row (perturbation ``none``) -> CSV.
 
-    Cell seeds come from the :func:`seed_name` of the run, not its ``model`` name, so every
-    lambda of one training seed gets the same knockout masks and noise draws.
+    Cell seeds come from the :func:`~netperturb.studies.shen2021.plan.seed_name` of the run,
+    not its ``model`` name, so every lambda of one training seed gets the same knockout masks
+    and noise draws.
 
     Args:
         perturbations: name -> options with ``levels`` (list or {start, stop, step}) and the
-            perturbation's own options (as ``perturbation.perturbations`` of the config).
+            perturbation's own options (as ``cheney2017.perturbations`` of the config).
 
     Returns:
-        :data:`netperturb.grid.COLUMNS` plus ``lam, train_seed``.
+        :data:`netperturb.perturb.grid.COLUMNS` plus ``lam, train_seed``.
 
     Raises:
         LayerSelectionError: the selection matches nothing; ValueError: bad perturbation,
@@ -261,7 +266,7 @@ def perturb_run(
             job = LayerJob(
                 study=study, dataset=dataset, model=key, layer=info,
                 perturbation=make_perturbation(pert, **{k: v for k, v in opts.items() if k != "levels"}),
-                levels=expand_levels(opts["levels"], key=f"minmax.perturbation.perturbations.{pert}.levels"),
+                levels=expand_levels(opts["levels"], key=f"shen2021.perturbation.perturbations.{pert}.levels"),
                 repeats=int(repeats), study_seed=int(study_seed),
             )  # fmt: skip
             frames.append(run_layer_job(job, loaded, images, labels, batch_size=batch_size, progress=progress))

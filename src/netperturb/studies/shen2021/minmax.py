@@ -308,7 +308,7 @@ def first_epoch_steps(points: Iterable[float], steps_per_epoch: int) -> list[int
 class WeightTracker:
     """Records :func:`weight_stats` and :func:`weight_histograms` during training.
 
-    Plug into :func:`netperturb.training.train_classifier` as
+    Plug into :func:`netperturb.core.training.train_classifier` as
     ``on_step=tracker.on_step, on_epoch_end=tracker.on_epoch_end``. Snapshots: epoch 0 (the
     initialisation), every epoch end, and the first-epoch ``steps`` (:func:`first_epoch_steps`).
     Every record gets ``epoch`` (training progress in epochs, a float: step / steps_per_epoch
@@ -396,7 +396,7 @@ def robust_accuracy(
     """Accuracy on FGSM or PGD adversarial examples, for each ``eps``.
 
     White-box, untargeted, L-infinity, on the cross-entropy of the true label
-    (:mod:`netperturb.attacks`). The attack perturbs the [0, 1] pixels at the model's input
+    (:mod:`netperturb.core.attacks`). The attack perturbs the [0, 1] pixels at the model's input
     resolution and keeps them in [0, 1]; ``eps`` is in those units (chosen; Shen et al.'s
     attack settings are not public). PGD starts from a uniform point of the ball drawn from
     the CPU generator of ``cell_seed(study_seed, name, "input", attack, eps, chunk)`` per
