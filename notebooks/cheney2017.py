@@ -1,0 +1,128 @@
+# %% [markdown]
+# # Internal perturbation of CNNs (Cheney, Schrimpf, Kreiman 2017)
+#
+# Per-layer **synapse knockout** (a fraction of weight entries set to 0), **node knockout**
+# (a fraction of output units removed with their biases) and **Gaussian weight noise**
+# (s.d. = level x the layer's weight s.d.), every Conv2d and Linear layer, several repeats
+# per level. Accuracy is a fraction in [0, 1]; bands are +/- s.e.m. over repeats.
+# Source: arXiv 1703.08245, Fig. 1; the authors' code kreimanlab/neural_net_robustness.
+
+# %% tags=["parameters"]
+# Parameters (papermill injects the real values after this cell)
+run = "digits"
+perturbation = "results/digits/cheney2017/perturbation.csv"
+baseline = "results/digits/cheney2017/baseline.csv"
+figures = "results/digits/cheney2017/report/figures"
+tables = "results/digits/cheney2017/report/tables"
+num_classes = 10
+metric = "top1"
+drop_level = 0.7
+
+# %%
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Markdown, display
+
+from netperturb.core.report import save_figure
+from netperturb.studies.cheney2017.figures import (
+    baseline_check,
+    first_layer_ranksum,
+    plot_accuracy_vs_level,
+    relative_drop,
+)
+
+df = pd.read_csv(perturbation)
+base = pd.read_csv(baseline, keep_default_na=False)
+Path(figures).mkdir(parents=True, exist_ok=True)
+Path(tables).mkdir(parents=True, exist_ok=True)
+models = list(dict.fromkeys(df["model"]))
+chance = {"top1": 1 / num_classes, "top5": min(5, num_classes) / num_classes}
+display(Markdown(f"**{len(df):,} cells**: {len(models)} models, {df['perturbation'].nunique()} perturbations, "
+                 f"{df.groupby('model')['layer'].nunique().sum()} layers, {df['repeat'].nunique()} repeats, "
+                 f"{int(df['n_images'].iloc[0])} test images; device {df['device'].iloc[0]}, precision {df['precision'].iloc[0]}."))
+
+# %% [markdown]
+# ## Clean accuracy
+
+# %%
+base[["model", "arch", "n_images", "top1", "top5", "loss", "weights"]].style.format(precision=4).hide(axis="index")
+
+# %%
+# Pretrained torchvision weights only: clean accuracy against torchvision's published numbers.
+check = baseline_check(base, tolerance_points=0.5)
+if len(check):
+    check.to_csv(Path(tables) / "baseline_check.csv", index=False)
+    display(Markdown(
+        "### Against torchvision's published accuracy\n\n"
+        "Published: `weights.meta['_metrics']['ImageNet-1K']` (50,000 validation images, the weights' own "
+        "preprocessing). A difference above 0.5 points means wrong labels or preprocessing"
+        + (" -- or, here, a subset of the images." if (check["n_images"] < 50_000).any() else ".")))
+    for _, r in check[check["flagged"]].iterrows():
+        display(Markdown(f"**FLAGGED: {r['model']} differs from the published accuracy by "
+                         f"{r['top1_diff']:+.2f} (top-1) / {r['top5_diff']:+.2f} (top-5) points "
+                         f"on {r['n_images']:,} images.**"))
+    display(check.style.format({"top1": "{:.4f}", "top1_published": "{:.4f}", "top5": "{:.4f}",
+                                "top5_published": "{:.4f}", "top1_diff": "{:+.2f}", "top5_diff": "{:+.2f}"}
+                               ).hide(axis="index"))
+
+# %% [markdown]
+# ## Accuracy against perturbation level, per layer
+
+# %%
+for model in models:
+    b = base.set_index("model")
+    for m in dict.fromkeys([metric, "top5" if metric == "top1" else "top1"]):
+        fig = plot_accuracy_vs_level(df, model, metric=m, chance=chance[m], baseline=float(b.loc[model, m]))
+        save_figure(fig, Path(figures) / f"{model}_{m}")
+        if m == metric:
+            display(fig)
+        plt.close(fig)
+
+# %% [markdown]
+# ## Relative drop at the chosen level
+#
+# `1 - accuracy(level) / accuracy(clean)`, mean over repeats; rows are layers in depth order.
+
+# %%
+drop = relative_drop(df, base, level=drop_level, metric=metric)
+drop.to_csv(Path(tables) / "relative_drop.csv", index=False)
+wide = drop.pivot_table(index=["model", "layer_index", "layer_label"], columns="perturbation", values="relative_drop")
+levels_used = drop.groupby("perturbation")["level_used"].first().to_dict()
+display(Markdown("Levels used: " + ", ".join(f"{k} {v:g}" for k, v in levels_used.items())))
+wide.style.format("{:.1%}").background_gradient(cmap="Reds", vmin=0, vmax=1)
+
+# %% [markdown]
+# ## First conv layer against every other layer at the highest level (Wilcoxon rank-sum)
+
+# %%
+rs = first_layer_ranksum(df, metric=metric)
+rs.to_csv(Path(tables) / "ranksum_first_layer.csv", index=False)
+rs[["model", "perturbation", "level", "first_layer", "layer_label", "first_mean", "layer_mean", "statistic", "p_value"]].style.format(
+    {"level": "{:g}", "first_mean": "{:.3f}", "layer_mean": "{:.3f}", "statistic": "{:.2f}", "p_value": "{:.3g}"}).hide(axis="index")
+
+# %% [markdown]
+# ## The headline, checked
+#
+# Cheney et al.: removing >70% of the weights of the top conv or dense layers costs <30% of
+# top-5 accuracy, while the same in conv1 gives near-chance accuracy. Below: synapse knockout
+# at the drop level, first conv layer against the last conv layer and the dense layers.
+
+# %%
+sk = drop[drop["perturbation"] == "synapse_knockout"]
+rows = []
+for model, sub in sk.groupby("model", sort=False):
+    convs = sub[sub["layer_label"].str.startswith("conv")]
+    if convs.empty:  # no conv layer perturbed in this model
+        continue
+    first, last = convs.iloc[0], convs.iloc[-1]
+    dense = sub[sub["layer_label"].str.startswith("fc")]
+    rows.append({"model": model, "level": first["level_used"], "clean": first["baseline"],
+                 "first conv": first["accuracy"], "last conv": last["accuracy"],
+                 "dense (mean)": dense["accuracy"].mean(), "chance": chance[metric],
+                 "first-conv drop": first["relative_drop"], "last-conv drop": last["relative_drop"],
+                 "max dense drop": dense["relative_drop"].max()})
+headline = pd.DataFrame(rows)
+headline.to_csv(Path(tables) / "headline.csv", index=False)
+headline.style.format(precision=3).hide(axis="index")
