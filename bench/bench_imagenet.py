@@ -1,4 +1,5 @@
-"""Benchmarks of the paper track (prints tables; asserts nothing).
+"""Benchmarks of the Cheney et al. 2017 ImageNet run (``config/cheney2017-imagenet.yaml``;
+prints tables, asserts nothing).
 
 1. ImageNet shard preparation throughput (images/s) on synthetic JPEGs of a realistic size
    (default 500 x 375, the most common ImageNet val size; smooth colour fields plus noise,
@@ -6,7 +7,7 @@
    official archive formats, for 1 and 2 decoding threads.
 2. One perturbation cell (synapse knockout 0.5 of one layer, full network forward) per 1,000
    images on this machine's CPU (and CUDA if present), for AlexNet and VGG16 with random
-   weights, through the current engine (``netperturb.grid.run_layer_job``). Measured on
+   weights, through the current engine (``netperturb.perturb.grid.run_layer_job``). Measured on
    ``--images`` images and scaled to 1,000.
 
     .venv/bin/python bench/bench_imagenet.py prepare --images 300 --threads 1 2
@@ -73,11 +74,11 @@ def bench_prepare(n: int, threads: list[int], size: tuple[int, int], n_classes: 
 def bench_cell(archs: list[str], counts: list[int], threads: int) -> None:
     import torchvision
 
-    from netperturb.models.loaded import LoadedModel
-    from netperturb.perturb.grid import LayerJob, run_layer_job
     from netperturb.core.layers import find_layers
-    from netperturb.perturb.registry import make_perturbation
+    from netperturb.models.loaded import LoadedModel
     from netperturb.models.weights import get_weights, weights_preprocess
+    from netperturb.perturb.grid import LayerJob, run_layer_job
+    from netperturb.perturb.registry import make_perturbation
 
     torch.set_num_threads(threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -6,8 +6,8 @@ same images two ways, interleaved job by job so that machine load hits both alik
 * **naive** -- how the seeds' authors and PyTorchFI users run it: per cell
   ``copy.deepcopy`` the model, perturb the copy in place, decode the JPEGs again through a
   torchvision ``ImageFolder`` ``DataLoader`` and run the full forward pass
-  (:func:`netperturb.engine.naive_cells`);
-* **engine** -- :func:`netperturb.engine.run_fast` on the images decoded once into uint8
+  (:func:`netperturb.perturb.engine.naive_cells`);
+* **engine** -- :func:`netperturb.perturb.engine.run_fast` on the images decoded once into uint8
   (clean-prefix reuse, batched replicas, masks in bulk, normalisation on the device);
 * **pytorchfi** (synapse knockout only, when ``pytorchfi`` is importable) -- the same
   knocked-out weights injected with ``pytorchfi.core.fault_injection.declare_weight_fi``
@@ -49,15 +49,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from netperturb.core.preprocess import Preprocess  # noqa: E402
-from netperturb.perturb.engine.runners import FastPlan, naive_cells, run_fast  # noqa: E402
-from netperturb.perturb.engine.graph import macs_per_image, split_at_layer  # noqa: E402
 from netperturb.core.evaluate import Counts, resolve_device  # noqa: E402
-from netperturb.perturb.grid import LayerJob  # noqa: E402
 from netperturb.core.layers import find_layers, select_layers  # noqa: E402
-from netperturb.perturb.base import _choose, n_chosen  # noqa: E402
-from netperturb.perturb.registry import make_perturbation  # noqa: E402
+from netperturb.core.preprocess import Preprocess  # noqa: E402
 from netperturb.core.seeds import cell_generator  # noqa: E402
+from netperturb.perturb.base import _choose, n_chosen  # noqa: E402
+from netperturb.perturb.engine.graph import macs_per_image, split_at_layer  # noqa: E402
+from netperturb.perturb.engine.runners import FastPlan, naive_cells, run_fast  # noqa: E402
+from netperturb.perturb.grid import LayerJob  # noqa: E402
+from netperturb.perturb.registry import make_perturbation  # noqa: E402
 
 IMAGENET = Preprocess(scale=1 / 255, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), size=None)
 PERTURBATIONS = {"synapse_knockout": 1.0, "node_knockout": 1.0, "gaussian_noise": 2.0}  # max level
@@ -129,7 +129,7 @@ def _inject(pfi, layer_num, shape, idx):
 def pytorchfi_cells(job, model, loader, layer_num, max_s, naive_cell_s):
     """Synapse knockout through pytorchfi's weight injection (``declare_weight_fi``: a model
     deepcopy and one Python-level assignment per knocked-out weight), with the same draws as
-    :class:`netperturb.perturbations.SynapseKnockout` (biases zeroed on the corrupted copy,
+    :class:`netperturb.perturb.knockouts.SynapseKnockout` (biases zeroed on the corrupted copy,
     which pytorchfi does not reach). Cells whose injections would take more than ``max_s``
     are estimated: injections x measured seconds per injection + the naive cell time.
 

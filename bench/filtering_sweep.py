@@ -2,16 +2,16 @@
 
 One sweep point = one filtered network evaluated on clean images and on adversarial ones
 (FGSM regenerated against it, or a fixed set in reuse mode). For torchvision ResNet-18 on
-1-channel 32 x 32 inputs (the default study's model and size) it prints, per layer and
-attack mode, the seconds per point of
+1-channel 32 x 32 inputs (the model and size of the ``pravin2024`` defaults) it prints, per
+layer and attack mode, the seconds per point of
 
-- the whole network per point (``reuse_prefix: false``, functional_call with the filtered
-  weight; the reference path), and
-- clean-prefix reuse (``netperturb.filtering.PrefixReuse``, the default),
+- the whole network per point (config ``pravin2024.reuse_prefix: false``, functional_call
+  with the filtered weight; the reference path), and
+- clean-prefix reuse (``netperturb.studies.pravin2024.prefix.PrefixReuse``, the default),
 
 their ratio, and whether every point's clean / adversarial top-1, top-5 and loss are
-identical. A second table compares the memory formats (it backs the ``channels_last``
-default). Not a test: it never asserts a timing.
+identical. A second table compares the memory formats (it backs the
+``pravin2024.channels_last`` default). Not a test: it never asserts a timing.
 
     .venv/bin/python bench/filtering_sweep.py [--checkpoint results/digits/pravin2024/models/resnet18/init0/epoch4.pt]
         [--images 100] [--steps 25] [--threads 1] [--layers conv1 fc ...] [--modes regenerate reuse]
@@ -33,11 +33,11 @@ from pathlib import Path
 
 import torch
 
-from netperturb.studies.pravin2024.evaluator import AttackSpec, Evaluator, input_box
-from netperturb.studies.pravin2024.sweeps import layer_sweep
-from netperturb.perturb.filters import LowPassFilter
 from netperturb.core.layers import find_layers, select_layers
 from netperturb.models import get_model
+from netperturb.perturb.filters import LowPassFilter
+from netperturb.studies.pravin2024.evaluator import AttackSpec, Evaluator, input_box
+from netperturb.studies.pravin2024.sweeps import layer_sweep
 
 DEFAULT_LAYERS = ["conv1", "layer1.0.conv1", "layer2.0.downsample.0", "layer3.1.conv2", "layer4.1.conv2", "fc"]
 
