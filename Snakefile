@@ -15,15 +15,13 @@ if not workflow.overwrite_configfiles:
 
 
 # common.smk validates the config against config/schema.yaml (filling in defaults) before
-# anything else, then resolves models, layers and levels; a bad key stops the run there.
+# anything else, then plans the shared inputs; each study's file plans its jobs from the
+# library (netperturb.studies.<study>.plan). A bad key stops the run there.
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
-include: "workflow/rules/imagenet.smk"
-include: "workflow/rules/models.smk"
-include: "workflow/rules/perturb.smk"
-include: "workflow/rules/report.smk"
-include: "workflow/rules/minmax.smk"
-include: "workflow/rules/filtering.smk"
+include: "workflow/rules/cheney2017.smk"
+include: "workflow/rules/shen2021.smk"
+include: "workflow/rules/pravin2024.smk"
 
 
 # Everything the config asks for: every listed study's merged tables and rendered reports.

@@ -1,4 +1,6 @@
-# Shared set-up: import the library from this checkout, resolve the config, input functions.
+# Shared set-up: import the library from this checkout, validate the config, plan the inputs
+# every study shares (datasets, weights, models trained here); wildcard constraints, targets.
+# Each study's plan comes from the library (netperturb.studies.<study>.plan), in its own .smk.
 import os
 import re
 import sys
@@ -14,11 +16,10 @@ os.environ.update(
 
 from snakemake.utils import validate
 
-from netperturb.core.config import ConfigError, config_errors, expand_levels
-from netperturb.models.select import resolve_layers
-from netperturb.datasets.registry import dataset_info
+from netperturb.core.config import ConfigError, config_errors
+from netperturb.datasets import dataset_info
 from netperturb.datasets.prepare import PREPARERS
-from netperturb.models.weights import resolve_model_source
+from netperturb.models.sources import plan_sources
 
 SCHEMA = str(Path(workflow.basedir) / "config" / "schema.yaml")
 try:
@@ -29,93 +30,65 @@ except WorkflowError:
         + "\n  ".join(config_errors(config, SCHEMA))
     )
 
-STUDY = config["study"]
-RESULTS = f"results/{STUDY}"
+RUN = config["run"]
+RESULTS = f"results/{RUN}"  # the run's folder: models/ and one folder per study
 DATASET = config["dataset"]
 DATA_INFO = dataset_info(DATASET)
 
-
-def _layers_of(model):
-    sel = config["models"][model].get("layers", config["perturbation"]["layers"])
-    key = (
-        f"models.{model}.layers"
-        if "layers" in config["models"][model]
-        else "perturbation.layers"
-    )
-    return resolve_layers(
-        model,
-        config["models"][model],
-        sel,
-        num_classes=DATA_INFO["num_classes"],
-        in_channels=DATA_INFO["in_channels"],
-        key=key,
-    )
-
-
 try:
-    # pretrained torchvision weights (models.<name>.weights), or None for a model trained here
-    MODEL_SOURCES = {
-        m: resolve_model_source(m, c, num_classes=DATA_INFO["num_classes"])
-        for m, c in config["models"].items()
-    }
-    if DATASET == "imagenet":
-        for m, src in MODEL_SOURCES.items():
-            if src is None:
-                raise ConfigError(
-                    f"models.{m}.weights: dataset imagenet has no training split here; "
-                    "give a torchvision weights name (e.g. IMAGENET1K_V1)"
-                )
-    LAYERS = {m: _layers_of(m) for m in config["models"]}
-    LEVELS = {
-        p: expand_levels(o["levels"], key=f"perturbation.perturbations.{p}.levels")
-        for p, o in config["perturbation"]["perturbations"].items()
-    }
+    SOURCES = plan_sources(config, num_classes=DATA_INFO["num_classes"])
 except ConfigError as e:
     raise WorkflowError(f"invalid config: {e}")
+
+
+def study_dir(study):
+    """Where a study's outputs go: results/<run>/<study>."""
+    return f"{RESULTS}/{study}"
+
+
+def report_outputs(study, category):
+    """The outputs of a study's report rule: the executed notebook, its HTML and the figures
+    (both in the Snakemake report), and the tables it writes."""
+    out = f"{study_dir(study)}/report"
+    return dict(
+        notebook=f"{out}/{study}.ipynb",
+        html=report(
+            f"{out}/{study}.html",
+            category=category,
+            caption=f"../report/{study}.rst",
+        ),
+        figures=report(
+            directory(f"{out}/figures"),
+            patterns=["{name}.png"],
+            category=category,
+            caption=f"../report/{study}_figure.rst",
+        ),
+        tables=directory(f"{out}/tables"),
+    )
 
 
 wildcard_constraints:
     dataset="|".join(PREPARERS),
     model="|".join(map(re.escape, config["models"])),
-    perturbation="|".join(config["perturbation"]["perturbations"]),
     layer=r"[A-Za-z0-9_.]+",
-
-
-# ImageNet shards are decoded per variant = the weights' transform (resize + crop), plus the
-# subset (images_per_class) if any; models whose weights share it share the shards.
-# WEIGHT_DOWNLOADS: the files that download_weights fetches.
-_PER_CLASS = config["datasets"].get("imagenet", {}).get("images_per_class")
-IMAGENET_SUFFIX = f"-{_PER_CLASS}-per-class" if _PER_CLASS else ""
-IMAGENET_TRANSFORMS = {
-    s["transform_key"] + IMAGENET_SUFFIX: s["transform"]
-    for s in MODEL_SOURCES.values()
-    if s is not None
-}
-WEIGHT_DOWNLOADS = {
-    Path(s["path"]).name: s
-    for s in MODEL_SOURCES.values()
-    if s is not None and s["download"]
-}
-
-
-wildcard_constraints:
-    variant="|".join(map(re.escape, IMAGENET_TRANSFORMS)) or "(?!)",
-    weights_file="|".join(map(re.escape, WEIGHT_DOWNLOADS)) or "(?!)",
+    variant="|".join(map(re.escape, SOURCES.imagenet_variants)) or "(?!)",
+    weights_file="|".join(map(re.escape, SOURCES.weight_downloads)) or "(?!)",
 
 
 def shard_dir(wildcards=None):
     """Folder of the decoded dataset shards (ImageNet: those of the model's transform)."""
-    if DATASET == "imagenet" and hasattr(wildcards, "model"):
-        key = MODEL_SOURCES[wildcards.model]["transform_key"] + IMAGENET_SUFFIX
-        return f"resources/data/imagenet/{key}/shards"
-    return f"resources/data/{DATASET}/shards"
+    return SOURCES.shard_dir(getattr(wildcards, "model", None))
 
 
 def model_checkpoint(wildcards):
     """Weights of a configured model: our checkpoint (trained here), or the torchvision
     weights file (downloaded to resources/weights/, or models.<name>.weights_file)."""
-    src = MODEL_SOURCES[wildcards.model]
-    return src["path"] if src is not None else f"{RESULTS}/models/{wildcards.model}.pt"
+    return SOURCES.checkpoint(wildcards.model, RESULTS)
+
+
+def model_source(wildcards):
+    """What load_model needs besides the file (None: a netperturb checkpoint)."""
+    return SOURCES.load_source(wildcards.model)
 
 
 def imagenet_archives(wildcards):
@@ -127,47 +100,20 @@ def imagenet_archives(wildcards):
     return {k: opts[k] for k in keys if opts.get(k) and os.path.exists(opts[k])}
 
 
-def model_source(wildcards):
-    """What load_model needs besides the file (None: a netperturb checkpoint); not the URL
-    or path, so that a mirror or a moved file does not make the jobs rerun."""
-    src = MODEL_SOURCES[wildcards.model]
-    return src and {k: src[k] for k in ("arch", "weights", "sha256_prefix")}
-
-
-def perturbation_tables():
-    """One CSV per (model, layer, perturbation) job."""
-    return [
-        f"{RESULTS}/runs/{m}/{p}/{layer.path}.csv"
-        for m, layers in LAYERS.items()
-        for layer in layers
-        for p in config["perturbation"]["perturbations"]
-    ]
-
-
-def baseline_tables():
-    return [f"{RESULTS}/baseline/{m}.csv" for m in config["models"]]
-
-
 # Final outputs of `rule all`. Each study's rule file appends its own when the study is listed
 # in config["studies"].
 TARGETS = []
 
 
-# Conda env of the rules that workflow/profiles/slurm sends to a GPU (baseline, perturb): the
-# CUDA builds of PyTorch when config["gpu_env"] is set, else the CPU env of every other rule.
+# Conda env of the rules that workflow/profiles/slurm sends to a GPU: the CUDA builds of
+# PyTorch when config["gpu_env"] is set, else the CPU env of every other rule.
 if config["gpu_env"]:
     GPU_CONDA_ENV = "../../envs/netperturb-gpu.yaml"
 else:
     GPU_CONDA_ENV = "../../envs/netperturb.yaml"
 
-# What a baseline / perturbation job asks of the executor (perturbation.resources):
-# gpu=1 puts them on GPU nodes under SLURM. gpu is counted per job (scope "local"), so a
-# cluster run is not capped by a global GPU total; locally, `--resources gpu=N` caps the
-# jobs sharing N GPUs.
-JOB_RESOURCES = {
-    k: config["perturbation"]["resources"][k] for k in ("gpu", "mem_mb", "runtime")
-}
 
-
+# gpu is counted per job (scope "local"), so a cluster run is not capped by a global GPU
+# total; locally, `--resources gpu=N` caps the jobs sharing N GPUs.
 resource_scopes:
     gpu="local",

@@ -1,7 +1,9 @@
-# Datasets decoded once into uint8 shards + manifest (netperturb.data).
+# The inputs every study shares: datasets decoded once into uint8 shards + manifest
+# (netperturb.datasets), torchvision weights, and the models trained here (config `models`).
 
 
-# Decode a dataset (digits: scikit-learn's bundled copy; mnist: the official idx files).
+# Decode a dataset (digits: scikit-learn's bundled copy; mnist, cifar10, tiny_imagenet: the
+# official files under datasets.<name>.root).
 rule prepare_dataset:
     output:
         shards=directory("resources/data/{dataset}/shards"),
@@ -13,4 +15,74 @@ rule prepare_dataset:
     conda:
         "../../envs/netperturb.yaml"
     script:
-        "../scripts/prepare_dataset.py"
+        "../scripts/data/prepare_dataset.py"
+
+
+# Fetch one torchvision weights file from its official URL (or a configured mirror) and check
+# its sha256 prefix; a local rule, as compute nodes often have no internet.
+rule download_weights:
+    output:
+        weights="resources/weights/{weights_file}",
+    params:
+        url=lambda wildcards: SOURCES.weight_downloads[wildcards.weights_file]["url"],
+        sha256_prefix=lambda wildcards: SOURCES.weight_downloads[wildcards.weights_file][
+            "sha256_prefix"
+        ],
+    log:
+        "logs/weights/{weights_file}.log",
+    localrule: True
+    conda:
+        "../../envs/netperturb.yaml"
+    script:
+        "../scripts/data/download_weights.py"
+
+
+# Decode the validation images once with one weights' resize + centre crop into uint8 shards.
+rule prepare_imagenet:
+    input:
+        unpack(imagenet_archives),
+    output:
+        shards=directory("resources/data/imagenet/{variant}/shards"),
+    params:
+        # what decides the shards' content; the script reads the paths and the other
+        # datasets.imagenet options from the config (moving the archives reruns nothing)
+        transform=lambda wildcards: SOURCES.imagenet_variants[wildcards.variant],
+        images_per_class=config["datasets"].get("imagenet", {}).get("images_per_class"),
+        shard_size=config["datasets"].get("imagenet", {}).get("shard_size"),
+    threads: config["datasets"].get("imagenet", {}).get("threads", 8)
+    resources:
+        mem_mb=config["datasets"].get("imagenet", {}).get("mem_mb", 16000),
+        runtime=config["datasets"].get("imagenet", {}).get("runtime", 180),
+    log:
+        "logs/prepare/imagenet-{variant}.log",
+    benchmark:
+        "benchmarks/prepare/imagenet-{variant}.tsv"
+    conda:
+        "../../envs/netperturb.yaml"
+    script:
+        "../scripts/data/prepare_imagenet.py"
+
+
+# Train one configured model (config `models`, without `weights`) on the training split;
+# checkpoint + per-epoch test accuracy, in results/<run>/models/ for every study to use.
+rule train:
+    input:
+        shards=shard_dir(),
+    output:
+        checkpoint=f"{RESULTS}/models/{{model}}.pt",
+        history=f"{RESULTS}/models/{{model}}.csv",
+    params:
+        arch=lambda wildcards: config["models"][wildcards.model]["arch"],
+        train=lambda wildcards: config["models"][wildcards.model].get("train", {}),
+        input_size=lambda wildcards: config["models"][wildcards.model].get("input_size"),
+        run=RUN,
+        device=config["device"],
+    threads: 2
+    log:
+        f"logs/{RUN}/train/{{model}}.log",
+    benchmark:
+        f"benchmarks/{RUN}/train/{{model}}.tsv"
+    conda:
+        "../../envs/netperturb.yaml"
+    script:
+        "../scripts/data/train.py"

@@ -20,9 +20,10 @@ from netperturb.core.config import expand_levels
 from netperturb.core.evaluate import resolve_device
 from netperturb.core.io import write_csv
 from netperturb.core.layers import find_layers, select_layers
+from netperturb.core.merge import merge_tables
 from netperturb.models.checkpoints import load_model
 from netperturb.models.loading import eval_data
-from netperturb.perturb.grid import LayerJob, baseline_table, run_layer_job
+from netperturb.perturb.grid import COLUMNS, LayerJob, baseline_table, run_layer_job
 from netperturb.perturb.registry import make_perturbation
 
 __all__ = ["baseline", "perturb_layer"]
@@ -114,3 +115,20 @@ def perturb_layer(
     )  # fmt: skip
     write_csv(df, out_csv)
     return df
+
+
+def merge_grid(
+    inputs: Sequence[str | os.PathLike],
+    out_csv: str | os.PathLike,
+    out_parquet: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """Concatenate per-job tables (or baselines) into one tidy table (CSV, and Parquet if
+    asked), sorted by model, layer depth, perturbation, level, repeat.
+
+    Raises:
+        ValueError: no inputs, or an input lacks a column of
+            :data:`~netperturb.perturb.grid.COLUMNS` (names the file).
+    """
+    return merge_tables(
+        inputs, out_csv, out_parquet, columns=COLUMNS, sort_by=["model", "layer_index", "perturbation", "level", "repeat"]
+    )

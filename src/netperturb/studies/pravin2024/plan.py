@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["checkpoint_epochs"]
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from netperturb.core.config import ConfigError
+from netperturb.core.layers import LayerInfo
+from netperturb.models.select import resolve_layers
+
+__all__ = ["checkpoint_epochs", "FilteringPlan", "plan_study", "attack_eps"]
 
 
 def checkpoint_epochs(epochs: int, every: int) -> list[int]:
@@ -15,3 +22,95 @@ def checkpoint_epochs(epochs: int, every: int) -> list[int]:
     if epochs < 1 or every < 1:
         raise ValueError(f"need epochs >= 1 and checkpoint_every >= 1, got {epochs}, {every}")
     return sorted(set(range(every, epochs + 1, every)) | {epochs})
+
+
+@dataclass(frozen=True)
+class FilteringPlan:
+    """The planned study.
+
+    Attributes:
+        checkpoints: model -> the epochs at which checkpoints are kept.
+        layers: model -> the layers swept in per-layer mode (depth order).
+        retrain_at: model -> the checkpoint epoch that selective retraining starts from.
+        parts: model -> part name (``"<k>of<n>"``) -> the module paths swept by that job.
+    """
+
+    checkpoints: dict[str, list[int]]
+    layers: dict[str, list[LayerInfo]]
+    retrain_at: dict[str, int]
+    parts: dict[str, dict[str, list[str]]]
+
+    def checkpoint_files(self, out_dir: str, model: str, init: int) -> dict[int, str]:
+        """Checkpoint epoch -> ``<out_dir>/models/<model>/init<init>/epoch<e>.pt``."""
+        return {e: f"{out_dir}/models/{model}/init{init}/epoch{e}.pt" for e in self.checkpoints[model]}
+
+    def sweep_tables(self, out_dir: str, seeds: Sequence[int], modes: Sequence[str]) -> list[str]:
+        """Every sweep job's table: per checkpoint, ``layers_<part>.csv`` per part (mode
+        ``layer``) and ``network.csv`` (mode ``network``), under ``<out_dir>/runs/<model>/init<i>/epoch<e>/``."""
+        out = []
+        for m in self.checkpoints:
+            for i in seeds:
+                for e in self.checkpoints[m]:
+                    run = f"{out_dir}/runs/{m}/init{i}/epoch{e}"
+                    if "layer" in modes:
+                        out += [f"{run}/layers_{part}.csv" for part in self.parts[m]]
+                    if "network" in modes:
+                        out.append(f"{run}/network.csv")
+        return out
+
+
+def _parts(layers: Sequence[LayerInfo], per_job: int | None) -> dict[str, list[str]]:
+    """Per-layer sweeps of one checkpoint in jobs of ``per_job`` layers (depth order; None:
+    all in one job): part name (``"<k>of<n>"``) -> module paths."""
+    size = per_job or len(layers)
+    chunks = [layers[i : i + size] for i in range(0, len(layers), size)]
+    return {f"{k + 1}of{len(chunks)}": [la.path for la in c] for k, c in enumerate(chunks)}
+
+
+def plan_study(section: Mapping[str, Any], *, num_classes: int, in_channels: int) -> FilteringPlan:
+    """Plan the ``pravin2024`` config section (schema-validated, defaults filled) where the
+    schema cannot check it: checkpoint epochs, layer selections, the retraining checkpoint,
+    the whole-network grid.
+
+    Raises:
+        ConfigError: the message starts with the key (``pravin2024.retraining.checkpoint: ...``).
+    """
+    epochs = {m: int(o.get("train", {}).get("epochs", 30)) for m, o in section["models"].items()}
+    ckpts = {m: checkpoint_epochs(e, section["checkpoint_every"]) for m, e in epochs.items()}
+    layers = {
+        m: resolve_layers(
+            m, o, section["layers"], num_classes=num_classes, in_channels=in_channels, key="pravin2024.layers"
+        )
+        for m, o in section["models"].items()
+    }
+    retrain_at = {}
+    for m in section["models"]:
+        at = section["retraining"]["checkpoint"] or ckpts[m][-1]
+        if at not in ckpts[m]:
+            raise ConfigError(
+                f"pravin2024.retraining.checkpoint: epoch {at} is not a checkpoint of "
+                f"model {m!r} (checkpoints: {ckpts[m]})"
+            )
+        retrain_at[m] = at
+    grid = section["network_grid"]
+    if grid != "auto" and grid[1] <= grid[0]:
+        raise ConfigError(f"pravin2024.network_grid: need lo < hi, got {grid}")
+    parts = {m: _parts(la, section["layers_per_job"]) for m, la in layers.items()}
+    return FilteringPlan(ckpts, layers, retrain_at, parts)
+
+
+def attack_eps(section: Mapping[str, Any], model: str, dataset: str) -> float:
+    """Attack budget of a model: its own ``eps``, else the dataset's (``attack.eps.<dataset>``).
+
+    Raises:
+        ConfigError: neither is set (names both keys).
+    """
+    own = section["models"][model].get("eps")
+    if own is not None:
+        return own
+    try:
+        return section["attack"]["eps"][dataset]
+    except KeyError:
+        raise ConfigError(
+            f"pravin2024.attack.eps.{dataset}: not set, and pravin2024.models.{model}.eps neither"
+        ) from None

@@ -1,4 +1,4 @@
-"""Rule filtering_merge_retraining: concatenate retraining tables and training histories (netperturb.filtering_jobs.concat_tables)."""
+"""Rule pravin2024_merge_retraining: concatenate retraining tables and training histories (netperturb.filtering_jobs.concat_tables)."""
 
 from netperturb.studies.pravin2024.jobs import RETRAIN_COLUMNS
 from netperturb.core.merge import concat_tables

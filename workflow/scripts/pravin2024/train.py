@@ -1,4 +1,4 @@
-"""Rule filtering_train_<model>: train one initialisation with checkpoints (netperturb.filtering_jobs.train_with_checkpoints)."""
+"""Rule pravin2024_train_<model>: train one initialisation with checkpoints (netperturb.filtering_jobs.train_with_checkpoints)."""
 
 from netperturb.studies.pravin2024.jobs import train_with_checkpoints
 from netperturb.core.jobs import start_job
@@ -13,7 +13,7 @@ train_with_checkpoints(
     dict(zip(p.epochs, snakemake.output.checkpoints)),
     snakemake.output.history,
     model_name=p.model,
-    study=p.study,
+    study=p.run,
     input_size=p.input_size,
     device=p.device,
 )

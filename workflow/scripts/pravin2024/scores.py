@@ -1,4 +1,4 @@
-"""Rule filtering_scores: merge sweeps and baselines, filtering scores (netperturb.filtering_jobs.merge_and_score)."""
+"""Rule pravin2024_scores: merge sweeps and baselines, filtering scores (netperturb.filtering_jobs.merge_and_score)."""
 
 from netperturb.studies.pravin2024.jobs import merge_and_score
 from netperturb.core.jobs import start_job

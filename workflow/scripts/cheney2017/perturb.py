@@ -1,4 +1,4 @@
-"""Rule perturb: one model x layer x perturbation job (netperturb.pipeline.perturb_layer)."""
+"""Rule cheney2017_perturb: one model x layer x perturbation job (netperturb.pipeline.perturb_layer)."""
 
 from netperturb.core.jobs import start_job
 from netperturb.studies.cheney2017.jobs import perturb_layer
@@ -9,7 +9,7 @@ perturb_layer(
     snakemake.input.checkpoint,
     snakemake.input.shards,
     snakemake.output[0],
-    study=p.study,
+    study=p.run,
     dataset=p.dataset,
     model_name=w.model,
     layer=w.layer,

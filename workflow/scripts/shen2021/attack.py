@@ -1,4 +1,4 @@
-"""Rule minmax_attack: FGSM / PGD accuracy against eps (netperturb.minmax_study.attack_run)."""
+"""Rule shen2021_attack: FGSM / PGD accuracy against eps (netperturb.minmax_study.attack_run)."""
 
 from netperturb.core.jobs import start_job
 from netperturb.studies.shen2021.jobs import attack_run
@@ -9,7 +9,7 @@ attack_run(
     snakemake.input.checkpoint,
     snakemake.input.shards,
     snakemake.output[0],
-    study=p.study,
+    study=p.run,
     dataset=p.dataset,
     lam=p.lam,
     seed=int(snakemake.wildcards.seed),

@@ -1,4 +1,4 @@
-"""Rules filtering_sweep_layers / filtering_sweep_network: one filter sweep job (netperturb.filtering_jobs.sweep_layers / sweep_network)."""
+"""Rules pravin2024_sweep_layers / pravin2024_sweep_network: one filter sweep job (netperturb.filtering_jobs.sweep_layers / sweep_network)."""
 
 from netperturb.studies.pravin2024.evaluator import AttackSpec
 from netperturb.studies.pravin2024.jobs import sweep_layers, sweep_network
@@ -7,7 +7,7 @@ from netperturb.core.jobs import start_job
 start_job(snakemake.log[0], snakemake.threads)
 p, w = snakemake.params, snakemake.wildcards
 common = dict(
-    study=p.study,
+    study=p.run,
     dataset=p.dataset,
     model_name=w.fmodel,
     init=int(w.init),
@@ -23,7 +23,7 @@ common = dict(
     channels_last=p.channels_last,
 )
 args = (snakemake.input.checkpoint, snakemake.input.shards, snakemake.output[0])
-if snakemake.rule == "filtering_sweep_layers":
+if snakemake.rule == "pravin2024_sweep_layers":
     sweep_layers(*args, layers=p.layers, reuse_prefix=p.reuse_prefix, **common)
 else:
     sweep_network(*args, layers=p.layers, grid=p.grid, **common)

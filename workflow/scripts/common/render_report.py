@@ -1,4 +1,4 @@
-"""Rule report_*: execute a papermill template and convert it to HTML (netperturb.report.render_notebook)."""
+"""Rule <study>_report*: execute a papermill template and convert it to HTML (netperturb.report.render_notebook)."""
 
 from pathlib import Path
 

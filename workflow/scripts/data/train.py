@@ -11,7 +11,7 @@ train_model(
     snakemake.output.checkpoint,
     snakemake.output.history,
     model_name=snakemake.wildcards.model,
-    study=snakemake.params.study,
+    study=snakemake.params.run,
     input_size=snakemake.params.input_size,
     device=snakemake.params.device,
 )

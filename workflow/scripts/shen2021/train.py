@@ -1,4 +1,4 @@
-"""Rule minmax_train: one lambda x seed run of the Min-Max study (netperturb.minmax_study.train_run)."""
+"""Rule shen2021_train: one lambda x seed run of the Min-Max study (netperturb.minmax_study.train_run)."""
 
 from netperturb.core.jobs import start_job
 from netperturb.studies.shen2021.jobs import train_run
@@ -11,7 +11,7 @@ train_run(
     history_out=out.history,
     tracking_out=out.tracking,
     histograms_out=out.histograms,
-    study=p.study,
+    study=p.run,
     dataset=p.dataset,
     arch=o["arch"],
     lam=p.lam,

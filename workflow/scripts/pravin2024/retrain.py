@@ -1,4 +1,4 @@
-"""Rule filtering_retrain: selective vs none vs full retraining of one checkpoint (netperturb.filtering_jobs.retrain)."""
+"""Rule pravin2024_retrain: selective vs none vs full retraining of one checkpoint (netperturb.filtering_jobs.retrain)."""
 
 from netperturb.studies.pravin2024.evaluator import AttackSpec
 from netperturb.studies.pravin2024.jobs import retrain
@@ -12,7 +12,7 @@ retrain(
     snakemake.input.scores,
     snakemake.input.shards,
     snakemake.output[0],
-    study=p.study,
+    study=p.run,
     dataset=p.dataset,
     model_name=w.fmodel,
     init=int(w.init),

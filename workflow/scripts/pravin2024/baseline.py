@@ -1,4 +1,4 @@
-"""Rule filtering_baseline: clean and adversarial accuracy of the unfiltered checkpoints (netperturb.filtering_jobs.checkpoint_baselines)."""
+"""Rule pravin2024_baseline: clean and adversarial accuracy of the unfiltered checkpoints (netperturb.filtering_jobs.checkpoint_baselines)."""
 
 from netperturb.studies.pravin2024.evaluator import AttackSpec
 from netperturb.studies.pravin2024.jobs import checkpoint_baselines
@@ -10,7 +10,7 @@ checkpoint_baselines(
     dict(zip(p.epochs, snakemake.input.checkpoints)),
     snakemake.input.shards,
     snakemake.output[0],
-    study=p.study,
+    study=p.run,
     dataset=p.dataset,
     model_name=w.fmodel,
     init=int(w.init),

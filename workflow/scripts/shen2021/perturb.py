@@ -1,4 +1,4 @@
-"""Rule minmax_perturb: the internal perturbation grid on one run (netperturb.minmax_study.perturb_run)."""
+"""Rule shen2021_perturb: the internal perturbation grid on one run (netperturb.minmax_study.perturb_run)."""
 
 from netperturb.core.jobs import start_job
 from netperturb.studies.shen2021.jobs import perturb_run
@@ -9,7 +9,7 @@ perturb_run(
     snakemake.input.checkpoint,
     snakemake.input.shards,
     snakemake.output[0],
-    study=p.study,
+    study=p.run,
     dataset=p.dataset,
     lam=p.lam,
     seed=int(snakemake.wildcards.seed),

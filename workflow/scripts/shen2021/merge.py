@@ -1,4 +1,4 @@
-"""Rule minmax_merge: one table per kind over all runs (netperturb.minmax_study.merge_runs)."""
+"""Rule shen2021_merge: one table per kind over all runs (netperturb.minmax_study.merge_runs)."""
 
 from netperturb.core.jobs import start_job
 from netperturb.studies.shen2021.jobs import merge_runs

@@ -1,4 +1,4 @@
-"""Rule baseline: evaluate the unperturbed model (netperturb.pipeline.baseline)."""
+"""Rule cheney2017_baseline: evaluate the unperturbed model (netperturb.pipeline.baseline)."""
 
 from netperturb.core.jobs import start_job
 from netperturb.studies.cheney2017.jobs import baseline
@@ -9,7 +9,7 @@ baseline(
     snakemake.input.checkpoint,
     snakemake.input.shards,
     snakemake.output[0],
-    study=p.study,
+    study=p.run,
     dataset=p.dataset,
     model_name=snakemake.wildcards.model,
     study_seed=p.seed,

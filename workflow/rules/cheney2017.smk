@@ -1,0 +1,124 @@
+# The Cheney et al. 2017 grid (config section `cheney2017`): the clean baseline of every model,
+# one job per model x layer x perturbation (all levels x repeats inside), one tidy table, the
+# report. Plan: netperturb.studies.cheney2017.plan; jobs: netperturb.studies.cheney2017.jobs.
+
+from netperturb.studies.cheney2017.plan import plan_grid
+
+CHENEY = config["cheney2017"]
+CHENEY_DIR = study_dir("cheney2017")
+try:
+    CHENEY_PLAN = plan_grid(
+        config, num_classes=DATA_INFO["num_classes"], in_channels=DATA_INFO["in_channels"]
+    )
+except ConfigError as e:
+    raise WorkflowError(f"invalid config: {e}")
+
+# What a baseline / perturbation job asks of the executor (cheney2017.resources): gpu=1 puts
+# them on GPU nodes under SLURM.
+CHENEY_RESOURCES = {k: CHENEY["resources"][k] for k in ("gpu", "mem_mb", "runtime")}
+CHENEY_COMMON = dict(
+    run=RUN,
+    dataset=DATASET,
+    seed=config["seed"],
+    split=DATA_INFO["eval_split"],
+    batch_size=CHENEY["batch_size"],
+    device=config["device"],
+)
+
+
+if "cheney2017" in config["studies"]:
+    TARGETS += [
+        f"{CHENEY_DIR}/perturbation.csv",
+        f"{CHENEY_DIR}/perturbation.parquet",
+        f"{CHENEY_DIR}/report/cheney2017.html",
+    ]
+
+
+# Evaluate the unperturbed model on the evaluation split (the reference for every level 0).
+rule cheney2017_baseline:
+    input:
+        checkpoint=model_checkpoint,
+        shards=shard_dir,
+    output:
+        f"{CHENEY_DIR}/baseline/{{model}}.csv",
+    params:
+        source=model_source,
+        **CHENEY_COMMON,
+    resources:
+        **CHENEY_RESOURCES,
+    log:
+        f"logs/{RUN}/cheney2017/baseline/{{model}}.log",
+    conda:
+        GPU_CONDA_ENV
+    script:
+        "../scripts/cheney2017/baseline.py"
+
+
+# All levels x repeats of one perturbation on one layer of one model.
+rule cheney2017_perturb:
+    input:
+        checkpoint=model_checkpoint,
+        shards=shard_dir,
+    output:
+        f"{CHENEY_DIR}/runs/{{model}}/{{perturbation}}/{{layer}}.csv",
+    wildcard_constraints:
+        perturbation="|".join(CHENEY["perturbations"]),
+    params:
+        source=model_source,
+        options=lambda wildcards: CHENEY["perturbations"][wildcards.perturbation],
+        repeats=CHENEY["repeats"],
+        engine=CHENEY["engine"],
+        precision=CHENEY["precision"],
+        max_replicas=CHENEY["max_replicas"],
+        **CHENEY_COMMON,
+    threads: 1
+    resources:
+        **CHENEY_RESOURCES,
+    log:
+        f"logs/{RUN}/cheney2017/perturb/{{model}}/{{perturbation}}/{{layer}}.log",
+    benchmark:
+        f"benchmarks/{RUN}/cheney2017/perturb/{{model}}/{{perturbation}}/{{layer}}.tsv"
+    conda:
+        GPU_CONDA_ENV
+    script:
+        "../scripts/cheney2017/perturb.py"
+
+
+# Concatenate the per-job tables (CSV + Parquet) and the baselines.
+rule cheney2017_merge:
+    input:
+        runs=CHENEY_PLAN.job_tables(CHENEY_DIR),
+        baselines=expand(rules.cheney2017_baseline.output[0], model=config["models"]),
+    output:
+        csv=f"{CHENEY_DIR}/perturbation.csv",
+        parquet=f"{CHENEY_DIR}/perturbation.parquet",
+        baseline=f"{CHENEY_DIR}/baseline.csv",
+    log:
+        f"logs/{RUN}/cheney2017/merge.log",
+    localrule: True
+    conda:
+        "../../envs/netperturb.yaml"
+    script:
+        "../scripts/cheney2017/merge.py"
+
+
+# The Cheney et al. 2017 report: accuracy against level per layer, drop table, rank-sum tests.
+rule cheney2017_report:
+    input:
+        perturbation=rules.cheney2017_merge.output.csv,
+        baseline=rules.cheney2017_merge.output.baseline,
+        notebook=workflow.source_path("../../notebooks/cheney2017.ipynb"),
+    output:
+        **report_outputs("cheney2017", "Cheney et al. 2017"),
+    params:
+        run=RUN,
+        num_classes=DATA_INFO["num_classes"],
+        metric=CHENEY["report"]["metric"],
+        drop_level=CHENEY["report"]["drop_level"],
+    log:
+        f"logs/{RUN}/cheney2017/report.log",
+    localrule: True
+    conda:
+        "../../envs/netperturb.yaml"
+    script:
+        "../scripts/common/render_report.py"

@@ -1,0 +1,171 @@
+# The Shen et al. 2021 Min-Max study (config section `shen2021`): one network per lambda x seed
+# trained with a fuzziness term while its weights are tracked, then attacked (FGSM, PGD) and
+# perturbed internally (the Cheney et al. grid); merged tables and a report.
+# Plan: netperturb.studies.shen2021.plan; jobs: netperturb.studies.shen2021.jobs.
+
+from netperturb.studies.shen2021.plan import check_config as shen2021_plan
+
+SHEN = config["shen2021"]
+SHEN_DATASET = SHEN.get("dataset", DATASET)
+SHEN_INFO = dataset_info(SHEN_DATASET)
+SHEN_DIR = study_dir("shen2021")
+try:
+    SHEN_PLAN = shen2021_plan(
+        SHEN,
+        num_classes=SHEN_INFO["num_classes"],
+        in_channels=SHEN_INFO["in_channels"],
+    )
+except ConfigError as e:
+    raise WorkflowError(f"invalid config: {e}")
+SHEN_LAMS = dict(zip(SHEN_PLAN["lams"], SHEN["lambdas"]))
+SHEN_RUN = f"{SHEN_DIR}/runs/lam{{lam}}_seed{{seed}}"
+# every lambda x seed, for expand()
+SHEN_RUNS = dict(lam=SHEN_PLAN["lams"], seed=SHEN_PLAN["seeds"])
+
+
+if "shen2021" in config["studies"]:
+    TARGETS += [
+        f"{SHEN_DIR}/tracking.csv",
+        f"{SHEN_DIR}/robustness.csv",
+        f"{SHEN_DIR}/perturbation.csv",
+        f"{SHEN_DIR}/report/shen2021.html",
+    ]
+
+
+# Train one lambda x seed run with the fuzziness term; checkpoint, history, weight tracking.
+rule shen2021_train:
+    input:
+        shards=f"resources/data/{SHEN_DATASET}/shards",
+    output:
+        checkpoint=f"{SHEN_RUN}/model.pt",
+        history=f"{SHEN_RUN}/history.csv",
+        tracking=f"{SHEN_RUN}/tracking.csv",
+        histograms=f"{SHEN_RUN}/histograms.csv",
+    wildcard_constraints:
+        lam=r"[0-9.e+-]+",
+        seed=r"\d+",
+    params:
+        run=RUN,
+        dataset=SHEN_DATASET,
+        lam=lambda wildcards: SHEN_LAMS[wildcards.lam],
+        options=SHEN,
+        device=config["device"],
+    threads: 1
+    log:
+        f"logs/{RUN}/shen2021/train/lam{{lam}}_seed{{seed}}.log",
+    benchmark:
+        f"benchmarks/{RUN}/shen2021/train/lam{{lam}}_seed{{seed}}.tsv"
+    conda:
+        "../../envs/netperturb.yaml"
+    script:
+        "../scripts/shen2021/train.py"
+
+
+# FGSM and PGD accuracy against eps for one run's model.
+rule shen2021_attack:
+    input:
+        checkpoint=rules.shen2021_train.output.checkpoint,
+        shards=f"resources/data/{SHEN_DATASET}/shards",
+    output:
+        f"{SHEN_RUN}/robustness.csv",
+    wildcard_constraints:
+        lam=r"[0-9.e+-]+",
+        seed=r"\d+",
+    params:
+        run=RUN,
+        dataset=SHEN_DATASET,
+        lam=lambda wildcards: SHEN_LAMS[wildcards.lam],
+        seed=config["seed"],
+        split=SHEN_INFO["eval_split"],
+        attacks=SHEN["attacks"],
+        device=config["device"],
+    threads: 1
+    log:
+        f"logs/{RUN}/shen2021/attack/lam{{lam}}_seed{{seed}}.log",
+    benchmark:
+        f"benchmarks/{RUN}/shen2021/attack/lam{{lam}}_seed{{seed}}.tsv"
+    conda:
+        "../../envs/netperturb.yaml"
+    script:
+        "../scripts/shen2021/attack.py"
+
+
+# The internal perturbation grid (every layer x perturbation x level x repeat) on one run's model.
+rule shen2021_perturb:
+    input:
+        checkpoint=rules.shen2021_train.output.checkpoint,
+        shards=f"resources/data/{SHEN_DATASET}/shards",
+    output:
+        f"{SHEN_RUN}/perturbation.csv",
+    wildcard_constraints:
+        lam=r"[0-9.e+-]+",
+        seed=r"\d+",
+    params:
+        run=RUN,
+        dataset=SHEN_DATASET,
+        lam=lambda wildcards: SHEN_LAMS[wildcards.lam],
+        seed=config["seed"],
+        split=SHEN_INFO["eval_split"],
+        options=SHEN["perturbation"],
+        device=config["device"],
+    threads: 1
+    log:
+        f"logs/{RUN}/shen2021/perturb/lam{{lam}}_seed{{seed}}.log",
+    benchmark:
+        f"benchmarks/{RUN}/shen2021/perturb/lam{{lam}}_seed{{seed}}.tsv"
+    conda:
+        "../../envs/netperturb.yaml"
+    script:
+        "../scripts/shen2021/perturb.py"
+
+
+# Concatenate the per-run tables of every kind (CSV; Parquet for the large ones).
+rule shen2021_merge:
+    input:
+        history=expand(rules.shen2021_train.output.history, **SHEN_RUNS),
+        tracking=expand(rules.shen2021_train.output.tracking, **SHEN_RUNS),
+        histograms=expand(rules.shen2021_train.output.histograms, **SHEN_RUNS),
+        robustness=expand(rules.shen2021_attack.output[0], **SHEN_RUNS),
+        perturbation=expand(rules.shen2021_perturb.output[0], **SHEN_RUNS),
+    output:
+        history=f"{SHEN_DIR}/history.csv",
+        tracking=f"{SHEN_DIR}/tracking.csv",
+        tracking_parquet=f"{SHEN_DIR}/tracking.parquet",
+        histograms=f"{SHEN_DIR}/histograms.csv",
+        histograms_parquet=f"{SHEN_DIR}/histograms.parquet",
+        robustness=f"{SHEN_DIR}/robustness.csv",
+        perturbation=f"{SHEN_DIR}/perturbation.csv",
+    log:
+        f"logs/{RUN}/shen2021/merge.log",
+    localrule: True
+    conda:
+        "../../envs/netperturb.yaml"
+    script:
+        "../scripts/shen2021/merge.py"
+
+
+# The Shen et al. 2021 report: interval histograms and fuzziness over training, robustness.
+rule shen2021_report:
+    input:
+        history=rules.shen2021_merge.output.history,
+        tracking=rules.shen2021_merge.output.tracking_parquet,
+        histograms=rules.shen2021_merge.output.histograms_parquet,
+        robustness=rules.shen2021_merge.output.robustness,
+        perturbation=rules.shen2021_merge.output.perturbation,
+        notebook=workflow.source_path("../../notebooks/shen2021.ipynb"),
+    output:
+        **report_outputs("shen2021", "Shen et al. 2021"),
+    params:
+        run=RUN,
+        dataset=SHEN_DATASET,
+        num_classes=SHEN_INFO["num_classes"],
+        report_eps=SHEN["attacks"]["report_eps"],
+        end_fraction=SHEN["end_fraction"],
+        regularized=SHEN["regularizer"]["layers"],
+    log:
+        f"logs/{RUN}/shen2021/report.log",
+    localrule: True
+    conda:
+        "../../envs/netperturb.yaml"
+    script:
+        "../scripts/common/render_report.py"
