@@ -43,8 +43,9 @@ class PrefixReuse:
 
     The counts equal those of the generic path (:func:`clean_and_adversarial` with the
     filtered weight swapped into the whole network through ``functional_call``): the same
-    operations on the same values (``tests/test_filtering_prefix.py`` compares counts and
-    losses; on ResNet-18 / digits every sweep point of the default study was identical).
+    operations on the same values (``tests/studies/pravin2024/test_filtering_prefix.py``
+    compares counts and losses; on ResNet-18 / digits every sweep point of the default run
+    was identical).
 
     Memory: the kept values (with graphs) of as many batches as fit in half of the free
     memory of the device (:func:`netperturb.perturb.engine.available_memory`, measured on the
