@@ -60,17 +60,15 @@ def _cmd_perturb(args: argparse.Namespace) -> int:
 def _cmd_where(args: argparse.Namespace) -> int:
     import yaml
 
+    from netperturb.studies import STUDIES
+
     cfg = yaml.safe_load(Path(args.configfile).read_text()) or {}
-    study = cfg.get("study", "digits")
-    root = Path("results") / study
-    print(f"\nstudy {study!r}: outputs under {root}/")
-    for rel in ["perturbation.csv", "perturbation.parquet", "report/cheney2017.html"]:
-        p = root / rel
+    run = cfg.get("run", "digits")
+    root = Path("results") / run
+    print(f"\nrun {run!r}: outputs under {root}/")
+    for study in cfg.get("studies", STUDIES[:1]):  # the schema default: [cheney2017]
+        p = root / study / "report" / f"{study}.html"
         print(f"  {'ok ' if p.exists() else 'missing'}  {p}")
-    extra = sorted((root / "report").glob("*.html")) if (root / "report").exists() else []
-    for p in extra:
-        if p.name != "cheney2017.html":
-            print(f"  ok   {p}")
     return 0
 
 

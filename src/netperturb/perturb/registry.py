@@ -9,7 +9,7 @@ from netperturb.perturb.filters import FILTERS
 from netperturb.perturb.knockouts import NodeKnockout, SynapseKnockout
 from netperturb.perturb.noise import GaussianNoise
 
-__all__ = ["PERTURBATIONS", "make_perturbation"]
+__all__ = ["PERTURBATIONS", "make_perturbation", "PERTURBATION_TITLES", "LEVEL_LABELS"]
 
 
 #: Every perturbation by its config name: the knockouts and noise of Cheney et al. 2017 and the
@@ -38,3 +38,16 @@ def make_perturbation(name: str, **options: Any) -> Perturbation:
         return cls(**options)
     except TypeError as e:
         raise ValueError(f"perturbation {name!r}: bad options {options!r} ({e})") from None
+
+
+#: Display names of the perturbations, and what their level means (figure titles and axes).
+PERTURBATION_TITLES = {
+    "synapse_knockout": "Synapse knockout",
+    "node_knockout": "Node knockout",
+    "gaussian_noise": "Gaussian weight noise",
+}
+LEVEL_LABELS = {
+    "synapse_knockout": "fraction of weights removed",
+    "node_knockout": "fraction of nodes removed",
+    "gaussian_noise": "noise s.d. / weight s.d.",
+}

@@ -7,19 +7,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from netperturb.perturb.registry import LEVEL_LABELS, PERTURBATION_TITLES
+
 __all__ = ["PERTURBATION_TITLES", "LEVEL_LABELS", "summarize", "relative_drop", "first_layer_ranksum", "baseline_check", "plot_accuracy_vs_level"]
 
 
-PERTURBATION_TITLES = {
-    "synapse_knockout": "Synapse knockout",
-    "node_knockout": "Node knockout",
-    "gaussian_noise": "Gaussian weight noise",
-}
-LEVEL_LABELS = {
-    "synapse_knockout": "fraction of weights removed",
-    "node_knockout": "fraction of nodes removed",
-    "gaussian_noise": "noise s.d. / weight s.d.",
-}
 
 
 def summarize(df: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:

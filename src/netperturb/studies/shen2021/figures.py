@@ -372,7 +372,7 @@ def plot_perturbation_by_lambda(summary: pd.DataFrame, chance: float | None = No
     layers, one line per lambda (mean +/- s.d. over seeds of the repeat means)."""
     import matplotlib.pyplot as plt
 
-    from netperturb.studies.cheney2017.figures import LEVEL_LABELS, PERTURBATION_TITLES
+    from netperturb.perturb.registry import LEVEL_LABELS, PERTURBATION_TITLES
 
     perts = sorted(summary["perturbation"].unique(), key=lambda p: list(PERTURBATION_TITLES).index(p) if p in PERTURBATION_TITLES else 99)
     layers = summary.drop_duplicates("layer").sort_values("layer_index")

@@ -17,7 +17,7 @@ from netperturb.perturb.grid import COLUMNS
 
 from conftest import job_counts, run_snakemake
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 KEY = "resize256-crop224-bilinear"
 LEVELS = {"synapse_knockout": [0.0, 1.0], "node_knockout": [0.0, 0.5], "gaussian_noise": [0.0, 1.0]}
@@ -33,7 +33,7 @@ def paper_run(tmp_path_factory):
     archives = make_archives(d / "archives")
     weights = make_alexnet_weights(d / "served")
     config = {
-        "study": "tinypaper",
+        "run": "tinypaper",
         "seed": 3,
         "dataset": "imagenet",
         "datasets": {"imagenet": {
@@ -42,9 +42,9 @@ def paper_run(tmp_path_factory):
         }},
         "models": {"alexnet": {"arch": "alexnet", "weights": "IMAGENET1K_V1", "weights_url": weights.as_uri(),
                                "layers": ["fc8"]}},
-        "perturbation": {"repeats": 2, "batch_size": 4, "resources": {"gpu": 1},
-                         "perturbations": {p: {"levels": lv} for p, lv in LEVELS.items()}},
-        "report": {"metric": "top5"},
+        "cheney2017": {"repeats": 2, "batch_size": 4, "resources": {"gpu": 1},
+                       "perturbations": {p: {"levels": lv} for p, lv in LEVELS.items()},
+                       "report": {"metric": "top5"}},
     }  # fmt: skip
     (d / "tiny_paper.yaml").write_text(yaml.safe_dump(config))
     r = snakemake(d, "tiny_paper.yaml")
@@ -56,7 +56,7 @@ def test_paper_rules_end_to_end(paper_run):
     d, weights, archives, r = paper_run
     counts = job_counts(r.stdout + r.stderr)
     assert counts.get("download_weights") == 1 and counts.get("prepare_imagenet") == 1, counts
-    assert counts.get("perturb") == 3 and counts.get("baseline") == 1 and "train" not in counts, counts
+    assert counts.get("cheney2017_perturb") == 3 and counts.get("cheney2017_baseline") == 1 and "train" not in counts, counts
     # the weights: fetched from the file:// URL under the name that carries its hash
     fetched = d / "resources" / "weights" / weights.name
     assert fetched.read_bytes() == weights.read_bytes()
@@ -68,7 +68,7 @@ def test_paper_rules_end_to_end(paper_run):
     expected = [i for i in range(1, 13) if i != CORRUPT]
     assert y.tolist() == [sorted_index(i) for i in expected]
     # the grid
-    res = d / "results" / "tinypaper"
+    res = d / "results" / "tinypaper" / "cheney2017"
     df = pd.read_csv(res / "perturbation.csv")
     assert list(df.columns) == COLUMNS
     assert len(df) == sum(len(v) for v in LEVELS.values()) * 2
@@ -92,9 +92,9 @@ def test_paper_rules_end_to_end(paper_run):
     assert len(full) == 2 and (full["top5"] - 0.005).abs().max() < 1e-12
     # the report: top-5 figures, top-1 variants, and the (flagged) check against torchvision's numbers
     rep = res / "report"
-    figs = {p.name for p in (rep / "figures" / "cheney2017").iterdir()}
+    figs = {p.name for p in (rep / "figures").iterdir()}
     assert {"alexnet_top5.png", "alexnet_top1.png", "alexnet_top5.pdf"} <= figs
-    check = pd.read_csv(rep / "tables" / "cheney2017" / "baseline_check.csv")
+    check = pd.read_csv(rep / "tables" / "baseline_check.csv")
     assert check["top1_published"].tolist() == pytest.approx([0.56522]) and check["flagged"].tolist() == [True]
     html = (rep / "cheney2017.html").read_text()
     assert "FLAGGED: alexnet differs from the published accuracy" in html and "a subset of the images" in html
@@ -106,7 +106,7 @@ def test_a_weights_file_with_a_wrong_hash_fails_naming_the_url(tmp_path):
     served.mkdir()
     wrong = served / "alexnet-0badc0de.pth"  # the name promises a sha256 these bytes do not have
     wrong.write_bytes(b"x" * 1000)
-    config = {"study": "wrong", "dataset": "imagenet",
+    config = {"run": "wrong", "dataset": "imagenet",
               "models": {"alexnet": {"arch": "alexnet", "weights": "IMAGENET1K_V1", "weights_url": wrong.as_uri()}}}  # fmt: skip
     (tmp_path / "wrong.yaml").write_text(yaml.safe_dump(config))
     r = snakemake(tmp_path, "wrong.yaml", "resources/weights/alexnet-0badc0de.pth", check=False)
@@ -119,14 +119,14 @@ def test_a_weights_file_with_a_wrong_hash_fails_naming_the_url(tmp_path):
 
 @pytest.mark.workflow
 def test_the_paper_config_plans_the_full_grid_without_imagenet(tmp_path):
-    # config/paper.yaml as it is (the acceptance command `snakemake --configfile
-    # config/paper.yaml -n`), plus one more torchvision classifier added by its name
-    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    # config/cheney2017-imagenet.yaml as it is (the acceptance command `snakemake --configfile
+    # config/cheney2017-imagenet.yaml -n`), plus one more torchvision classifier added by its name
+    paper = yaml.safe_load((REPO / "config" / "cheney2017-imagenet.yaml").read_text())
     paper["models"]["inception_v3"] = {"arch": "inception_v3", "weights": "IMAGENET1K_V1", "layers": ["fc*"]}
     (tmp_path / "paper.yaml").write_text(yaml.safe_dump(paper))
     r = snakemake(tmp_path, "paper.yaml", "-n", "--quiet", "rules")
     counts = job_counts(r.stdout + r.stderr)
     # AlexNet 5 conv + 3 dense, VGG16 13 conv + 3 dense (72 jobs) + Inception v3's fc; x 3
     # perturbations; AlexNet and VGG16 share one shard set, Inception v3 (342/299) has its own
-    assert counts == {"download_weights": 3, "prepare_imagenet": 2, "baseline": 3, "perturb": 72 + 3,
-                      "merge": 1, "report_cheney": 1, "all": 1, "total": 86}, counts  # fmt: skip
+    assert counts == {"download_weights": 3, "prepare_imagenet": 2, "cheney2017_baseline": 3, "cheney2017_perturb": 72 + 3,
+                      "cheney2017_merge": 1, "cheney2017_report": 1, "all": 1, "total": 86}, counts  # fmt: skip

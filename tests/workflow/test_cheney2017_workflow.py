@@ -12,17 +12,17 @@ from netperturb.perturb.grid import COLUMNS
 
 from conftest import job_counts, run_snakemake as run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 TINY = {
-    "study": "tiny",
+    "run": "tiny",
     "seed": 7,
     "models": {
         "lenet5": {"arch": "lenet5", "train": {"epochs": 2}},
         "alexnet_digits": {"arch": "alexnet_digits", "train": {"epochs": 1}, "layers": ["conv1", "fc8"]},
     },
-    "perturbation": {
+    "cheney2017": {
         "repeats": 2,
         "batch_size": 300,
         "perturbations": {
@@ -45,10 +45,10 @@ def workdir(tmp_path_factory):
 
 @pytest.mark.workflow
 def test_merged_table_shape_columns_and_baseline(workdir):
-    res = workdir / "results" / "tiny"
+    res = workdir / "results" / "tiny" / "cheney2017"
     df = pd.read_csv(res / "perturbation.csv")
     n_levels = 3 + 2 + 3
-    assert len(df) == sum(N_LAYERS.values()) * n_levels * TINY["perturbation"]["repeats"]
+    assert len(df) == sum(N_LAYERS.values()) * n_levels * TINY["cheney2017"]["repeats"]
     assert list(df.columns) == COLUMNS
     assert set(df["model"]) == set(TINY["models"])
     assert df.groupby("model")["layer"].nunique().to_dict() == N_LAYERS
@@ -67,15 +67,15 @@ def test_merged_table_shape_columns_and_baseline(workdir):
 
 @pytest.mark.workflow
 def test_report_and_figures(workdir):
-    rep = workdir / "results" / "tiny" / "report"
+    rep = workdir / "results" / "tiny" / "cheney2017" / "report"
     html = (rep / "cheney2017.html").read_text()
     assert "Relative drop" in html and "rank-sum" in html and "<img" in html
-    figs = {p.name for p in (rep / "figures" / "cheney2017").iterdir()}
+    figs = {p.name for p in (rep / "figures").iterdir()}
     for model in TINY["models"]:
         assert {f"{model}_top1.png", f"{model}_top1.pdf", f"{model}_top5.png"} <= figs
-    drop = pd.read_csv(rep / "tables" / "cheney2017" / "relative_drop.csv")
+    drop = pd.read_csv(rep / "tables" / "relative_drop.csv")
     assert len(drop) == sum(N_LAYERS.values()) * 3
-    logs = list((workdir / "logs" / "tiny" / "perturb").rglob("*.log"))
+    logs = list((workdir / "logs" / "tiny" / "cheney2017" / "perturb").rglob("*.log"))
     assert len(logs) == sum(N_LAYERS.values()) * 3
 
 
@@ -85,15 +85,15 @@ def test_rerun_does_nothing_and_an_interrupted_run_resumes(workdir):
     assert "Nothing to be done" in r.stdout + r.stderr
     # the state a run killed during the perturbation jobs leaves: one job's table never
     # written (outputs are atomic), nothing merged or reported yet
-    res = workdir / "results" / "tiny"
+    res = workdir / "results" / "tiny" / "cheney2017"
     lost = res / "runs" / "lenet5" / "node_knockout" / "features.3.csv"
     before = pd.read_csv(lost)
     for p in (lost, res / "perturbation.csv", res / "perturbation.parquet", res / "baseline.csv"):
         p.unlink()
     r = run(workdir)
     counts = job_counts(r.stdout + r.stderr)
-    assert counts.get("perturb") == 1 and counts.get("merge") == 1, counts
-    assert "train" not in counts and "baseline" not in counts, counts
+    assert counts.get("cheney2017_perturb") == 1 and counts.get("cheney2017_merge") == 1, counts
+    assert "train" not in counts and "cheney2017_baseline" not in counts, counts
     assert pd.read_csv(lost).equals(before)
 
 
@@ -106,4 +106,4 @@ def test_lint_is_clean_and_default_config_plans():
     assert r.returncode == 0, r.stderr
     counts = job_counts(r.stdout + r.stderr)
     # 13 layers (5 LeNet-5 + 8 AlexNet-digits) x 3 perturbations
-    assert counts.get("perturb") == 39 and counts.get("train") == 2, counts
+    assert counts.get("cheney2017_perturb") == 39 and counts.get("train") == 2, counts

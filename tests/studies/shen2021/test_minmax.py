@@ -22,7 +22,7 @@ from netperturb.studies.shen2021.minmax import FuzzinessRegularizer, WeightTrack
 from netperturb.models import get_model
 from netperturb.core.training import TrainConfig, train_classifier
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LN2 = math.log(2)
 H_QUARTER = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))  # fuzziness of mu = 1/4
 
@@ -258,27 +258,27 @@ def minmax_config():
 def test_check_config_names_the_key(minmax_config):
     from netperturb.studies.shen2021.plan import check_config
 
-    plan = check_config(minmax_config["minmax"], num_classes=10, in_channels=1)
+    plan = check_config(minmax_config["shen2021"], num_classes=10, in_channels=1)
     from netperturb.core.seeds import canonical_level
 
-    assert plan["lams"] == [canonical_level(v) for v in minmax_config["minmax"]["lambdas"]]
+    assert plan["lams"] == [canonical_level(v) for v in minmax_config["shen2021"]["lambdas"]]
     assert canonical_level(1.0) == "1" and canonical_level(0.30000000000000004) == "0.3"
     for edit, key in [
-        (lambda m: m["regularizer"].update(layers=["conv9"]), "minmax.regularizer.layers"),
-        (lambda m: m["attacks"].update(report_eps=0.33), "minmax.attacks.report_eps"),
-        (lambda m: m.update(lambdas=[0.1, 0.10000000000001]), "minmax.lambdas"),
-        (lambda m: m.update(arch="lenet6"), "minmax.arch"),
+        (lambda m: m["regularizer"].update(layers=["conv9"]), "shen2021.regularizer.layers"),
+        (lambda m: m["attacks"].update(report_eps=0.33), "shen2021.attacks.report_eps"),
+        (lambda m: m.update(lambdas=[0.1, 0.10000000000001]), "shen2021.lambdas"),
+        (lambda m: m.update(arch="lenet6"), "shen2021.arch"),
     ]:
-        mm = copy.deepcopy(minmax_config["minmax"])
+        mm = copy.deepcopy(minmax_config["shen2021"])
         edit(mm)
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             check_config(mm, num_classes=10, in_channels=1)
     bad = copy.deepcopy(minmax_config)
-    bad["minmax"]["regularizer"]["scope"] = "filter"
-    bad["minmax"]["first_epoch_points"] = [1.5]
+    bad["shen2021"]["regularizer"]["scope"] = "filter"
+    bad["shen2021"]["first_epoch_points"] = [1.5]
     errors = config_errors(bad, REPO / "config" / "schema.yaml")
-    assert any(e.startswith("minmax.regularizer.scope: 'filter' is not one of") for e in errors), errors
-    assert any(e.startswith("minmax.first_epoch_points[0]: 1.5 is greater than or equal to the maximum") for e in errors), errors
+    assert any(e.startswith("shen2021.regularizer.scope: 'filter' is not one of") for e in errors), errors
+    assert any(e.startswith("shen2021.first_epoch_points[0]: 1.5 is greater than or equal to the maximum") for e in errors), errors
 
 
 def test_summaries_by_hand():

@@ -16,16 +16,16 @@ from netperturb.perturb.grid import COLUMNS
 
 from conftest import run_snakemake as run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 TINY = {
-    "study": "mm",
+    "run": "mm",
     "studies": ["shen2021"],
     "seed": 5,
     "dataset": "digits",
     "models": {"lenet5": {"arch": "lenet5"}},
-    "minmax": {
+    "shen2021": {
         "dataset": "mnist",
         "train": {"epochs": 2, "batch_size": 16},
         "seeds": [0, 1],
@@ -74,7 +74,7 @@ def workdir(tmp_path_factory):
 
 @pytest.mark.workflow
 def test_every_run_trained_tracked_attacked_and_perturbed(workdir):
-    mm = workdir / "results" / "mm" / "minmax"
+    mm = workdir / "results" / "mm" / "shen2021"
     runs = sorted(p.name for p in (mm / "runs").iterdir())
     assert runs == ["lam0_seed0", "lam0_seed1", "lam2_seed0", "lam2_seed1"]
     for r in runs:
@@ -107,15 +107,15 @@ def test_every_run_trained_tracked_attacked_and_perturbed(workdir):
 
 @pytest.mark.workflow
 def test_report_renders_and_a_rerun_does_nothing(workdir):
-    rep = workdir / "results" / "mm" / "report"
+    rep = workdir / "results" / "mm" / "shen2021" / "report"
     html = (rep / "shen2021.html").read_text()
     assert "Does fuzziness fall over training" in html and "Pearson" in html and "<img" in html
-    figs = {p.name for p in (rep / "figures" / "shen2021").iterdir()}
+    figs = {p.name for p in (rep / "figures").iterdir()}
     for name in ("histogram_evolution_layer", "fuzziness_vs_epoch_layer", "robust_vs_eps", "fuzziness_vs_robust", "perturbation_by_lambda"):
         assert {f"{name}.png", f"{name}.pdf"} <= figs, figs
-    corr = pd.read_csv(rep / "tables" / "shen2021" / "fuzziness_robust_correlation.csv")
+    corr = pd.read_csv(rep / "tables" / "fuzziness_robust_correlation.csv")
     assert set(corr["attack"]) == {"fgsm", "pgd"} and (corr[corr["subset"] == "all runs"]["n"] == N_RUNS).all()
-    change = pd.read_csv(rep / "tables" / "shen2021" / "fuzziness_change_layer.csv")
+    change = pd.read_csv(rep / "tables" / "fuzziness_change_layer.csv")
     assert len(change) == 2 * 5 and (change["n_seeds"] == 2).all()
     assert change["F0_mean"].between(0, math.log(2)).all()
     r = run(workdir, "-n")

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
 TEST_CLUSTER = "netperturb"  # ClusterName in the slurm.conf written by .ci/slurm-cluster.sh
@@ -33,23 +33,23 @@ TEST_CLUSTER = "netperturb"  # ClusterName in the slurm.conf written by .ci/slur
 # of scheduling and start-up here) plus 2 local ones (prepare_dataset, merge). device: cpu, so
 # the fake GPUs (GRES on /dev/null) are never touched and both runs compute on the same CPU.
 CONFIG = {
-    "study": "slurm",
+    "run": "slurm",
     "seed": 5,
     "device": "cpu",
     "models": {"lenet5": {"arch": "lenet5", "train": {"epochs": 2}, "layers": ["conv1", "fc5"]}},
-    "perturbation": {
+    "cheney2017": {
         "repeats": 2,
         "batch_size": 540,
         "perturbations": {"gaussian_noise": {"levels": [0.0, 0.5, 1.0]}},
     },
 }
-TARGET = "results/slurm/perturbation.csv"
+TARGET = "results/slurm/cheney2017/perturbation.csv"
 SLURM_JOBS = {  # rule -> the folder names of its SLURM logs (.snakemake/slurm_logs/rule_<rule>/<wildcards>/)
     "train": {"lenet5"},
-    "baseline": {"lenet5"},
-    "perturb": {"lenet5_gaussian_noise_features.0", "lenet5_gaussian_noise_classifier.4"},
+    "cheney2017_baseline": {"lenet5"},
+    "cheney2017_perturb": {"lenet5_gaussian_noise_features.0", "lenet5_gaussian_noise_classifier.4"},
 }
-GPU_RULES = {"baseline", "perturb"}
+GPU_RULES = {"cheney2017_baseline", "cheney2017_perturb"}
 
 
 def _slurm_unavailable() -> str | None:
@@ -128,12 +128,12 @@ def runs(tmp_path_factory):
 def test_slurm_run_equals_local_run(runs):
     on_slurm, local, _ = runs
     for name in ("perturbation.csv", "baseline.csv"):
-        a = pd.read_csv(on_slurm / "results" / "slurm" / name, keep_default_na=False)
-        b = pd.read_csv(local / "results" / "slurm" / name, keep_default_na=False)
+        a = pd.read_csv(on_slurm / "results" / "slurm" / "cheney2017" / name, keep_default_na=False)
+        b = pd.read_csv(local / "results" / "slurm" / "cheney2017" / name, keep_default_na=False)
         # every column, provenance included: same host, same CPU, same library, and the
         # checkpoint's `weights` id is a hash of bytes that do not depend on where it was written
         pd.testing.assert_frame_equal(a, b, check_exact=True)
-    df = pd.read_csv(on_slurm / "results" / "slurm" / "perturbation.csv")
+    df = pd.read_csv(on_slurm / "results" / "slurm" / "cheney2017" / "perturbation.csv")
     assert len(df) == 2 * 3 * 2 and set(df["layer_label"]) == {"conv1", "fc5"}
     assert (df["device"] == "cpu").all()
 
@@ -146,7 +146,7 @@ def test_jobs_went_through_slurm_with_the_profiles_resources(runs):
     assert {rule: {w for r, w in ids if r == rule} for rule in SLURM_JOBS} == SLURM_JOBS, ids
     assert {r for r, _ in ids} == set(SLURM_JOBS), ids
     assert all(len(v) == 1 for v in ids.values()), ids
-    assert "localrule prepare_dataset:" in out and "localrule merge:" in out
+    assert "localrule prepare_dataset:" in out and "localrule cheney2017_merge:" in out
     for (rule, wildcards), (job_id,) in ids.items():
         info = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True).stdout
         assert "JobState=COMPLETED" in info, (rule, info)
@@ -177,12 +177,12 @@ def _dry_run(*args: str) -> dict[str, list[str]]:
 @pytest.mark.workflow
 def test_profile_plans_gpu_jobs_for_the_default_study():
     jobs = _dry_run("--workflow-profile", str(PROFILE))
-    assert len(jobs["perturb"]) == 39 and len(jobs["baseline"]) == 2 and len(jobs["train"]) == 2, jobs.keys()
-    for rule in ("perturb", "baseline"):
+    assert len(jobs["cheney2017_perturb"]) == 39 and len(jobs["cheney2017_baseline"]) == 2 and len(jobs["train"]) == 2, jobs.keys()
+    for rule in ("cheney2017_perturb", "cheney2017_baseline"):
         for res in jobs[rule]:
             assert "gpu=1" in res and "cpus_per_gpu=4" in res and "mem_mb=32000" in res, (rule, res)
     assert all("gpu" not in res for res in jobs["train"])
-    assert "runtime=120" in jobs["perturb"][0] and "mem_mb=8000" in jobs["train"][0]
+    assert "runtime=120" in jobs["cheney2017_perturb"][0] and "mem_mb=8000" in jobs["train"][0]
 
 
 # rule -> [its `conda:` env file, whether it is a local rule], as the workflow resolves them for
@@ -214,8 +214,8 @@ def test_local_rules_and_the_gpu_env_match_the_profile():
     gpu_in_profile = {r for r, res in profile["set-resources"].items() if res.get("gpu")}
     cpu = _rules({})
     # data preparation (downloads), merges and reports run on the login node
-    assert {r for r, (_, local) in cpu.items() if local} >= {"prepare_dataset", "merge", "report_cheney"}
-    assert {r for r, (_, local) in cpu.items() if not local} >= {"train", "baseline", "perturb"}
+    assert {r for r, (_, local) in cpu.items() if local} >= {"prepare_dataset", "cheney2017_merge", "cheney2017_report"}
+    assert {r for r, (_, local) in cpu.items() if not local} >= {"train", "cheney2017_baseline", "cheney2017_perturb"}
     assert {env for env, _ in cpu.values()} == {"netperturb.yaml"}
     # gpu_env: exactly the rules the profile gives a GPU run in the CUDA env
     gpu = _rules({"gpu_env": True})

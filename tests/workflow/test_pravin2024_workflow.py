@@ -14,15 +14,15 @@ from netperturb.studies.pravin2024.jobs import RETRAIN_COLUMNS
 
 from conftest import job_counts, run_snakemake as run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 TINY = {
-    "study": "tinyf",
+    "run": "tinyf",
     "studies": ["pravin2024"],
     "seed": 3,
     "models": {"lenet5": {"arch": "lenet5"}},  # the Cheney grid's models (not run here)
-    "synaptic_filtering": {
+    "pravin2024": {
         "models": {"lenet5": {"arch": "lenet5", "train": {"epochs": 2}}},
         "seeds": [0],
         "checkpoint_every": 1,
@@ -73,13 +73,13 @@ def test_tables(workdir):
 
 @pytest.mark.workflow
 def test_report(workdir):
-    rep = workdir / "results" / "tinyf" / "report"
+    rep = workdir / "results" / "tinyf" / "pravin2024" / "report"
     html = (rep / "pravin2024.html").read_text()
     assert "Filtering scores" in html and "Selective retraining" in html and "<img" in html
-    figs = {p.name for p in (rep / "figures" / "pravin2024").iterdir()}
+    figs = {p.name for p in (rep / "figures").iterdir()}
     assert {"lenet5_layers_epoch1.png", "lenet5_layers_epoch2.png", "lenet5_network.png", "lenet5_scores.png",
             "lenet5_classes.png", "lenet5_scores.pdf"} <= figs  # fmt: skip
-    assert {p.name for p in (rep / "tables" / "pravin2024").iterdir()} >= {"retraining.csv", "classes.csv", "fully_filtered.csv"}
+    assert {p.name for p in (rep / "tables").iterdir()} >= {"retraining.csv", "classes.csv", "fully_filtered.csv"}
 
 
 @pytest.mark.workflow
@@ -93,10 +93,10 @@ def test_rerun_does_nothing_and_a_lost_sweep_is_recomputed_alone(workdir):
     before = pd.read_csv(lost)
     for p in (lost, res / "sweeps.csv", res / "sweeps.parquet", res / "baseline.csv", res / "scores.csv"):
         p.unlink()
-    r = run(workdir, "--until", "filtering_scores")  # (retraining and report would follow)
+    r = run(workdir, "--until", "pravin2024_scores")  # (retraining and report would follow)
     counts = job_counts(r.stdout + r.stderr)
-    assert counts.get("filtering_sweep_layers") == 1 and counts.get("filtering_scores") == 1, counts
-    assert "filtering_train_lenet5" not in counts and "filtering_baseline" not in counts, counts
+    assert counts.get("pravin2024_sweep_layers") == 1 and counts.get("pravin2024_scores") == 1, counts
+    assert "pravin2024_train_lenet5" not in counts and "pravin2024_baseline" not in counts, counts
     assert pd.read_csv(lost).equals(before)  # deterministic: the same numbers again
     assert set(before["layer"]) == {"classifier.4"}
 
@@ -108,33 +108,33 @@ def test_default_config_plans_the_study():
     counts = job_counts(r.stdout + r.stderr)
     # ResNet-18: its 21 conv/linear layers in one job per checkpoint (layers_per_job: null), 2
     # checkpoints; the whole network at each checkpoint
-    assert counts.get("filtering_sweep_layers") == 2 and counts.get("filtering_sweep_network") == 2, counts
-    assert counts.get("filtering_train_resnet18") == 1 and counts.get("report_pravin") == 1, counts
+    assert counts.get("pravin2024_sweep_layers") == 2 and counts.get("pravin2024_sweep_network") == 2, counts
+    assert counts.get("pravin2024_train_resnet18") == 1 and counts.get("pravin2024_report") == 1, counts
 
 
 @pytest.mark.workflow
 def test_layers_per_job_splits_the_sweeps_of_a_checkpoint(tmp_path):
-    (tmp_path / "parts.yaml").write_text(yaml.safe_dump({"synaptic_filtering": {"layers_per_job": 8}}))
+    (tmp_path / "parts.yaml").write_text(yaml.safe_dump({"pravin2024": {"layers_per_job": 8}}))
     r = subprocess.run([SNAKEMAKE, "-n", "--cores", "2", "--forceall", "--configfile", "config/config.yaml",
                         str(tmp_path / "parts.yaml"), "--config", "studies=[pravin2024]"],
                        cwd=REPO, capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 0, r.stderr
     out = r.stdout + r.stderr
     # 21 layers in parts of 8, 8 and 5, per checkpoint
-    assert job_counts(out).get("filtering_sweep_layers") == 6, job_counts(out)
+    assert job_counts(out).get("pravin2024_sweep_layers") == 6, job_counts(out)
     for e in (2, 4):
         assert all(f"epoch{e}/layers_{k}of3.csv" in out for k in (1, 2, 3))
 
 
 @pytest.mark.workflow
 def test_bad_keys_name_the_key(tmp_path):
-    bad = {**TINY, "synaptic_filtering": {**TINY["synaptic_filtering"], "retraining": {"checkpoint": 7}}}
+    bad = {**TINY, "pravin2024": {**TINY["pravin2024"], "retraining": {"checkpoint": 7}}}
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(bad))
     r = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", "tiny.yaml", "-n"], cwd=tmp_path,
                        capture_output=True, text=True)  # fmt: skip
-    assert r.returncode != 0 and "synaptic_filtering.retraining.checkpoint: epoch 7" in r.stdout + r.stderr
-    bad = {**TINY, "synaptic_filtering": {**TINY["synaptic_filtering"], "filters": ["lowpass"]}}
+    assert r.returncode != 0 and "pravin2024.retraining.checkpoint: epoch 7" in r.stdout + r.stderr
+    bad = {**TINY, "pravin2024": {**TINY["pravin2024"], "filters": ["lowpass"]}}
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(bad))
     r = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", "tiny.yaml", "-n"], cwd=tmp_path,
                        capture_output=True, text=True)  # fmt: skip
-    assert r.returncode != 0 and "synaptic_filtering.filters[0]" in r.stdout + r.stderr
+    assert r.returncode != 0 and "pravin2024.filters[0]" in r.stdout + r.stderr
