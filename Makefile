@@ -39,6 +39,7 @@ run: env
 	@$(BIN)/python -m netperturb.cli where --configfile $(CONFIG)
 
 test: env
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 lint: env
