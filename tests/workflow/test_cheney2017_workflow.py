@@ -15,23 +15,8 @@ from conftest import job_counts, run_snakemake as run
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
-TINY = {
-    "run": "tiny",
-    "seed": 7,
-    "models": {
-        "lenet5": {"arch": "lenet5", "train": {"epochs": 2}},
-        "alexnet_digits": {"arch": "alexnet_digits", "train": {"epochs": 1}, "layers": ["conv1", "fc8"]},
-    },
-    "cheney2017": {
-        "repeats": 2,
-        "batch_size": 300,
-        "perturbations": {
-            "synapse_knockout": {"levels": [0.0, 0.5, 1.0]},
-            "node_knockout": {"levels": [0.0, 0.5]},
-            "gaussian_noise": {"levels": {"start": 0.0, "stop": 1.0, "step": 0.5}},
-        },
-    },
-}
+# the tiny config of this study (runnable by hand too)
+TINY = yaml.safe_load((REPO / ".test" / "config_cheney2017" / "config.yaml").read_text())
 N_LAYERS = {"lenet5": 5, "alexnet_digits": 2}
 
 

@@ -17,24 +17,8 @@ from conftest import job_counts, run_snakemake as run
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
-TINY = {
-    "run": "tinyf",
-    "studies": ["pravin2024"],
-    "seed": 3,
-    "models": {"lenet5": {"arch": "lenet5"}},  # the Cheney grid's models (not run here)
-    "pravin2024": {
-        "models": {"lenet5": {"arch": "lenet5", "train": {"epochs": 2}}},
-        "seeds": [0],
-        "checkpoint_every": 1,
-        "layers": ["conv1", "fc5"],
-        "layers_per_job": 1,  # one sweep job per layer: 2 parts per checkpoint
-        "steps": 5,
-        "eval_images": 48,
-        "tolerance": 1.0,  # everything robust: selective retraining trains conv1 and fc5
-        "attack": {"eps": {"digits": 0.1}},
-        "retraining": {"epochs": 1, "filter": "pulse"},
-    },
-}
+# the tiny config of this study (runnable by hand too)
+TINY = yaml.safe_load((REPO / ".test" / "config_pravin2024" / "config.yaml").read_text())
 
 
 @pytest.fixture(scope="module")

@@ -19,28 +19,8 @@ from conftest import run_snakemake as run
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
-TINY = {
-    "run": "mm",
-    "studies": ["shen2021"],
-    "seed": 5,
-    "dataset": "digits",
-    "models": {"lenet5": {"arch": "lenet5"}},
-    "shen2021": {
-        "dataset": "mnist",
-        "train": {"epochs": 2, "batch_size": 16},
-        "seeds": [0, 1],
-        "lambdas": [0, 2],
-        "first_epoch_points": [0.25, 0.5],
-        "histogram_bins": 8,
-        "attacks": {"eps": [0, 0.1], "report_eps": 0.1, "pgd_steps": 2},
-        "perturbation": {
-            "layers": ["conv2", "fc5"],
-            "repeats": 2,
-            "batch_size": 7,
-            "perturbations": {"node_knockout": {"levels": [0, 0.5]}, "gaussian_noise": {"levels": [0, 1]}},
-        },
-    },
-}
+# the tiny config of this study (runnable by hand too)
+TINY = yaml.safe_load((REPO / ".test" / "config_shen2021" / "config.yaml").read_text())
 N_TRAIN, N_TEST = 64, 20  # 4 steps per epoch at batch 16
 N_RUNS = 4
 N_KERNELS = 6 + 16 + 120 + 84 + 10

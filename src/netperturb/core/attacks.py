@@ -66,7 +66,34 @@ def fgsm(
         raise ValueError(f"eps must be >= 0, got {eps}")
     if eps == 0:
         return x.detach().clone()
-    return _clamp(x.detach() + eps * _input_grad(forward, x, y).sign(), clamp).detach()
+    return fgsm_step(x, _input_grad(forward, x, y), eps, clamp)
+
+
+def fgsm_step(x: Tensor, grad: Tensor, eps: float, clamp: tuple[Tensor | float, Tensor | float] | None = None) -> Tensor:
+    """The FGSM step from a given input gradient: ``clamp(x + eps * sign(grad))``, detached;
+    a copy of ``x`` for eps 0. Shapes as :func:`fgsm` (``grad`` like ``x``)."""
+    if eps == 0:
+        return x.detach().clone()
+    return _clamp(x.detach() + eps * grad.sign(), clamp).detach()
+
+
+def fgsm_with_logits(
+    forward: Forward,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    *,
+    clamp: tuple[Tensor | float, Tensor | float] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`fgsm` that also returns the clean logits of the same forward pass (so a clean
+    evaluation costs nothing extra): ``(logits (B, classes), adversarial x (B, C, H, W))``,
+    both detached. For eps 0 the forward (and backward) still run, for the logits."""
+    xg = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        logits = forward(xg)
+        loss = F.cross_entropy(logits, y)
+        (grad,) = torch.autograd.grad(loss, xg)
+    return logits.detach(), fgsm_step(x, grad, eps, clamp)
 
 
 def pgd(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -44,6 +44,17 @@ class TrainConfig:
     seed: int = 0
     max_shift: int = 0
     extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any], **override: Any) -> "TrainConfig":
+        """The hyper-parameters of a config's ``train:`` block (keys :data:`TRAIN_KEYS`;
+        others, e.g. a study's own, are ignored), with ``override`` on top."""
+        return cls(**{**{k: cfg[k] for k in TRAIN_KEYS if k in cfg}, **override})
+
+
+#: The keys of a config's ``train:`` block that :class:`TrainConfig` takes (config/schema.yaml,
+#: definitions/train).
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "max_shift")
 
 
 StepHook = Callable[[int, int, nn.Module], None]

@@ -38,7 +38,7 @@ def train_model(
     (``study, model, arch, epoch, lr, train_loss, test_top1, test_top5, test_loss``)."""
     manifest = read_manifest(shard_dir)
     preprocess = model_preprocess(manifest, arch, input_size)
-    cfg = TrainConfig(**{k: train_cfg[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "seed", "max_shift") if k in train_cfg})
+    cfg = TrainConfig.from_mapping(train_cfg)
     dev = resolve_device(device)
     train = load_split(shard_dir, "train")
     test = load_split(shard_dir, "test")

@@ -28,11 +28,10 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from netperturb.core.attacks import _clamp, pgd
+from netperturb.core.attacks import fgsm_with_logits, pgd
 from netperturb.core.evaluate import Counts, count_logits
 from netperturb.core.preprocess import Preprocess
 from netperturb.core.seeds import cell_generator, cell_seed
@@ -133,30 +132,12 @@ def adversarial_set(
     for sl in _batches(len(y), batch_size):
         xb, yb = x[sl], y[sl]
         if attack.name == "fgsm":
-            _, adv = _fgsm_with_logits(forward, xb, yb, attack.eps, clamp)
+            _, adv = fgsm_with_logits(forward, xb, yb, attack.eps, clamp)
         else:
             adv = pgd(forward, xb, yb, attack.eps, steps=attack.steps, step_size=attack.step_size,
                       random_start=attack.random_start, generator=g, clamp=clamp)  # fmt: skip
         out.append(adv)
     return torch.cat(out) if out else x.detach().clone()
-
-
-def _fgsm_with_logits(forward, x: Tensor, y: Tensor, eps: float, clamp) -> tuple[Tensor, Tensor]:
-    """FGSM exactly as :func:`netperturb.core.attacks.fgsm`, also returning the clean logits of the
-    same forward pass (so a clean evaluation costs nothing extra)."""
-    xg = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        logits = forward(xg)
-        loss = F.cross_entropy(logits, y)
-        (grad,) = torch.autograd.grad(loss, xg)
-    return logits.detach(), _fgsm_step(x, grad, eps, clamp)
-
-
-def _fgsm_step(x: Tensor, grad: Tensor, eps: float, clamp) -> Tensor:
-    """``clamp(x + eps sign(grad))``, detached; ``x`` itself (a copy) for eps 0."""
-    if eps == 0:
-        return x.detach().clone()
-    return _clamp(x.detach() + eps * grad.sign(), clamp).detach()
 
 
 def clean_and_adversarial(
@@ -201,7 +182,7 @@ def clean_and_adversarial(
                 adv += count_logits(forward(x_adv[sl]), yb)
             continue
         if attack.name == "fgsm":
-            logits, xa = _fgsm_with_logits(forward, xb, yb, attack.eps, clamp)
+            logits, xa = fgsm_with_logits(forward, xb, yb, attack.eps, clamp)
         else:
             with torch.no_grad():
                 logits = forward(xb)

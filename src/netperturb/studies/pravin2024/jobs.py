@@ -62,7 +62,6 @@ log = logging.getLogger("netperturb")
 __all__ = ["RETRAIN_COLUMNS", "eval_subset", "train_with_checkpoints", "checkpoint_baselines", "sweep_layers", "sweep_network", "merge_and_score", "retrain"]
 
 
-_TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "max_shift")
 
 #: Columns of the retraining table (one row per strategy and data set).
 RETRAIN_COLUMNS = [
@@ -91,10 +90,6 @@ def eval_subset(
     return images[idx], labels[idx]
 
 
-def _train_config(train_cfg: Mapping[str, Any], **override) -> TrainConfig:
-    return TrainConfig(**{**{k: train_cfg[k] for k in _TRAIN_KEYS if k in train_cfg}, **override})
-
-
 def train_with_checkpoints(
     shard_dir: str | os.PathLike,
     arch: str,
@@ -120,7 +115,7 @@ def train_with_checkpoints(
     """
     manifest = read_manifest(shard_dir)
     preprocess = model_preprocess(manifest, arch, input_size)
-    cfg = _train_config(train_cfg, seed=int(init))
+    cfg = TrainConfig.from_mapping(train_cfg, seed=int(init))
     wanted = {int(e): p for e, p in checkpoints.items()}
     bad = [e for e in wanted if not 1 <= e <= cfg.epochs]
     if bad:
@@ -390,7 +385,7 @@ def retrain(
                                tolerance=tolerance)  # fmt: skip
     chosen = [l for l in find_layers(loaded.model) if l.path in set(sel.loc[sel["selected"], "layer"])]
     train, test = load_split(shard_dir, "train"), load_split(shard_dir, split)
-    cfg = _train_config(train_cfg, seed=int(init), epochs=int(epochs))
+    cfg = TrainConfig.from_mapping(train_cfg, seed=int(init), epochs=int(epochs))
 
     nets: dict[str, tuple[nn.Module, list[str]]] = {"none": (loaded.model, [])}
     selective = copy.deepcopy(loaded.model)

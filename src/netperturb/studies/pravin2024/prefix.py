@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from netperturb.core.attacks import pgd
+from netperturb.core.attacks import fgsm_step, pgd
 from netperturb.core.evaluate import Counts, count_logits
 from netperturb.core.layers import LayerInfo
 from netperturb.core.seeds import cell_generator
 from netperturb.perturb.engine.graph import split_at_layer, widen_roles
 from netperturb.perturb.engine.replicas import available_memory
-from netperturb.studies.pravin2024.evaluator import Evaluator, _batches, _fgsm_step
+from netperturb.studies.pravin2024.evaluator import Evaluator, _batches
 
 __all__ = ["PrefixReuse"]
 
@@ -145,7 +145,7 @@ class PrefixReuse:
                     grads = torch.autograd.grad(F.cross_entropy(logits, yb), [leaves[i] for i in need], allow_unused=True)
                     pairs = [(live[i], gr) for i, gr in zip(need, grads) if gr is not None]
                     (grad,) = torch.autograd.grad([p for p, _ in pairs], xg, [gr for _, gr in pairs], retain_graph=True)
-                xa = _fgsm_step(ev.x[sl], grad, attack.eps, clamp)
+                xa = fgsm_step(ev.x[sl], grad, attack.eps, clamp)
                 logits = logits.detach()
             else:
                 with torch.no_grad():

@@ -54,7 +54,6 @@ __all__ = ["RUN_COLUMNS", "train_run", "attack_run", "perturb_run", "merge_runs"
 #: Columns that identify a run in every table of the study (after study, dataset, model, arch).
 RUN_COLUMNS = ["lam", "train_seed"]
 
-_TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "max_shift")
 
 
 def _head(study: str, dataset: str, arch: str, lam: float, seed: int) -> dict[str, Any]:
@@ -113,7 +112,7 @@ def train_run(
     reg_cfg = dict(regularizer or {})
     manifest = read_manifest(shard_dir)
     preprocess = model_preprocess(manifest, arch, input_size)
-    cfg = TrainConfig(**{k: train_cfg[k] for k in _TRAIN_KEYS if k in train_cfg}, seed=int(seed))
+    cfg = TrainConfig.from_mapping(train_cfg, seed=int(seed))
     dev = resolve_device(device)
     train, test = load_split(shard_dir, "train"), load_split(shard_dir, "test")
     in_channels = int(train[0].shape[1])
@@ -151,7 +150,7 @@ def train_run(
         checkpoint_out, model, arch=arch, num_classes=manifest["num_classes"], in_channels=in_channels,
         preprocess=preprocess,
         meta={"dataset": manifest["dataset"], "study": "shen2021", "lam": float(lam), "train_seed": int(seed),
-              "train": {k: getattr(cfg, k) for k in (*_TRAIN_KEYS, "seed")},
+              "train": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "max_shift", "seed")},
               "regularizer": {"layers": [l.path for l in reg_layers], "scope": term.scope, "eps": term.eps,
                               "detach_bounds": term.detach_bounds},
               "test_top1": float(final["test_top1"]), "test_top5": float(final["test_top5"]),
