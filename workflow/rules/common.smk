@@ -95,7 +95,7 @@ def imagenet_archives(wildcards):
     """The configured ImageNet inputs that exist. A missing archive is not a planning error,
     so `snakemake -n` plans the whole grid before the archives are in place; the job itself
     stops with the key and path of what is missing."""
-    opts = config["datasets"].get("imagenet", {})
+    opts = config["datasets"]["imagenet"]
     keys = ["val_dir", "devkit"] if opts.get("val_dir") else ["val_tar", "devkit"]
     return {k: opts[k] for k in keys if opts.get(k) and os.path.exists(opts[k])}
 

@@ -1,6 +1,8 @@
 # The inputs every study shares: datasets decoded once into uint8 shards + manifest
 # (netperturb.datasets), torchvision weights, and the models trained here (config `models`).
 
+IMAGENET = config["datasets"]["imagenet"]  # the schema fills in every option's default
+
 
 # Decode a dataset (digits: scikit-learn's bundled copy; mnist, cifar10, tiny_imagenet: the
 # official files under datasets.<name>.root).
@@ -47,12 +49,12 @@ rule prepare_imagenet:
         # what decides the shards' content; the script reads the paths and the other
         # datasets.imagenet options from the config (moving the archives reruns nothing)
         transform=lambda wildcards: SOURCES.imagenet_variants[wildcards.variant],
-        images_per_class=config["datasets"].get("imagenet", {}).get("images_per_class"),
-        shard_size=config["datasets"].get("imagenet", {}).get("shard_size"),
-    threads: config["datasets"].get("imagenet", {}).get("threads", 8)
+        images_per_class=IMAGENET["images_per_class"],
+        shard_size=IMAGENET["shard_size"],
+    threads: IMAGENET["threads"]
     resources:
-        mem_mb=config["datasets"].get("imagenet", {}).get("mem_mb", 16000),
-        runtime=config["datasets"].get("imagenet", {}).get("runtime", 180),
+        mem_mb=IMAGENET["mem_mb"],
+        runtime=IMAGENET["runtime"],
     log:
         "logs/prepare/imagenet-{variant}.log",
     benchmark:

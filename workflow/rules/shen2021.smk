@@ -6,7 +6,7 @@
 from netperturb.studies.shen2021.plan import check_config as shen2021_plan
 
 SHEN = config["shen2021"]
-SHEN_DATASET = SHEN.get("dataset", DATASET)
+SHEN_DATASET = SHEN.get("dataset", DATASET)  # no schema default: the top-level dataset
 SHEN_INFO = dataset_info(SHEN_DATASET)
 SHEN_DIR = study_dir("shen2021")
 try:
