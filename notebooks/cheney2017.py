@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
+from netperturb.core.merge import read_table
 from netperturb.core.report import save_figure
 from netperturb.studies.cheney2017.figures import (
     baseline_check,
@@ -34,7 +35,7 @@ from netperturb.studies.cheney2017.figures import (
 )
 
 df = pd.read_csv(perturbation)
-base = pd.read_csv(baseline, keep_default_na=False)
+base = read_table(baseline)
 Path(figures).mkdir(parents=True, exist_ok=True)
 Path(tables).mkdir(parents=True, exist_ok=True)
 models = list(dict.fromkeys(df["model"]))

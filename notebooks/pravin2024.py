@@ -40,6 +40,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
+from netperturb.core.merge import read_table
 from netperturb.core.report import save_figure
 from netperturb.studies.pravin2024.figures import (
     FILTER_TITLES,
@@ -53,10 +54,10 @@ from netperturb.studies.pravin2024.figures import (
     retraining_summary,
 )
 
-sw = pd.read_csv(sweeps, keep_default_na=False, na_values=["NaN", "nan"])
-base = pd.read_csv(baseline, keep_default_na=False, na_values=["NaN", "nan"])
-sc = pd.read_csv(scores, keep_default_na=False, na_values=["NaN", "nan"])
-rt = pd.read_csv(retraining, keep_default_na=False, na_values=["NaN", "nan"])
+sw = read_table(sweeps)
+base = read_table(baseline)
+sc = read_table(scores)
+rt = read_table(retraining)
 hist = pd.read_csv(training)
 Path(figures).mkdir(parents=True, exist_ok=True)
 Path(tables).mkdir(parents=True, exist_ok=True)

@@ -28,23 +28,57 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     tmp_path = Path(tmp)
     try:
+        os.close(fd)
         yield tmp_path
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode
+        _fsync(tmp_path)  # the data is on disk before the name points at it
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+    _fsync(path.parent, directory=True)  # the rename itself survives a power cut
+
+
+def _fsync(path: Path, *, directory: bool = False) -> None:
+    """``fsync`` a file (or, best effort, a folder: not every file system allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except OSError:
+        if directory:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
 
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write ``df`` as CSV (no index) atomically."""
+    """Write ``df`` as CSV (no index) atomically.
+
+    A missing value of a numeric column is written ``NaN`` (DESIGN.md, "Tidy results": never
+    an empty field, which a reader would take for a string); ``inf`` / ``-inf`` as such. A
+    missing value of a text column stays an empty field (e.g. ``layers_trained`` of the
+    ``none`` retraining strategy), so text columns read back as text.
+    """
+    text = [c for c in df.columns if not _is_numeric(df[c]) and df[c].isna().any()]
+    if text:
+        df = df.copy()
+        for c in text:
+            df[c] = df[c].astype(object).where(df[c].notna(), "")
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
+        df.to_csv(tmp, index=False, na_rep="NaN")
+
+
+def _is_numeric(col: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
 
 
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
