@@ -16,17 +16,32 @@ os.environ.update(
 
 from snakemake.utils import validate
 
-from netperturb.core.config import ConfigError, config_errors
+from netperturb.core.config import (
+    ConfigError,
+    check_config_files,
+    check_names,
+    config_errors,
+)
 from netperturb.datasets import dataset_info
 from netperturb.datasets.prepare import PREPARERS
 from netperturb.models.sources import plan_sources
+
+# Snakemake's own YAML load keeps the last of a key given twice; read every config file of
+# this run again, strictly (names the file, the key and both lines), before any job.
+CONFIGFILES = list(dict.fromkeys(map(str, workflow.configfiles)))
+try:
+    check_config_files(CONFIGFILES)
+    check_names(config)  # run and model names become folders under results/
+except ConfigError as e:
+    raise WorkflowError(f"invalid config: {e}")
 
 SCHEMA = str(Path(workflow.basedir) / "config" / "schema.yaml")
 try:
     validate(config, SCHEMA)  # also fills in the schema's defaults
 except WorkflowError:
     raise WorkflowError(
-        "invalid config (config/schema.yaml):\n  "
+        f"invalid config ({', '.join(CONFIGFILES) or 'no config file'}; "
+        "checked against config/schema.yaml):\n  "
         + "\n  ".join(config_errors(config, SCHEMA))
     )
 
