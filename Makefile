@@ -15,13 +15,14 @@ BIN     := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test env lint dryrun report clean help
+.PHONY: run test env lint dryrun unlock report clean help
 
 help:
 	@echo "make run    - create .venv and run the default study (config/config.yaml)"
 	@echo "make test   - create .venv and run the tests"
 	@echo "make lint   - snakemake --lint"
 	@echo "make dryrun - plan the default study"
+	@echo "make unlock - remove the lock a hard-killed run left (then: make run)"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -35,6 +36,7 @@ $(BIN)/snakemake: $(UV) pyproject.toml uv.lock
 env: $(BIN)/snakemake
 
 run: env
+	$(BIN)/python -m netperturb.cli check-config $(CONFIG)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --rerun-incomplete
 	@$(BIN)/python -m netperturb.cli where --configfile $(CONFIG)
 
@@ -46,6 +48,7 @@ lint: env
 	$(BIN)/snakemake --lint
 
 dryrun: env
+	$(BIN)/python -m netperturb.cli check-config $(CONFIG)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) -n
 
 clean:

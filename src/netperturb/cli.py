@@ -9,6 +9,10 @@
         --weights IMAGENET1K_V1 --shards resources/data/imagenet/resize256-crop224-bilinear/shards \
         --dataset imagenet --layer conv1 --perturbation node_knockout --levels 0.5 --repeats 1 --out cell.csv
     netperturb where --configfile config/config.yaml   # where the outputs of a study are
+    netperturb check-config my_run.yaml      # a strict YAML load: duplicate keys, file and line of a syntax error
+
+`netperturb perturb` uses one CPU thread unless --threads says more (as a workflow job uses
+its rule's threads): torch's default of every core runs many times slower on a loaded machine.
 """
 
 from __future__ import annotations
@@ -44,6 +48,12 @@ def _cmd_perturb(args: argparse.Namespace) -> int:
 
     if bool(args.arch) != bool(args.weights):
         raise ValueError("--arch and --weights go together (a torchvision weights file)")
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0 (0: torch's default, every core), got {args.threads}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     df = perturb_layer(
         args.checkpoint, args.shards, args.out,
         study=args.study, dataset=args.dataset, model_name=args.model or Path(args.checkpoint).stem,
@@ -69,6 +79,17 @@ def _cmd_where(args: argparse.Namespace) -> int:
     for study in cfg.get("studies", STUDIES[:1]):  # the schema default: [cheney2017]
         p = root / study / "report" / f"{study}.html"
         print(f"  {'ok ' if p.exists() else 'missing'}  {p}")
+    return 0
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from netperturb.core.config import check_config_files
+
+    check_config_files(args.configfiles)
+    for f in args.configfiles:
+        if not Path(f).exists():
+            raise FileNotFoundError(f"{f}: no such config file")
+    print(f"ok: {', '.join(args.configfiles)}")
     return 0
 
 
@@ -113,8 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", default="fast", choices=["fast", "functional", "naive"])
     s.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     s.add_argument("--max-replicas", type=int, default=16, help="perturbed copies per call (fast engine)")
+    s.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1, like a workflow job with threads: 1; 0: torch's default, every core)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=_cmd_perturb)
+
+    s = sub.add_parser("check-config", help="load config files strictly: duplicate keys, file and line of YAML errors")
+    s.add_argument("configfiles", nargs="+")
+    s.set_defaults(func=_cmd_check_config)
 
     s = sub.add_parser("where", help="print where a study's outputs are")
     s.add_argument("--configfile", default="config/config.yaml")
