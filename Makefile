@@ -51,5 +51,10 @@ dryrun: env
 	$(BIN)/python -m netperturb.cli check-config $(CONFIG)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) -n
 
+# After a hard kill (kill -9, a crash) Snakemake's lock stays in .snakemake/locks and the next
+# run refuses to start; only use this when no other snakemake runs in this folder.
+unlock: env
+	$(BIN)/snakemake --cores 1 --configfile $(CONFIG) --unlock
+
 clean:
 	rm -rf results logs benchmarks .snakemake
