@@ -15,13 +15,15 @@ BIN     := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test env lint dryrun report clean help
+.PHONY: run test env lint dryrun report screenshots clean help
 
 help:
 	@echo "make run    - create .venv and run the default study (config/config.yaml)"
 	@echo "make test   - create .venv and run the tests"
 	@echo "make lint   - snakemake --lint"
 	@echo "make dryrun - plan the default study"
+	@echo "make report - Snakemake's report into results/<run>/ and the index page that links it"
+	@echo "make screenshots - headless-Chromium PNGs of results/<run>/index.html and each report"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -47,6 +49,18 @@ lint: env
 
 dryrun: env
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) -n
+
+# the config's run name (results/<run>/)
+RUN = $(shell for py in $(BIN)/python $(PYTHON); do $$py -c "import yaml; print((yaml.safe_load(open('$(CONFIG)')) or {}).get('run', 'digits'))" 2>/dev/null && break; done)
+
+# Snakemake's report (rules, run times, figures) next to the run's index page, which then links it.
+report: env
+	$(BIN)/snakemake --configfile $(CONFIG) --report results/$(RUN)/snakemake-report.html
+	$(BIN)/snakemake --cores 1 --configfile $(CONFIG) --forcerun index --until index
+
+# The first screen of the index page and of each report, as Chromium shows them (Debian: apt-get install chromium).
+screenshots: env
+	$(BIN)/python -m netperturb.cli screenshots --configfile $(CONFIG)
 
 clean:
 	rm -rf results logs benchmarks .snakemake

@@ -9,6 +9,7 @@
         --weights IMAGENET1K_V1 --shards resources/data/imagenet/resize256-crop224-bilinear/shards \
         --dataset imagenet --layer conv1 --perturbation node_knockout --levels 0.5 --repeats 1 --out cell.csv
     netperturb where --configfile config/config.yaml   # where the outputs of a study are
+    netperturb screenshots --configfile config/config.yaml   # PNGs of the index page and reports
 """
 
 from __future__ import annotations
@@ -66,9 +67,28 @@ def _cmd_where(args: argparse.Namespace) -> int:
     run = cfg.get("run", "digits")
     root = Path("results") / run
     print(f"\nrun {run!r}: outputs under {root}/")
+    print(f"  {'ok ' if (root / 'index.html').exists() else 'missing'}  {root / 'index.html'}  (start here)")
     for study in cfg.get("studies", STUDIES[:1]):  # the schema default: [cheney2017]
         p = root / study / "report" / f"{study}.html"
         print(f"  {'ok ' if p.exists() else 'missing'}  {p}")
+    return 0
+
+
+def _cmd_screenshots(args: argparse.Namespace) -> int:
+    import yaml
+
+    from netperturb.core.report import take_screenshots
+    from netperturb.studies import STUDIES
+
+    cfg = yaml.safe_load(Path(args.configfile).read_text()) or {}
+    root = Path("results") / cfg.get("run", "digits")
+    pages = [root / "index.html"] + [root / s / "report" / f"{s}.html" for s in cfg.get("studies", STUDIES[:1])]
+    missing = [str(p) for p in pages if not p.exists()]
+    if missing:
+        print(f"missing (run the workflow first): {', '.join(missing)}", file=sys.stderr)
+        return 1
+    for png in take_screenshots(pages, root / "screenshots"):
+        print(png)
     return 0
 
 
@@ -119,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("where", help="print where a study's outputs are")
     s.add_argument("--configfile", default="config/config.yaml")
     s.set_defaults(func=_cmd_where)
+
+    s = sub.add_parser("screenshots", help="headless-Chromium PNGs of a run's index page and reports (results/<run>/screenshots/)")
+    s.add_argument("--configfile", default="config/config.yaml")
+    s.set_defaults(func=_cmd_screenshots)
     return p
 
 
