@@ -31,7 +31,7 @@ def test_output_problems_names_stderr_errors_and_warnings():
 def test_findings_markdown_and_frame():
     f = [Finding("A claim", "We found 3.", "holds", "s/t.csv"), Finding("B", "n/a", "not tested", "s/u.csv")]
     md = findings_markdown(f)
-    assert md.startswith("## Findings\n") and "**✅ holds** -- *A claim*" in md and "source: `s/t.csv`" in md
+    assert md.startswith("## Findings\n") and '<strong style="color:#1a7f37">holds</strong> -- *A claim*' in md and "source: `s/t.csv`" in md
     assert "No finding" in findings_markdown([])
     assert list(findings_frame(f).columns) == ["claim", "found", "verdict", "source"]
 

@@ -131,17 +131,21 @@ class Finding:
     source: str
 
 
-VERDICT_MARKS = {"holds": "✅", "does not hold": "❌", "mixed": "◐", "not shown": "○", "not tested": "–"}
+# verdict colours (text, not emoji: headless browsers and many desktops lack an emoji font)
+VERDICT_COLORS = {"holds": "#1a7f37", "does not hold": "#cf222e", "mixed": "#9a6700", "not shown": "#9a6700",
+                  "not tested": "#6e7781"}  # fmt: skip
 
 
 def findings_markdown(findings: Sequence[Finding], title: str = "Findings") -> str:
-    """The block a report opens with: one entry per finding, verdict first, source named."""
+    """The block a report opens with: one entry per finding, the verdict first (coloured), then
+    the claim, this run's numbers and the source table."""
     lines = [f"## {title}", ""]
     if not findings:
         lines.append("_No finding could be computed from this run's tables._")
     for f in findings:
-        mark = VERDICT_MARKS.get(f.verdict, "")
-        lines.append(f"- **{mark} {f.verdict}** -- *{f.claim}*  \n  {f.found}  \n  <small>source: `{f.source}`</small>")
+        color = VERDICT_COLORS.get(f.verdict, "#24292f")
+        lines.append(f'- <strong style="color:{color}">{f.verdict}</strong> -- *{f.claim}*  \n'
+                     f"  {f.found}  \n  <small>source: `{f.source}`</small>")
     return "\n".join(lines) + "\n"
 
 
