@@ -63,7 +63,7 @@ display(Markdown(findings_markdown(found)))
 first = sw.iloc[0]
 display(Markdown(
     f"**{len(sw):,} measurements** on {dataset}: {len(models)} model(s), {sw['init'].nunique()} initialisation(s), "
-    f"checkpoints at epochs {sorted(sw['epoch'].unique())}, filters {sorted(sw['perturbation'].unique())}, "
+    f"checkpoints at epochs {sorted(int(e) for e in sw['epoch'].unique())}, filters {sorted(sw['perturbation'].unique())}, "
     f"{sw['step'].max() + 1} thresholds per sweep, {int(first['n_images'])} evaluation images; attack {first['attack']} "
     f"eps {first['eps']:g} ({first['attack_mode']}); device {first['device']}."))
 

@@ -32,6 +32,8 @@ def test_findings_markdown_and_frame():
     f = [Finding("A claim", "We found 3.", "holds", "s/t.csv"), Finding("B", "n/a", "not tested", "s/u.csv")]
     md = findings_markdown(f)
     assert md.startswith("## Findings\n") and '<strong style="color:#1a7f37">holds</strong> -- *A claim*' in md and "source: `s/t.csv`" in md
+    one = findings_markdown([f[0], Finding("C", "x", "mixed", "s/t.csv")])
+    assert one.count("source:") == 1 and one.rstrip().endswith("<small>source: `s/t.csv`</small>")
     assert "No finding" in findings_markdown([])
     assert list(findings_frame(f).columns) == ["claim", "found", "verdict", "source"]
 

@@ -142,10 +142,13 @@ def findings_markdown(findings: Sequence[Finding], title: str = "Findings") -> s
     lines = [f"## {title}", ""]
     if not findings:
         lines.append("_No finding could be computed from this run's tables._")
+    one_source = len({f.source for f in findings}) == 1  # then named once, below the list
     for f in findings:
         color = VERDICT_COLORS.get(f.verdict, "#24292f")
-        lines.append(f'- <strong style="color:{color}">{f.verdict}</strong> -- *{f.claim}*  \n'
-                     f"  {f.found}  \n  <small>source: `{f.source}`</small>")
+        lines.append(f'- <strong style="color:{color}">{f.verdict}</strong> -- *{f.claim}*  \n  {f.found}'
+                     + ("" if one_source else f"  \n  <small>source: `{f.source}`</small>"))
+    if findings and one_source:
+        lines += ["", f"<small>source: `{findings[0].source}`</small>"]
     return "\n".join(lines) + "\n"
 
 

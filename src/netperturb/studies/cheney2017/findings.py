@@ -68,7 +68,7 @@ def findings(
             out.append(Finding(
                 TOP_LAYERS_CLAIM,
                 f"{model}, {name}, {at}: worst top layer {worst['layer_label']} {-worst['relative_drop']:+.1%} "
-                f"(relative to clean {worst['baseline']:.3f}; {each}).",
+                f"(relative to clean {worst['baseline']:.3f}" + (f"; {each})." if len(top) > 1 else ")."),
                 "holds" if ok else "does not hold", source))  # fmt: skip
         if first is None:
             out.append(Finding(CONV1_CLAIM, f"{model}: no conv layer was perturbed.", "not tested", source))
