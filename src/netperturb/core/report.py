@@ -60,6 +60,7 @@ def render_notebook(
     import nbformat
     import papermill as pm
     from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import TagRemovePreprocessor
 
     from netperturb.core.io import atomic_path
 
@@ -75,6 +76,8 @@ def render_notebook(
     failed.unlink()
     nb = nbformat.read(out_ipynb, as_version=4)
     exporter = HTMLExporter(exclude_input=not show_code, exclude_input_prompt=True, exclude_output_prompt=True)
+    if not show_code:  # the parameter cells, template's and papermill's, leave the page entirely
+        exporter.register_preprocessor(TagRemovePreprocessor(remove_cell_tags={"parameters", "injected-parameters"}), enabled=True)
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title or _first_heading(nb) or out_html.stem}})
     with atomic_path(out_html) as tmp:
         tmp.write_text(body, encoding="utf-8")
