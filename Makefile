@@ -15,7 +15,7 @@ BIN     := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test env lint dryrun unlock report clean help
+.PHONY: run test env lint dryrun unlock report screenshots clean help
 
 help:
 	@echo "make run    - create .venv and run the default study (config/config.yaml)"
@@ -23,6 +23,8 @@ help:
 	@echo "make lint   - snakemake --lint"
 	@echo "make dryrun - plan the default study"
 	@echo "make unlock - remove the lock a hard-killed run left (then: make run)"
+	@echo "make report - Snakemake's report into results/<run>/ and the index page that links it"
+	@echo "make screenshots - headless-Chromium PNGs of results/<run>/index.html and each report"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -55,6 +57,17 @@ dryrun: env
 # run refuses to start; only use this when no other snakemake runs in this folder.
 unlock: env
 	$(BIN)/snakemake --cores 1 --configfile $(CONFIG) --unlock
+# the config's run name (results/<run>/)
+RUN = $(shell for py in $(BIN)/python $(PYTHON); do $$py -c "import yaml; print((yaml.safe_load(open('$(CONFIG)')) or {}).get('run', 'digits'))" 2>/dev/null && break; done)
+
+# Snakemake's report (rules, run times, figures) next to the run's index page, which then links it.
+report: env
+	$(BIN)/snakemake --configfile $(CONFIG) --report results/$(RUN)/snakemake-report.html
+	$(BIN)/snakemake --cores 1 --configfile $(CONFIG) --forcerun index --until index
+
+# The first screen of the index page and of each report, as Chromium shows them (Debian: apt-get install chromium).
+screenshots: env
+	$(BIN)/python -m netperturb.cli screenshots --configfile $(CONFIG)
 
 clean:
 	rm -rf results logs benchmarks .snakemake

@@ -22,9 +22,11 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/cheney2017.smk"
 include: "workflow/rules/shen2021.smk"
 include: "workflow/rules/pravin2024.smk"
+include: "workflow/rules/index.smk"
 
 
-# Everything the config asks for: every listed study's merged tables and rendered reports.
+# Everything the config asks for: every listed study's merged tables and rendered reports, and
+# the run's index page.
 rule all:
     input:
         TARGETS,

@@ -6,6 +6,7 @@
 # (s.d. = level x the layer's weight s.d.), every Conv2d and Linear layer, several repeats
 # per level. Accuracy is a fraction in [0, 1]; bands are +/- s.e.m. over repeats.
 # Source: arXiv 1703.08245, Fig. 1; the authors' code kreimanlab/neural_net_robustness.
+# This page shows results only: the executed notebook `cheney2017.ipynb` beside it holds the code.
 
 # %% tags=["parameters"]
 # Parameters (papermill injects the real values after this cell)
@@ -26,7 +27,8 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from netperturb.core.merge import read_table
-from netperturb.core.report import save_figure
+from netperturb.core.report import findings_frame, findings_markdown, save_figure
+from netperturb.studies.cheney2017.findings import findings
 from netperturb.studies.cheney2017.figures import (
     baseline_check,
     first_layer_ranksum,
@@ -40,9 +42,34 @@ Path(figures).mkdir(parents=True, exist_ok=True)
 Path(tables).mkdir(parents=True, exist_ok=True)
 models = list(dict.fromkeys(df["model"]))
 chance = {"top1": 1 / num_classes, "top5": min(5, num_classes) / num_classes}
+
+# %%
+# Findings: the paper's headline checked on this run's tables (netperturb.studies.cheney2017.findings)
+found = findings(df, base, num_classes=num_classes, level=drop_level, metric=metric)
+findings_frame(found).to_csv(Path(tables) / "findings.csv", index=False)
+display(Markdown(findings_markdown(found)))
 display(Markdown(f"**{len(df):,} cells**: {len(models)} models, {df['perturbation'].nunique()} perturbations, "
                  f"{df.groupby('model')['layer'].nunique().sum()} layers, {df['repeat'].nunique()} repeats, "
                  f"{int(df['n_images'].iloc[0])} test images; device {df['device'].iloc[0]}, precision {df['precision'].iloc[0]}."))
+
+# %% [markdown]
+# ## Accuracy against perturbation level, per layer
+#
+# One line per layer, coloured by depth (dark: input side, yellow: output side); each point is
+# the mean over repeats, and the shaded band around a line is +/- one standard error of that
+# mean over the repeats (different random knockouts / noise draws at the same level): a wide
+# band means the result depends on which weights were hit. Dashed: chance; dotted: the clean
+# network.
+
+# %%
+for model in models:
+    b = base.set_index("model")
+    for m in dict.fromkeys([metric, "top5" if metric == "top1" else "top1"]):
+        fig = plot_accuracy_vs_level(df, model, metric=m, chance=chance[m], baseline=float(b.loc[model, m]))
+        save_figure(fig, Path(figures) / f"{model}_{m}")
+        if m == metric:
+            display(fig)
+        plt.close(fig)
 
 # %% [markdown]
 # ## Clean accuracy
@@ -67,19 +94,6 @@ if len(check):
     display(check.style.format({"top1": "{:.4f}", "top1_published": "{:.4f}", "top5": "{:.4f}",
                                 "top5_published": "{:.4f}", "top1_diff": "{:+.2f}", "top5_diff": "{:+.2f}"}
                                ).hide(axis="index"))
-
-# %% [markdown]
-# ## Accuracy against perturbation level, per layer
-
-# %%
-for model in models:
-    b = base.set_index("model")
-    for m in dict.fromkeys([metric, "top5" if metric == "top1" else "top1"]):
-        fig = plot_accuracy_vs_level(df, model, metric=m, chance=chance[m], baseline=float(b.loc[model, m]))
-        save_figure(fig, Path(figures) / f"{model}_{m}")
-        if m == metric:
-            display(fig)
-        plt.close(fig)
 
 # %% [markdown]
 # ## Relative drop at the chosen level

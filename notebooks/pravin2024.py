@@ -1,22 +1,10 @@
 # %% [markdown]
 # # Synaptic filtering: fragility, robustness and antifragility (Pravin et al. 2024)
 #
-# Networks trained here are **filtered**: weights are set to zero by signed threshold alpha -
-# *low* zeroes w <= alpha, *high* zeroes w >= alpha, *pulse* zeroes the band
-# [alpha - h, alpha + h) with h = (max - min) / (2 S) - one layer at a time (alpha over S
-# points of that layer's [min, max]) and over the whole network at once (a shared grid).
-# Every filtered network is evaluated in `eval()` mode on clean test images and on adversarial
-# ones (FGSM or PGD, by default regenerated against the filtered network itself).
-# Accuracy is a fraction in [0, 1]; the x axis is the normalised alpha (sweep position t in
-# [0, 1], from "almost nothing removed" to "every weight removed").
+# Which weights can a trained network lose, on clean and on adversarial inputs? Filtering scores
+# sort layers into fragile, robust and antifragile ones (arXiv 2312.09821).
 #
-# **Filtering scores** (our definition; the paper's normalisation is not recoverable): with
-# A_c, A_a the clean and adversarial accuracy of the unfiltered checkpoint,
-# f_clean = Simpson integral of (acc_clean(t) - A_c) / A_c over t,
-# f_adv = integral of (acc_adv(t) - A_a) / A_c, f_diff = f_adv - f_clean (the adversarial minus
-# clean curve against its unfiltered value). Below -tolerance: **fragile**; above +tolerance:
-# **antifragile**; else **robust**. Source: arXiv 2312.09821; the authors' notebooks
-# (SynapFilter/InferLink).
+# This page shows results only: the executed notebook `pravin2024.ipynb` beside it holds the code.
 
 # %% tags=["parameters"]
 # Parameters (papermill injects the real values after this cell)
@@ -41,14 +29,17 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from netperturb.core.merge import read_table
-from netperturb.core.report import save_figure
+from netperturb.core.report import findings_frame, findings_markdown, save_figure
+from netperturb.studies.pravin2024.findings import findings
 from netperturb.studies.pravin2024.figures import (
     FILTER_TITLES,
+    MANY_LAYERS,
     class_table,
     full_filter_table,
     layers_by_class,
     plot_class_maps,
     plot_layer_curves,
+    plot_layer_heatmap,
     plot_network_curves,
     plot_score_heatmaps,
     retraining_summary,
@@ -63,12 +54,67 @@ Path(figures).mkdir(parents=True, exist_ok=True)
 Path(tables).mkdir(parents=True, exist_ok=True)
 chance = 1 / num_classes if metric == "top1" else min(5, num_classes) / num_classes
 models = list(dict.fromkeys(sw["model"]))
+
+# %%
+# Findings: the paper's claims checked on this run's tables (netperturb.studies.pravin2024.findings)
+found = findings(pd.concat([class_table(sc, m, tolerance).assign(model=m) for m in models]),
+                 full_filter_table(sw, base, metric=metric))
+findings_frame(found).to_csv(Path(tables) / "findings.csv", index=False)
+display(Markdown(findings_markdown(found)))
 first = sw.iloc[0]
 display(Markdown(
     f"**{len(sw):,} measurements** on {dataset}: {len(models)} model(s), {sw['init'].nunique()} initialisation(s), "
-    f"checkpoints at epochs {sorted(sw['epoch'].unique())}, filters {sorted(sw['perturbation'].unique())}, "
+    f"checkpoints at epochs {sorted(int(e) for e in sw['epoch'].unique())}, filters {sorted(sw['perturbation'].unique())}, "
     f"{sw['step'].max() + 1} thresholds per sweep, {int(first['n_images'])} evaluation images; attack {first['attack']} "
     f"eps {first['eps']:g} ({first['attack_mode']}); device {first['device']}."))
+
+# %% [markdown]
+# ## Per-layer filtering: accuracy against normalised alpha
+#
+# Each layer filtered on its own, at the last checkpoint (figures of every checkpoint are saved in
+# `figures/`). With up to 10 layers: one line per layer (colour by depth, dark = input side), the
+# mean over initialisations; dotted: the unfiltered network, dashed: chance. With more layers:
+# a heat map, one row per layer (input side on top), one column per threshold, colour = accuracy
+# from 0 (dark) to 1 (yellow); a row that stays bright to the right is a layer the network does
+# not need, a row that darkens early is a fragile one. The line plots are saved too.
+
+# %%
+for model in models:
+    layer_sw = sw[(sw["model"] == model) & (sw["mode"] == "layer")]
+    epochs = sorted(layer_sw["epoch"].unique())
+    many = layer_sw["layer"].nunique() > MANY_LAYERS
+    for e in epochs:
+        fig = plot_layer_curves(sw, model, e, metric=metric, chance=chance, baseline=base)
+        save_figure(fig, Path(figures) / f"{model}_layers_epoch{e}")
+        if e == epochs[-1] and not many:
+            display(fig)
+        plt.close(fig)
+        if many:
+            fig = plot_layer_heatmap(sw, model, e, metric=metric, baseline=base)
+            save_figure(fig, Path(figures) / f"{model}_layers_heatmap_epoch{e}")
+            if e == epochs[-1]:
+                display(fig)
+            plt.close(fig)
+
+# %% [markdown]
+# ## What is measured
+#
+# Networks trained here are **filtered**: weights are set to zero by signed threshold alpha -
+# *low* zeroes w <= alpha, *high* zeroes w >= alpha, *pulse* zeroes the band
+# [alpha - h, alpha + h) with h = (max - min) / (2 S) - one layer at a time (alpha over S
+# points of that layer's [min, max]) and over the whole network at once (a shared grid).
+# Every filtered network is evaluated in `eval()` mode on clean test images and on adversarial
+# ones (FGSM or PGD, by default regenerated against the filtered network itself).
+# Accuracy is a fraction in [0, 1]; the x axis is the normalised alpha (sweep position t in
+# [0, 1], from "almost nothing removed" to "every weight removed").
+#
+# **Filtering scores** (our definition; the paper's normalisation is not recoverable): with
+# A_c, A_a the clean and adversarial accuracy of the unfiltered checkpoint,
+# f_clean = Simpson integral of (acc_clean(t) - A_c) / A_c over t,
+# f_adv = integral of (acc_adv(t) - A_a) / A_c, f_diff = f_adv - f_clean (the adversarial minus
+# clean curve against its unfiltered value). Below -tolerance: **fragile**; above +tolerance:
+# **antifragile**; else **robust**. Source: arXiv 2312.09821; the authors' notebooks
+# (SynapFilter/InferLink).
 
 # %% [markdown]
 # ## Training and the unfiltered checkpoints
@@ -79,21 +125,6 @@ display(last[["model", "arch", "init", "epoch", "train_loss", "test_top1"]].styl
 bw = base.pivot_table(index=["model", "init", "epoch"], columns="data", values=metric).reset_index()
 bw.to_csv(Path(tables) / "checkpoints.csv", index=False)
 bw.style.format(precision=4).hide(axis="index")
-
-# %% [markdown]
-# ## Per-layer filtering: accuracy against normalised alpha
-#
-# One line per layer (colour by depth), mean over initialisations; dotted: the unfiltered network, dashed: chance.
-
-# %%
-for model in models:
-    epochs = sorted(sw.loc[(sw["model"] == model) & (sw["mode"] == "layer"), "epoch"].unique())
-    for e in epochs:
-        fig = plot_layer_curves(sw, model, e, metric=metric, chance=chance, baseline=base)
-        save_figure(fig, Path(figures) / f"{model}_layers_epoch{e}")
-        if e == epochs[-1]:
-            display(fig)
-        plt.close(fig)
 
 # %% [markdown]
 # ## Whole-network filtering
@@ -110,6 +141,9 @@ for model in models:
 
 # %% [markdown]
 # ## Filtering scores (layer x epoch)
+#
+# Blue: the score is above 0 (filtering raised accuracy above the unfiltered network), red: below;
+# the number in a cell is the score; within +/- tolerance a layer counts as robust.
 
 # %%
 for model in models:

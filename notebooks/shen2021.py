@@ -5,14 +5,7 @@
 # conv weights move away from the centre of their interval towards its minimum or maximum; this
 # equals lower *fuzziness* of the parameters; models with the property are more robust to
 # adversarial examples, so it can be built into the loss.
-#
-# The paper's formulas are not public; what is measured here is **our operationalisation**
-# (`netperturb.studies.shen2021.minmax`): position in the interval `mu = (w - min) / (max - min)` (interval of the
-# whole layer, or of each kernel = output unit), fuzziness `F = -mean(mu ln mu + (1 - mu) ln(1 - mu))`
-# (De Luca-Termini; 0 with every weight at an end, ln 2 at the centre, 1/2 for uniform `mu`),
-# "near an end" = `mu` within `end_fraction` of 0 or 1, and the loss
-# `CE + lambda * mean over the regularised layers of F` with gradients through min and max.
-# Attacks: white-box FGSM and L-inf PGD on the test split, eps in units of the [0, 1] pixel range.
+# This page shows results only: the executed notebook `shen2021.ipynb` beside it holds the code.
 
 # %% tags=["parameters"]
 # Parameters (papermill injects the real values after this cell)
@@ -37,7 +30,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from netperturb.core.report import save_figure
+from netperturb.core.report import findings_frame, findings_markdown, save_figure
+from netperturb.studies.shen2021.findings import findings
 from netperturb.studies.shen2021.figures import (
     fuzziness_change,
     fuzziness_robustness,
@@ -70,9 +64,37 @@ def show(fig, name):
     plt.close(fig)
 
 
+# %%
+# Findings: the paper's claims checked on this run's tables (netperturb.studies.shen2021.findings)
+found = findings(fuzziness_change(track, "layer"), fuzziness_robustness(hist, rob, report_eps)[1])
+findings_frame(found).to_csv(Path(tables) / "findings.csv", index=False)
+display(Markdown(findings_markdown(found)))
 display(Markdown(f"**{hist['model'].nunique()} runs** of {hist['arch'].iloc[0]} on {dataset}: lambda in {[float(l) for l in lams]}, "
                  f"seeds {[int(s) for s in seeds]}, {epochs} epochs; {track['epoch'].nunique()} weight snapshots per run; "
                  f"regularised layers {regularized}; device {rob['device'].iloc[0]}."))
+
+# %% [markdown]
+# ## Fuzziness against epoch, per layer (layer interval, then kernel intervals)
+#
+# One line per lambda (the weight of the fuzziness term; 0 = plain training); the line is the
+# mean over training seeds and the shaded band +/- one standard deviation over those seeds: a
+# band that covers another lambda's line means the seeds do not separate them. Dashed: ln 2 (every
+# weight at the centre of its interval); dotted: 1/2 (positions spread uniformly, the start).
+
+# %%
+show(plot_fuzziness_vs_epoch(track, "layer", "fuzziness"), "fuzziness_vs_epoch_layer")
+show(plot_fuzziness_vs_epoch(track, "kernel", "fuzziness"), "fuzziness_vs_epoch_kernel")
+
+# %% [markdown]
+# ## What is measured
+#
+# The paper's formulas are not public; what is measured here is **our operationalisation**
+# (`netperturb.studies.shen2021.minmax`): position in the interval `mu = (w - min) / (max - min)` (interval of the
+# whole layer, or of each kernel = output unit), fuzziness `F = -mean(mu ln mu + (1 - mu) ln(1 - mu))`
+# (De Luca-Termini; 0 with every weight at an end, ln 2 at the centre, 1/2 for uniform `mu`),
+# "near an end" = `mu` within `end_fraction` of 0 or 1, and the loss
+# `CE + lambda * mean over the regularised layers of F` with gradients through min and max.
+# Attacks: white-box FGSM and L-inf PGD on the test split, eps in units of the [0, 1] pixel range.
 
 # %% [markdown]
 # ## Training: clean test accuracy and the regularised fuzziness after the last epoch
@@ -107,13 +129,6 @@ change["layer"].style.format(precision=3).hide(axis="index")
 
 # %%
 change["kernel"].style.format(precision=3).hide(axis="index")
-
-# %% [markdown]
-# ### Fuzziness against epoch, per layer (layer interval, then kernel intervals)
-
-# %%
-show(plot_fuzziness_vs_epoch(track, "layer", "fuzziness"), "fuzziness_vs_epoch_layer")
-show(plot_fuzziness_vs_epoch(track, "kernel", "fuzziness"), "fuzziness_vs_epoch_kernel")
 
 # %% [markdown]
 # ### Fraction of weights near an end of the layer interval

@@ -13,6 +13,7 @@
 
 `netperturb perturb` uses one CPU thread unless --threads says more (as a workflow job uses
 its rule's threads): torch's default of every core runs many times slower on a loaded machine.
+    netperturb screenshots --configfile config/config.yaml   # PNGs of the index page and reports
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def _cmd_where(args: argparse.Namespace) -> int:
     run = cfg.get("run", "digits")
     root = Path("results") / run
     print(f"\nrun {run!r}: outputs under {root}/")
+    print(f"  {'ok ' if (root / 'index.html').exists() else 'missing'}  {root / 'index.html'}  (start here)")
     for study in cfg.get("studies", STUDIES[:1]):  # the schema default: [cheney2017]
         p = root / study / "report" / f"{study}.html"
         print(f"  {'ok ' if p.exists() else 'missing'}  {p}")
@@ -90,6 +92,21 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         if not Path(f).exists():
             raise FileNotFoundError(f"{f}: no such config file")
     print(f"ok: {', '.join(args.configfiles)}")
+def _cmd_screenshots(args: argparse.Namespace) -> int:
+    import yaml
+
+    from netperturb.core.report import take_screenshots
+    from netperturb.studies import STUDIES
+
+    cfg = yaml.safe_load(Path(args.configfile).read_text()) or {}
+    root = Path("results") / cfg.get("run", "digits")
+    pages = [root / "index.html"] + [root / s / "report" / f"{s}.html" for s in cfg.get("studies", STUDIES[:1])]
+    missing = [str(p) for p in pages if not p.exists()]
+    if missing:
+        print(f"missing (run the workflow first): {', '.join(missing)}", file=sys.stderr)
+        return 1
+    for png in take_screenshots(pages, root / "screenshots"):
+        print(png)
     return 0
 
 
@@ -146,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("where", help="print where a study's outputs are")
     s.add_argument("--configfile", default="config/config.yaml")
     s.set_defaults(func=_cmd_where)
+
+    s = sub.add_parser("screenshots", help="headless-Chromium PNGs of a run's index page and reports (results/<run>/screenshots/)")
+    s.add_argument("--configfile", default="config/config.yaml")
+    s.set_defaults(func=_cmd_screenshots)
     return p
 
 

@@ -116,7 +116,7 @@ def imagenet_archives(wildcards):
 
 
 # Final outputs of `rule all`. Each study's rule file appends its own when the study is listed
-# in config["studies"].
+# in config["studies"]; index.smk adds the run's index page, which links them all.
 TARGETS = []
 
 

@@ -40,7 +40,7 @@ from unittest import mock
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain tqdm: tqdm.auto in a notebook kernel warns (IProgress) without ipywidgets
 
 from netperturb.datasets.shards import write_shards
 

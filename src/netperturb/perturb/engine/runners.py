@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain tqdm: tqdm.auto in a notebook kernel warns (IProgress) without ipywidgets
 
 from netperturb.core.evaluate import Counts, count_logits, evaluate
 from netperturb.core.layers import LayerInfo

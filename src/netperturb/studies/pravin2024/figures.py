@@ -23,6 +23,8 @@ __all__ = [
     "layer_role",
     "curve_means",
     "plot_layer_curves",
+    "plot_layer_heatmap",
+    "MANY_LAYERS",
     "plot_network_curves",
     "plot_score_heatmaps",
     "plot_class_maps",
@@ -99,6 +101,53 @@ def plot_layer_curves(sweeps: pd.DataFrame, model: str, epoch: int, *, metric: s
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title="layer", fontsize=7, ncol=1 + len(labels) // 26)
     fig.suptitle(f"{model}, epoch {epoch}: per-layer synaptic filtering")
     fig.tight_layout()
+    return fig
+
+
+MANY_LAYERS = 10  # above this many layers, the per-layer sweeps are shown as a heat map
+
+
+def plot_layer_heatmap(sweeps: pd.DataFrame, model: str, epoch: int, *, metric: str = "top1",
+                       baseline: pd.DataFrame | None = None, cmap: str = "viridis"):
+    """Per-layer mode at one checkpoint as a layer x level heat map, readable with many layers:
+    rows = layers in depth order, columns = thresholds (sweep position t from "almost nothing
+    removed" to "every weight removed"), colour = accuracy (mean over initialisations, 0 to 1);
+    one panel per filter (rows) and data (clean / adversarial; columns). The unfiltered
+    accuracy is given in each panel's title. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    sub = sweeps[(sweeps["model"] == model) & (sweeps["epoch"] == epoch) & (sweeps["mode"] == "layer")]
+    m = curve_means(sub, metric)
+    filters = _filters(sub)
+    n_layers = max(m["layer_index"].nunique(), 1)
+    fig, axes = plt.subplots(len(filters), 2, figsize=(10, (0.16 * n_layers + 1.0) * len(filters) + 0.8),
+                             sharex=True, squeeze=False, layout="constrained")  # fmt: skip
+    image = None
+    for r, flt in enumerate(filters):
+        for c, data in enumerate(("clean", "adversarial")):
+            ax = axes[r][c]
+            s = m[(m["perturbation"] == flt) & (m["data"] == data)]
+            wide = s.pivot_table(index=["layer_index", "layer_label"], columns="position", values="mean")
+            pos = wide.columns.to_numpy(dtype=float)
+            edges = np.concatenate([[pos[0] - 0.5 * (pos[1] - pos[0]) if len(pos) > 1 else pos[0] - 0.5],
+                                    (pos[1:] + pos[:-1]) / 2,
+                                    [pos[-1] + 0.5 * (pos[-1] - pos[-2]) if len(pos) > 1 else pos[-1] + 0.5]])  # fmt: skip
+            image = ax.pcolormesh(edges, np.arange(len(wide.index) + 1), wide.to_numpy(dtype=float), cmap=cmap,
+                                  vmin=0, vmax=1, shading="flat")  # fmt: skip
+            ax.set_yticks(np.arange(len(wide.index)) + 0.5, [lab for _, lab in wide.index], fontsize=6 if n_layers > 20 else 7)
+            ax.invert_yaxis()  # the input side on top
+            title = f"{FILTER_TITLES[flt]} - {data}"
+            if baseline is not None:
+                b = baseline[(baseline["model"] == model) & (baseline["epoch"] == epoch) & (baseline["data"] == data)]
+                if len(b):
+                    title += f" (unfiltered {b[metric].mean():.2f})"
+            ax.set_title(title, fontsize=9)
+        axes[r][0].set_ylabel("layer")
+    for ax in axes[-1]:
+        ax.set_xlabel("normalised alpha (sweep position)")
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.6, label=f"{metric.replace('top', 'top-')} accuracy")
+    fig.suptitle(f"{model}, epoch {epoch}: per-layer synaptic filtering, accuracy per layer and threshold")
     return fig
 
 
