@@ -82,7 +82,6 @@ def fgsm_with_logits(
     x: Tensor,
     y: Tensor,
     eps: float,
-    *,
     clamp: tuple[Tensor | float, Tensor | float] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """:func:`fgsm` that also returns the clean logits of the same forward pass (so a clean
