@@ -47,3 +47,12 @@ def test_nearest_level_is_reported_and_missing_layers_are_not_tested():
     assert conv1.verdict == "not tested"
     (only,) = findings(df.assign(perturbation="node_knockout"), BASE, num_classes=10, metric="top1")
     assert only.verdict == "not tested"
+
+
+def test_zero_clean_accuracy_is_not_tested_rather_than_an_error():
+    """A random network can score 0 on a handful of images (the tiny paper config): the relative
+    drop 1 - acc / 0 is undefined, and the finding says so instead of raising."""
+    df = _table({"conv1": 0.0, "conv2": 0.0, "fc3": 0.0})
+    top, conv1 = findings(df, BASE.assign(top1=0.0), num_classes=10, metric="top1")
+    assert top.verdict == "not tested" and "clean top-1 accuracy is 0.000" in top.found
+    assert conv1.verdict == "not tested"

@@ -22,7 +22,7 @@ from netperturb.studies.shen2021.minmax import FuzzinessRegularizer, WeightTrack
 from netperturb.models import get_model
 from netperturb.core.training import TrainConfig, train_classifier
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 LN2 = math.log(2)
 H_QUARTER = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))  # fuzziness of mu = 1/4
 

@@ -61,10 +61,15 @@ def findings(
         at = f"{lv:.0%} of the weights removed" + ("" if lv >= 0.7 else " (the level nearest 70% on this grid)")
         if top.empty:
             out.append(Finding(TOP_LAYERS_CLAIM, f"{model}: no top conv or dense layer was perturbed.", "not tested", source))
+        elif top["relative_drop"].isna().all():
+            out.append(Finding(
+                TOP_LAYERS_CLAIM,
+                f"{model}, {name}: the clean {name} accuracy is {float(top['baseline'].iloc[0]):.3f}, so a relative drop "
+                "is undefined.", "not tested", source))  # fmt: skip
         else:
             worst = top.loc[top["relative_drop"].idxmax()]
             each = ", ".join(f"{r.layer_label} {-r.relative_drop:+.1%}" for r in top.itertuples())
-            ok = bool((top["relative_drop"] < max_drop).all())
+            ok = bool((top["relative_drop"].dropna() < max_drop).all())
             out.append(Finding(
                 TOP_LAYERS_CLAIM,
                 f"{model}, {name}, {at}: worst top layer {worst['layer_label']} {-worst['relative_drop']:+.1%} "
