@@ -175,14 +175,83 @@ def _dry_run(*args: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.workflow
-def test_profile_plans_gpu_jobs_for_the_default_study():
+def test_profile_leaves_the_default_studys_sizes_to_the_config():
     jobs = _dry_run("--workflow-profile", str(PROFILE))
     assert len(jobs["cheney2017_perturb"]) == 39 and len(jobs["cheney2017_baseline"]) == 2 and len(jobs["train"]) == 2, jobs.keys()
+    # config/config.yaml sets no cheney2017.resources: the schema's defaults (no GPU, 4000 MB,
+    # 60 min); the profile's cpus_per_gpu is used by the plugin only for a job with a GPU
     for rule in ("cheney2017_perturb", "cheney2017_baseline"):
         for res in jobs[rule]:
-            assert "gpu=1" in res and "cpus_per_gpu=4" in res and "mem_mb=32000" in res, (rule, res)
-    assert all("gpu" not in res for res in jobs["train"])
-    assert "runtime=120" in jobs["cheney2017_perturb"][0] and "mem_mb=8000" in jobs["train"][0]
+            assert "gpu=0" in res and "mem_mb=4000," in res and "runtime=60," in res, (rule, res)
+    # train: the profile's own sizes (the config has none for it)
+    assert all("gpu" not in res and "mem_mb=8000," in res and "runtime=120" in res for res in jobs["train"])
+
+
+def _resources(res: str) -> dict[str, str]:
+    return dict(kv.split("=", 1) for kv in res.split(", "))
+
+
+@pytest.mark.workflow
+def test_profile_takes_sizes_from_the_paper_config(tmp_path):
+    """The issue-13 case: the profile's set-resources used to replace the config's sizes
+    (every perturb job planned runtime=120, mem_mb=32000 whatever cheney2017.resources said)."""
+    paper = yaml.safe_load((REPO / "config" / "cheney2017-imagenet.yaml").read_text())
+    assert paper["cheney2017"]["resources"] == {"gpu": 1, "mem_mb": 24000, "runtime": 240}
+    jobs = _dry_run("--workflow-profile", str(PROFILE), "--configfile", "config/cheney2017-imagenet.yaml")
+    assert len(jobs["cheney2017_perturb"]) == 72 and len(jobs["cheney2017_baseline"]) == 2
+    for rule in ("cheney2017_perturb", "cheney2017_baseline"):
+        for res in map(_resources, jobs[rule]):
+            assert (res["gpu"], res["mem_mb"], res["runtime"], res["cpus_per_gpu"]) == ("1", "24000", "240", "4"), (rule, res)
+    (prep,) = map(_resources, jobs["prepare_imagenet"])
+    assert (prep["mem_mb"], prep["runtime"]) == ("16000", "180") and "gpu" not in prep
+    # other numbers in the config: other numbers planned (nothing restated in the profile)
+    paper["cheney2017"]["resources"] = {"gpu": 2, "mem_mb": 12345, "runtime": 77}
+    paper["datasets"]["imagenet"].update(mem_mb=5432, runtime=33)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(paper))
+    jobs = _dry_run("--workflow-profile", str(PROFILE), "--configfile", str(tmp_path / "c.yaml"))
+    for rule in ("cheney2017_perturb", "cheney2017_baseline"):
+        for res in map(_resources, jobs[rule]):
+            assert (res["gpu"], res["mem_mb"], res["runtime"]) == ("2", "12345", "77"), (rule, res)
+    (prep,) = map(_resources, jobs["prepare_imagenet"])
+    assert (prep["mem_mb"], prep["runtime"]) == ("5432", "33")
+
+
+@pytest.mark.workflow
+def test_profile_takes_pravins_sizes_from_its_config():
+    jobs = _dry_run("--workflow-profile", str(PROFILE), "--configfile", "config/pravin2024-mnist.yaml")
+    rules = [r for r in jobs if r.startswith("pravin2024_") and jobs[r][0]]
+    sized = {r for r in rules if "runtime=240" in jobs[r][0]}
+    assert {"pravin2024_baseline", "pravin2024_retrain"} <= sized, {r: jobs[r][0] for r in rules}
+    for r in sized:
+        for res in map(_resources, jobs[r]):
+            assert (res["gpu"], res["mem_mb"], res["runtime"]) == ("1", "16000", "240"), (r, res)
+
+
+# The resources of a retried job: the rules' runtime is a function of the attempt.
+_ATTEMPTS = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+with SnakemakeApi(OutputSettings()) as api:
+    wf = api.workflow(ResourceSettings(), ConfigSettings(configfiles=[Path(sys.argv[1])]), snakefile=Path("Snakefile"))
+    rules = {r.name: r for r in wf._workflow.rules}
+    out = {}
+    for name in ("cheney2017_perturb", "cheney2017_baseline", "prepare_imagenet"):
+        rt = rules[name].resources["runtime"]
+        out[name] = [rt.evaluate(None, attempt=a).value for a in (1, 2, 3)]
+    print(json.dumps(out))
+"""
+
+
+@pytest.mark.workflow
+def test_a_retried_job_asks_for_attempt_times_the_configured_runtime():
+    import json
+
+    r = subprocess.run([sys.executable, "-c", _ATTEMPTS, "config/cheney2017-imagenet.yaml"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got == {"cheney2017_perturb": [240, 480, 720], "cheney2017_baseline": [240, 480, 720], "prepare_imagenet": [180, 360, 540]}
 
 
 # rule -> [its `conda:` env file, whether it is a local rule], as the workflow resolves them for
@@ -211,13 +280,13 @@ def _rules(config: dict) -> dict[str, list]:
 @pytest.mark.workflow
 def test_local_rules_and_the_gpu_env_match_the_profile():
     profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
-    gpu_in_profile = {r for r, res in profile["set-resources"].items() if res.get("gpu")}
+    gpu_in_profile = {r for r, res in profile["set-resources"].items() if res.get("cpus_per_gpu")}
     cpu = _rules({})
     # data preparation (downloads), merges and reports run on the login node
     assert {r for r, (_, local) in cpu.items() if local} >= {"prepare_dataset", "cheney2017_merge", "cheney2017_report"}
     assert {r for r, (_, local) in cpu.items() if not local} >= {"train", "cheney2017_baseline", "cheney2017_perturb"}
     assert {env for env, _ in cpu.values()} == {"netperturb.yaml"}
-    # gpu_env: exactly the rules the profile gives a GPU run in the CUDA env
+    # gpu_env: exactly the rules the profile gives CPUs per GPU run in the CUDA env
     gpu = _rules({"gpu_env": True})
     assert {r for r, (env, _) in gpu.items() if env == "netperturb-gpu.yaml"} == gpu_in_profile == GPU_RULES
     assert {r: v for r, v in gpu.items() if r not in GPU_RULES} == {r: v for r, v in cpu.items() if r not in GPU_RULES}

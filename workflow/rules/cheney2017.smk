@@ -14,8 +14,8 @@ except ConfigError as e:
     raise WorkflowError(f"invalid config: {e}")
 
 # What a baseline / perturbation job asks of the executor (cheney2017.resources): gpu=1 puts
-# them on GPU nodes under SLURM.
-CHENEY_RESOURCES = {k: CHENEY["resources"][k] for k in ("gpu", "mem_mb", "runtime")}
+# them on GPU nodes under SLURM; runtime x attempt on a retry.
+CHENEY_RESOURCES = job_resources(CHENEY["resources"])
 CHENEY_COMMON = dict(
     run=RUN,
     dataset=DATASET,

@@ -115,6 +115,17 @@ def imagenet_archives(wildcards):
     return {k: opts[k] for k in keys if opts.get(k) and os.path.exists(opts[k])}
 
 
+def job_resources(section):
+    """What a rule's jobs ask of the executor, from a config section with gpu / mem_mb /
+    runtime (cheney2017.resources, pravin2024.resources, datasets.imagenet): the config is the
+    only source (workflow/profiles/slurm sets none of these). runtime (minutes) grows with the
+    attempt: attempt n of a job (a retry after a time-out, --retries) asks for n x runtime."""
+    res = {k: section[k] for k in ("gpu", "mem_mb") if k in section}
+    minutes = section["runtime"]
+    res["runtime"] = lambda wildcards, attempt: minutes * attempt
+    return res
+
+
 # Final outputs of `rule all`. Each study's rule file appends its own when the study is listed
 # in config["studies"]; index.smk adds the run's index page, which links them all.
 TARGETS = []

@@ -53,8 +53,7 @@ rule prepare_imagenet:
         shard_size=IMAGENET["shard_size"],
     threads: IMAGENET["threads"]
     resources:
-        mem_mb=IMAGENET["mem_mb"],
-        runtime=IMAGENET["runtime"],
+        **job_resources(IMAGENET),
     log:
         "logs/prepare/imagenet-{variant}.log",
     benchmark:

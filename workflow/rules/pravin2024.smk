@@ -23,8 +23,9 @@ PRAVIN_CKPT = f"{PRAVIN_DIR}/models/{{fmodel}}/init{{init}}/epoch{{epoch}}.pt"
 
 
 
-# What the train, baseline, sweep and retraining jobs ask of the executor (e.g. SLURM).
-PRAVIN_RESOURCES = {k: PRAVIN["resources"][k] for k in ("gpu", "mem_mb", "runtime")}
+# What the train, baseline, sweep and retraining jobs ask of the executor (e.g. SLURM);
+# runtime x attempt on a retry.
+PRAVIN_RESOURCES = job_resources(PRAVIN["resources"])
 
 PRAVIN_COMMON = dict(
     run=RUN,
