@@ -12,12 +12,14 @@ The other tests here only plan (-n) and need no SLURM.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -40,6 +42,8 @@ CONFIG = {
     "cheney2017": {
         "repeats": 2,
         "batch_size": 540,
+        # what the GPU jobs ask of SLURM comes from here, not from the profile
+        "resources": {"gpu": 1, "mem_mb": 32000, "runtime": 30},
         "perturbations": {"gaussian_noise": {"levels": [0.0, 0.5, 1.0]}},
     },
 }
@@ -139,7 +143,7 @@ def test_slurm_run_equals_local_run(runs):
 
 
 @pytest.mark.slurm
-def test_jobs_went_through_slurm_with_the_profiles_resources(runs):
+def test_jobs_went_through_slurm_with_the_configs_resources(runs):
     on_slurm, _, out = runs
     ids = _slurm_job_ids(on_slurm)
     # exactly the compute jobs, each once; local rules (prepare_dataset, merge) never submitted
@@ -153,12 +157,90 @@ def test_jobs_went_through_slurm_with_the_profiles_resources(runs):
         assert f"WorkDir={on_slurm}" in info, (rule, info)
         log = (on_slurm / ".snakemake" / "slurm_logs" / f"rule_{rule}" / wildcards / f"{job_id}.log").read_text()
         assert f"rule {rule}:" in log and "--executor slurm-jobstep" in log, log[-2000:]
-        if rule in GPU_RULES:  # the profile's set-resources: one GPU, 4 CPUs per GPU, 32 GB
+        if rule in GPU_RULES:  # cheney2017.resources: one GPU, 32 GB, 30 min; the profile: 4 CPUs per GPU
             assert "TresPerJob=gres:gpu:1" in info, info
-            assert "NumCPUs=4" in info and "MinMemoryNode=32000M" in info, info
+            assert "NumCPUs=4" in info and "MinMemoryNode=32000M" in info and "TimeLimit=00:30:00" in info, info
         else:  # train: CPU job, cpus = the rule's threads
             assert "gres:gpu" not in info, info
             assert "NumCPUs=2" in info and "MinMemoryNode=8000M" in info, info
+
+
+def _freeze_first_job(workdir: Path, stop: threading.Event, frozen: list[str]) -> None:
+    """SIGSTOP every process of the first SLURM job of `workdir` while it runs (again each
+    second, so processes it starts later are frozen too): it makes no progress, so it reaches
+    its time limit whatever the machine's speed. Later jobs (the retry) are left alone."""
+    while not stop.is_set():
+        q = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T %Z"], capture_output=True, text=True)
+        jobs = [line.split() for line in q.stdout.splitlines() if line.endswith(f" {workdir}")]
+        if not frozen:
+            running = [j for j, state, _ in jobs if state == "RUNNING"]
+            if running:
+                frozen.append(running[0])
+        if frozen:
+            state = {j: st for j, st, _ in jobs}.get(frozen[0])
+            if state != "RUNNING":
+                return
+            pids = subprocess.run(["scontrol", "listpids", frozen[0]], capture_output=True, text=True).stdout
+            for line in pids.splitlines()[1:]:
+                pid = int(line.split()[0])
+                try:
+                    if Path(f"/proc/{pid}/comm").read_text().strip() != "slurmstepd":
+                        os.kill(pid, signal.SIGSTOP)
+                except (ProcessLookupError, FileNotFoundError):
+                    pass
+        stop.wait(1.0)
+
+
+@pytest.mark.slurm
+def test_a_job_killed_at_its_time_limit_is_retried_with_more_time(runs):
+    """cheney2017.resources.runtime: 1 (minute); the first SLURM job of one perturbation is
+    frozen, so SLURM kills it at 1 min (state TIMEOUT); snakemake resubmits it (--retries 1)
+    asking for runtime x retry_runtime_factor = 10 min, and the retry writes the table an
+    uninterrupted local run writes. Uses the trained model of `runs`; ~3 min."""
+    on_slurm, local, _ = runs
+    config = copy.deepcopy(CONFIG)
+    config["cheney2017"]["resources"]["runtime"] = 1
+    config["retry_runtime_factor"] = 10  # the retry may take 10 min (a loaded machine: several)
+    config["cheney2017"]["perturbations"]["synapse_knockout"] = {"levels": [0.0, 0.5]}
+    target = "results/slurm/cheney2017/runs/lenet5/synapse_knockout/classifier.4.csv"
+    for d in (on_slurm, local):
+        (d / "timeout.yaml").write_text(yaml.safe_dump(config))
+    cmd = [SNAKEMAKE, target, "-s", str(REPO / "Snakefile"), "--configfile", "timeout.yaml"]
+    slurm_cmd = cmd + [
+        "--workflow-profile", str(PROFILE),
+        "--slurm-status-command", "squeue",
+        "--slurm-init-seconds-before-status-checks", "5",
+        "--slurm-keep-successful-logs",
+        "--retries", "1",
+    ]  # fmt: skip
+    stop, frozen = threading.Event(), []
+    freezer = threading.Thread(target=_freeze_first_job, args=(on_slurm, stop, frozen), daemon=True)
+    freezer.start()
+    slurm = subprocess.Popen(slurm_cmd, cwd=on_slurm, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        loc = subprocess.run(cmd + ["--cores", "1"], cwd=local, capture_output=True, text=True)
+        out, _ = slurm.communicate(timeout=900)
+    finally:
+        stop.set()
+        if slurm.poll() is None:
+            slurm.send_signal(signal.SIGINT)
+            try:
+                slurm.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                slurm.kill()
+    assert loc.returncode == 0, loc.stderr[-3000:]
+    assert slurm.returncode == 0, out[-8000:]
+    ids = _slurm_job_ids(on_slurm)[("cheney2017_perturb", "lenet5_synapse_knockout_classifier.4")]
+    first, retry = sorted(ids, key=int)
+    assert frozen == [first], (frozen, ids)
+    info = {j: subprocess.run(["scontrol", "show", "job", j], capture_output=True, text=True, check=True).stdout for j in ids}
+    assert "JobState=TIMEOUT" in info[first] and "TimeLimit=00:01:00" in info[first], info[first]
+    assert "JobState=COMPLETED" in info[retry] and "TimeLimit=00:10:00" in info[retry], info[retry]
+    assert f"SLURM-job '{first}' failed, SLURM status is: 'TIMEOUT'" in out, out[-5000:]
+    a = pd.read_csv(on_slurm / target, keep_default_na=False)
+    b = pd.read_csv(local / target, keep_default_na=False)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert len(a) == 2 * 2 and set(a["level"]) == {0.0, 0.5}
 
 
 def _dry_run(*args: str) -> dict[str, list[str]]:
@@ -245,13 +327,21 @@ with SnakemakeApi(OutputSettings()) as api:
 
 
 @pytest.mark.workflow
-def test_a_retried_job_asks_for_attempt_times_the_configured_runtime():
+def test_a_retried_job_asks_for_more_time_as_the_config_says(tmp_path):
     import json
 
     r = subprocess.run([sys.executable, "-c", _ATTEMPTS, "config/cheney2017-imagenet.yaml"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
-    assert got == {"cheney2017_perturb": [240, 480, 720], "cheney2017_baseline": [240, 480, 720], "prepare_imagenet": [180, 360, 540]}
+    # retry_runtime_factor: 2 (the schema's default): x2 per attempt
+    assert got == {"cheney2017_perturb": [240, 480, 960], "cheney2017_baseline": [240, 480, 960], "prepare_imagenet": [180, 360, 720]}
+    paper = yaml.safe_load((REPO / "config" / "cheney2017-imagenet.yaml").read_text())
+    paper["retry_runtime_factor"] = 1.5
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(paper))
+    r = subprocess.run([sys.executable, "-c", _ATTEMPTS, str(tmp_path / "c.yaml")], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["cheney2017_perturb"] == [240, 360, 540] and got["prepare_imagenet"] == [180, 270, 405]
 
 
 # rule -> [its `conda:` env file, whether it is a local rule], as the workflow resolves them for

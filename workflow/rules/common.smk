@@ -1,6 +1,7 @@
 # Shared set-up: import the library from this checkout, validate the config, plan the inputs
 # every study shares (datasets, weights, models trained here); wildcard constraints, targets.
 # Each study's plan comes from the library (netperturb.studies.<study>.plan), in its own .smk.
+import math
 import os
 import re
 import sys
@@ -22,6 +23,7 @@ from netperturb.core.config import (
     check_names,
     config_errors,
 )
+from netperturb.core.integrity import find_damage
 from netperturb.datasets import dataset_info
 from netperturb.datasets.prepare import PREPARERS
 from netperturb.models.sources import plan_sources
@@ -97,8 +99,28 @@ def shard_dir(wildcards=None):
 
 def model_checkpoint(wildcards):
     """Weights of a configured model: our checkpoint (trained here), or the torchvision
-    weights file (downloaded to resources/weights/, or models.<name>.weights_file)."""
-    return SOURCES.checkpoint(wildcards.model, RESULTS)
+    weights file (downloaded to resources/weights/, or models.<name>.weights_file).
+    A damaged one (netperturb.core.integrity) stops the run here, while the jobs are
+    planned: before any job starts or any output of a job about to rerun is deleted."""
+    path = SOURCES.checkpoint(wildcards.model, RESULTS)
+    src = SOURCES.load_source(wildcards.model)
+    why = find_damage(path, sha256_prefix=src and src["sha256_prefix"])
+    if why:
+        if src is None:
+            remedy = (
+                f"rule train made it: delete it (rm {path} {path}.sha256) and run the same "
+                "command again; train remakes it (same seed: the same weights) and the jobs "
+                "that use it rerun"
+            )
+        elif path == f"resources/weights/{os.path.basename(path)}" and os.path.basename(path) in SOURCES.weight_downloads:
+            remedy = f"delete it (rm {path} {path}.sha256) and run the same command again; download_weights fetches it again"
+        else:
+            remedy = f"it is models.{wildcards.model}.weights_file: replace it with a good copy"
+        raise WorkflowError(
+            f"damaged input {path} (model {wildcards.model}): {why}. Remedy: {remedy}. "
+            "Nothing was run and no output was deleted."
+        )
+    return path
 
 
 def model_source(wildcards):
@@ -119,10 +141,11 @@ def job_resources(section):
     """What a rule's jobs ask of the executor, from a config section with gpu / mem_mb /
     runtime (cheney2017.resources, pravin2024.resources, datasets.imagenet): the config is the
     only source (workflow/profiles/slurm sets none of these). runtime (minutes) grows with the
-    attempt: attempt n of a job (a retry after a time-out, --retries) asks for n x runtime."""
+    attempt: attempt n of a job (a retry after a time-out, --retries) asks for
+    runtime x retry_runtime_factor^(n-1), rounded up to whole minutes."""
     res = {k: section[k] for k in ("gpu", "mem_mb") if k in section}
-    minutes = section["runtime"]
-    res["runtime"] = lambda wildcards, attempt: minutes * attempt
+    minutes, factor = section["runtime"], config["retry_runtime_factor"]
+    res["runtime"] = lambda wildcards, attempt: math.ceil(minutes * factor ** (attempt - 1))
     return res
 
 

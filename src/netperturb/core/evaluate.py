@@ -6,14 +6,23 @@ tie-breaking, ``clamp((k - n_greater) / n_equal, 0, 1)``. Without ties this is o
 with them (a layer knocked out completely can make every logit equal) the score is exactly
 chance (k / C) instead of depending on which index ``topk`` happens to return first. An image
 whose true-class logit is NaN gets 0 (a diverged network is a result, not a crash).
+
+Sums are exact, so the numbers do not depend on ``batch_size`` (or on the engine's batching):
+credits are kept as a :class:`fractions.Fraction` (whole credits counted as integers, tie
+credits ``p / q`` with ``q <= C`` added exactly) and the per-image cross-entropies (float32)
+are added exactly as dyadic rationals; :meth:`Counts.metrics` rounds once, at the end. A NaN
+loss anywhere makes the summed loss NaN, an infinite one +-inf (chosen: the mean of values that
+include NaN / inf, as IEEE arithmetic would give it).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,17 +30,31 @@ from torch.func import functional_call
 
 from netperturb.core.preprocess import Preprocess
 
-__all__ = ["Counts", "topk_credit", "count_logits", "evaluate", "resolve_device"]
+__all__ = [
+    "Counts",
+    "topk_credit",
+    "topk_credit_parts",
+    "exact_credit_sum",
+    "exact_float_sum",
+    "counts_from_parts",
+    "count_logits",
+    "evaluate",
+    "resolve_device",
+]
 
 
 @dataclass
 class Counts:
-    """Sums over images: ``n`` images, top-1 / top-5 credit, summed cross-entropy (nats)."""
+    """Sums over images: ``n`` images, top-1 / top-5 credit, summed cross-entropy (nats).
+
+    ``top1``, ``top5`` and ``loss_sum`` are exact :class:`~fractions.Fraction` s (``loss_sum``
+    is a float only when it is NaN or +-inf), so ``+=`` in any grouping gives the same sums.
+    """
 
     n: int = 0
-    top1: float = 0.0
-    top5: float = 0.0
-    loss_sum: float = 0.0
+    top1: Fraction = Fraction(0)
+    top5: Fraction = Fraction(0)
+    loss_sum: Fraction | float = Fraction(0)
 
     def __iadd__(self, other: "Counts") -> "Counts":
         self.n += other.n
@@ -46,10 +69,17 @@ class Counts:
             return {"n_images": 0, "top1": math.nan, "top5": math.nan, "loss": math.nan}
         return {
             "n_images": self.n,
-            "top1": self.top1 / self.n,
-            "top5": self.top5 / self.n,
-            "loss": self.loss_sum / self.n,
+            "top1": _mean(self.top1, self.n),
+            "top5": _mean(self.top5, self.n),
+            "loss": _mean(self.loss_sum, self.n),
         }
+
+
+def _mean(total: Fraction | float, n: int) -> float:
+    """total / n rounded once to the nearest float (a float total: NaN or inf, passed through)."""
+    if isinstance(total, float):
+        return total / n
+    return float(Fraction(total) / n)
 
 
 def topk_credit(logits: Tensor, labels: Tensor, k: int) -> Tensor:
@@ -65,22 +95,114 @@ def topk_credit(logits: Tensor, labels: Tensor, k: int) -> Tensor:
     """
     if logits.ndim != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(f"logits (B, C) and labels (B,) expected, got {tuple(logits.shape)} and {tuple(labels.shape)}")
+    num, den = topk_credit_parts(logits, labels, k)
+    return num.double() / den.double()
+
+
+def topk_credit_parts(logits: Tensor, labels: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Per-image tie-aware top-k credit as an exact fraction ``num / den``.
+
+    ``num / den = clamp((k - n_greater) / n_equal, 0, 1)`` (module docstring) with
+    ``den = max(n_equal, 1) <= C`` and ``0 <= num <= den``; NaN true-class logit: ``0 / 1``.
+
+    Args:
+        logits: (B, C) float.
+        labels: (B,) int64 in [0, C).
+        k: >= 1.
+
+    Returns:
+        (num, den): two (B,) int32 tensors on the logits' device.
+
+    Raises:
+        ValueError: shapes are not (B, C) and (B,).
+    """
+    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(f"logits (B, C) and labels (B,) expected, got {tuple(logits.shape)} and {tuple(labels.shape)}")
     true = logits.gather(1, labels.view(-1, 1))
-    greater = (logits > true).sum(1).double()
-    equal = (logits == true).sum(1).double()
-    credit = ((k - greater) / equal.clamp_min(1)).clamp(0, 1)
-    return torch.where(torch.isnan(true.squeeze(1)), torch.zeros_like(credit), credit)
+    greater = (logits > true).sum(1)
+    den = (logits == true).sum(1).clamp_min(1)
+    num = torch.minimum((k - greater).clamp_min(0), den)
+    num = torch.where(torch.isnan(true.squeeze(1)), torch.zeros_like(num), num)
+    return num.int(), den.int()
+
+
+def exact_credit_sum(num: Tensor, den: Tensor) -> Fraction:
+    """Exact sum of the fractions ``num[i] / den[i]`` (:func:`topk_credit_parts`'s output).
+
+    Whole credits (num == den) are counted as integers; the tie credits are summed per
+    denominator in int64 and added as Fractions.
+
+    Args:
+        num, den: (N,) integer tensors, ``den >= 1``.
+    """
+    num, den = num.detach().cpu().long(), den.detach().cpu().long()
+    total = Fraction(int((num == den).sum()))
+    part = (num > 0) & (num < den)
+    if bool(part.any()):
+        d, inv = torch.unique(den[part], return_inverse=True)
+        sums = torch.zeros(len(d), dtype=torch.int64).scatter_add_(0, inv, num[part])
+        for s, q in zip(sums.tolist(), d.tolist()):
+            total += Fraction(s, q)
+    return total
+
+
+_SCALE = 1126  # 2**-1126 divides every float64 mantissa-exponent pair from np.frexp x 2**53
+
+
+def exact_float_sum(values: Tensor) -> Fraction | float:
+    """Exact sum of float values (any order gives the same result), as a Fraction.
+
+    Each float64 value is ``m * 2**e`` with an integer ``m`` of 53 bits (np.frexp); the
+    mantissas are summed per exponent in int64 (split in two 26/27-bit halves so that up to
+    2**36 values cannot overflow) and shifted into one Python integer.
+
+    Args:
+        values: (N,) float tensor (any dtype that widens exactly to float64).
+
+    Returns:
+        The sum as a Fraction; ``math.nan`` if a value is NaN or both +inf and -inf occur,
+        ``+-math.inf`` if an infinity occurs. The empty sum is ``Fraction(0)``.
+    """
+    v = values.detach().double().cpu().numpy().ravel()
+    if np.isnan(v).any():
+        return math.nan
+    pinf, ninf = bool((v == np.inf).any()), bool((v == -np.inf).any())
+    if pinf or ninf:
+        return math.nan if pinf and ninf else (math.inf if pinf else -math.inf)
+    m, e = np.frexp(v)  # v = m * 2**e, 0.5 <= |m| < 1 (m = 0 for 0)
+    mant = (m * 2.0**53).astype(np.int64)  # exact: |mant| < 2**53
+    shift = e.astype(np.int64) - 53 + _SCALE  # >= 0 for every float64, subnormals included
+    exps, inv = np.unique(shift, return_inverse=True)
+    hi = np.zeros(len(exps), np.int64)
+    lo = np.zeros(len(exps), np.int64)
+    np.add.at(hi, inv, mant >> 26)  # mant = hi * 2**26 + lo, 0 <= lo < 2**26
+    np.add.at(lo, inv, mant & ((1 << 26) - 1))
+    total = 0
+    for x, h, low in zip(exps.tolist(), hi.tolist(), lo.tolist()):
+        total += ((h << 26) + low) << x
+    return Fraction(total, 1 << _SCALE)
+
+
+def counts_from_parts(num1: Tensor, den1: Tensor, num5: Tensor, den5: Tensor, loss: Tensor) -> Counts:
+    """:class:`Counts` of N images from their per-image top-1 / top-5 credit fractions
+    (:func:`topk_credit_parts`) and per-image cross-entropy (N,) float."""
+    return Counts(
+        n=int(loss.numel()),
+        top1=exact_credit_sum(num1, den1),
+        top5=exact_credit_sum(num5, den5),
+        loss_sum=exact_float_sum(loss),
+    )
 
 
 def count_logits(logits: Tensor, labels: Tensor) -> Counts:
-    """:class:`Counts` of one batch of logits (B, C) against labels (B,)."""
+    """:class:`Counts` of one batch of logits (B, C) against labels (B,): exact sums of the
+    tie-aware credits and of the per-image float32 cross-entropy (module docstring)."""
     logits = logits.float()
-    loss = F.cross_entropy(logits, labels, reduction="sum").item()
-    return Counts(
-        n=int(labels.numel()),
-        top1=topk_credit(logits, labels, 1).sum().item(),
-        top5=topk_credit(logits, labels, min(5, logits.shape[1])).sum().item(),
-        loss_sum=loss,
+    loss = F.cross_entropy(logits, labels, reduction="none")
+    return counts_from_parts(
+        *topk_credit_parts(logits, labels, 1),
+        *topk_credit_parts(logits, labels, min(5, logits.shape[1])),
+        loss,
     )
 
 

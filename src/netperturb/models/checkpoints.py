@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from netperturb.core.integrity import record_digest, sidecar_path
 from netperturb.core.io import sha256_file, torch_save
 from netperturb.core.preprocess import Preprocess
 from netperturb.models import get_model
@@ -35,8 +36,11 @@ def save_checkpoint(
     preprocess: Preprocess,
     meta: dict[str, Any] | None = None,
 ) -> None:
-    """Write a checkpoint atomically (weights are copied to the CPU first)."""
+    """Write a checkpoint atomically (weights are copied to the CPU first), and its sha256
+    record ``<path>.sha256`` (:mod:`netperturb.core.integrity`), by which later damage to the
+    file is found before it is used."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    sidecar_path(path).unlink(missing_ok=True)  # never a stale record beside a new file
     torch_save(
         {
             "format": CHECKPOINT_FORMAT,
@@ -49,6 +53,7 @@ def save_checkpoint(
         },
         path,
     )
+    record_digest(path)
 
 
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> LoadedModel:
@@ -64,7 +69,11 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"checkpoint {path}: unreadable ({e})") from None
+        raise ValueError(
+            f"checkpoint {path}: unreadable ({e}); the file is damaged (truncated or overwritten): "
+            f"delete it and make it again (in the workflow: rm {path}, then run the same snakemake "
+            "command: it retrains the model, with the same seed the same weights)"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"checkpoint {path}: not a {CHECKPOINT_FORMAT} file")
     model = get_model(ckpt["arch"], num_classes=ckpt["num_classes"], in_channels=ckpt["in_channels"])

@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 import torch
 
 from netperturb.core.config import ConfigError
+from netperturb.core.integrity import record_digest
 from netperturb.core.io import sha256_file
 from netperturb.core.preprocess import Preprocess
 
@@ -204,6 +205,7 @@ def fetch_weights(
         try:
             log.info("downloading %s -> %s (attempt %d/%d)", url, dst, attempt, attempts)
             torch.hub.download_url_to_file(url, str(dst), hash_prefix=sha256_prefix, progress=progress)
+            record_digest(dst)  # <dst>.sha256: later damage is found before the file is used
             return dst
         except Exception as e:  # network errors, HTTP errors, hash mismatch
             last = e
@@ -252,7 +254,12 @@ def load_pretrained(
     w = get_weights(arch, weights)
     digest = sha256_file(path)
     if sha256_prefix and not digest.startswith(sha256_prefix):
-        raise WeightsError(f"weights file {path}: sha256 {digest} does not start with {sha256_prefix}")
+        raise WeightsError(
+            f"weights file {path}: sha256 {digest} does not start with {sha256_prefix}: the file is "
+            f"damaged or not these weights; delete it and fetch it again (in the workflow: rm {path}, "
+            "then run the same snakemake command: download_weights fetches it again), or, for "
+            "models.<name>.weights_file, replace it with a good copy"
+        )
     official = os.path.basename(urlparse(w.url).path)
     previous = torch.hub.get_dir()
     with tempfile.TemporaryDirectory(prefix="netperturb-hub-") as hub:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from netperturb.core.evaluate import Counts, topk_credit
+from netperturb.core.evaluate import Counts, counts_from_parts, topk_credit_parts
 from netperturb.core.seeds import cell_generator
 from netperturb.perturb.base import Perturbation, _choose, n_chosen
 from netperturb.perturb.engine.graph import LayerSplit, widen
@@ -223,33 +223,25 @@ def choose_replicas(
 # --------------------------------------------------------------------------------------
 
 
-def _replica_counts(logits: Tensor, labels: Tensor, k: int) -> list[tuple[Tensor, Tensor, Tensor]]:
-    """Per replica (top-1 sum, top-5 sum, loss sum) as 0-dim tensors (no host sync).
-
-    Each value is computed exactly as :func:`netperturb.core.evaluate.count_logits` computes it
-    on that replica's (B, C) logits, so the sums agree with the other engines bit for bit.
-    """
+def _replica_counts(logits: Tensor, labels: Tensor, k: int) -> list[tuple[Tensor, ...]]:
+    """Per replica its per-image (top-1 num, den, top-5 num, den, loss), on the device (no
+    host sync): :func:`netperturb.core.evaluate.count_logits`'s parts on that replica's (B, C)
+    logits, so the exact sums agree with the other engines bit for bit."""
     logits = logits.float()
     b = labels.shape[0]
     rep = labels.repeat(k)
-    c1 = topk_credit(logits, rep, 1)
-    c5 = topk_credit(logits, rep, min(5, logits.shape[1]))
+    n1, d1 = topk_credit_parts(logits, rep, 1)
+    n5, d5 = topk_credit_parts(logits, rep, min(5, logits.shape[1]))
     out = []
     for r in range(k):
         sl = slice(r * b, (r + 1) * b)
-        loss = F.cross_entropy(logits[sl], labels, reduction="sum")
-        out.append((c1[sl].clone().sum(), c5[sl].clone().sum(), loss))
+        loss = F.cross_entropy(logits[sl], labels, reduction="none")
+        out.append((n1[sl].clone(), d1[sl].clone(), n5[sl].clone(), d5[sl].clone(), loss))
     return out
 
 
-def _to_counts(parts: Sequence[tuple[int, Tensor, Tensor, Tensor]]) -> Counts:
-    """Sum per-batch parts in batch order, as :func:`netperturb.core.evaluate.evaluate` does."""
+def _to_counts(parts: Sequence[tuple[int, Tensor, Tensor, Tensor, Tensor, Tensor]]) -> Counts:
+    """Exact :class:`Counts` of one replica's per-batch parts ``(n, *_replica_counts(...)[r])``."""
     if not parts:
         return Counts()
-    t1 = torch.stack([p[1] for p in parts]).tolist()
-    t5 = torch.stack([p[2] for p in parts]).tolist()
-    ls = torch.stack([p[3] for p in parts]).tolist()
-    total = Counts()
-    for (n, *_), a, b, c in zip(parts, t1, t5, ls):
-        total += Counts(n=n, top1=a, top5=b, loss_sum=c)
-    return total
+    return counts_from_parts(*(torch.cat([p[i] for p in parts]) for i in range(1, 6)))
