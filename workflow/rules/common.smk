@@ -109,11 +109,14 @@ def model_checkpoint(wildcards):
         if src is None:
             remedy = (
                 f"rule train made it: delete it (rm {path} {path}.sha256) and run the same "
-                "command again; train remakes it (same seed: the same weights) and the jobs "
-                "that use it rerun"
+                "command again: train remakes it (same seed: the same weights) when a job needs "
+                f"it, or at once with {path} as the target of the same command"
             )
         elif path == f"resources/weights/{os.path.basename(path)}" and os.path.basename(path) in SOURCES.weight_downloads:
-            remedy = f"delete it (rm {path} {path}.sha256) and run the same command again; download_weights fetches it again"
+            remedy = (
+                f"delete it (rm {path} {path}.sha256) and run the same command again: "
+                f"download_weights fetches it when a job needs it, or at once with {path} as the target"
+            )
         else:
             remedy = f"it is models.{wildcards.model}.weights_file: replace it with a good copy"
         raise WorkflowError(
