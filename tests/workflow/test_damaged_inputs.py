@@ -40,7 +40,7 @@ def test_a_truncated_checkpoint_stops_the_run_before_any_job_and_the_remedy_rema
         out = r.stdout + r.stderr
         assert r.returncode != 0, out[-3000:]
         assert "damaged input results/dmg/models/lenet5.pt (model lenet5)" in out, out[-3000:]
-        assert "Remedy: rule train made it: delete it (rm results/dmg/models/lenet5.pt results/dmg/models/lenet5.pt.sha256)" in out
+        assert "Remedy: made by the train rule: delete it (rm results/dmg/models/lenet5.pt results/dmg/models/lenet5.pt.sha256)" in out
         assert "or at once with results/dmg/models/lenet5.pt as the target" in out
         assert "Nothing was run and no output was deleted." in out
     assert all(p.read_bytes() == b for p, b in before.items() if p != ckpt), "a valid table was deleted or changed"

@@ -108,7 +108,7 @@ def model_checkpoint(wildcards):
     if why:
         if src is None:
             remedy = (
-                f"rule train made it: delete it (rm {path} {path}.sha256) and run the same "
+                f"made by the train rule: delete it (rm {path} {path}.sha256) and run the same "
                 "command again: train remakes it (same seed: the same weights) when a job needs "
                 f"it, or at once with {path} as the target of the same command"
             )
