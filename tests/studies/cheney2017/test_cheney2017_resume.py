@@ -8,28 +8,9 @@ import logging
 
 import pytest
 
-from netperturb.core.resume import CellStore, partial_path
+from netperturb.core.resume import partial_path
 from netperturb.studies.cheney2017.jobs import perturb_layer
-
-
-class Killed(Exception):
-    """Stands for a kill between two appends to the partial file."""
-
-
-def kill_after(monkeypatch, n: int) -> None:
-    """Make the n-th append of cells (CellStore.put with new cells) raise after it is written."""
-    calls = {"n": 0}
-    put = CellStore.put
-
-    def dying_put(self, cells):
-        added = put(self, cells)
-        if added:
-            calls["n"] += 1
-            if calls["n"] == n:
-                raise Killed(f"killed after append {n}")
-        return added
-
-    monkeypatch.setattr(CellStore, "put", dying_put)
+from resume_kill import Killed, kill_after, reuse_message, stored_cells
 
 
 KW = dict(study="cheney2017", dataset="digits", model_name="lenet5", study_seed=7, batch_size=128, device="cpu",
@@ -60,15 +41,13 @@ def test_resumed_job_writes_the_uninterrupted_csv(lenet_checkpoint, digits_shard
             with pytest.raises(Killed):
                 perturb_layer(lenet_checkpoint, digits_shards, out, **kw)
         assert not out.exists() and partial_path(out).exists()
-        stored = sum('"key"' in line for line in partial_path(out).read_text().splitlines())
+        stored = stored_cells(partial_path(out))
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="netperturb"):
             perturb_layer(lenet_checkpoint, digits_shards, out, **kw)
         assert out.read_bytes() == ref.read_bytes()
         assert not partial_path(out).exists()
-        done = [r.getMessage() for r in caplog.records if "cells reused" in r.getMessage()]
-        assert len(done) == 1
-        assert done[0].endswith(f"{stored} cells reused from an interrupted run, {n_cells - stored} computed")
+        assert reuse_message(caplog).endswith(f"{stored} cells reused from an interrupted run, {n_cells - stored} computed")
         assert 0 < stored < n_cells
 
 
