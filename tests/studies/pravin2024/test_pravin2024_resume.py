@@ -13,14 +13,14 @@ from netperturb.studies.pravin2024.evaluator import AttackSpec
 from netperturb.studies.pravin2024.jobs import sweep_layers, sweep_network
 from resume_kill import Killed, kill_after, reuse_message, stored_cells
 
-KW = dict(study="s", dataset="digits", model_name="m", init=0, epoch=1, filters=["low", "high", "pulse"], steps=3,
+KW = dict(study="s", dataset="digits", model_name="m", init=0, epoch=1, filters=["low", "pulse"], steps=3,
           attack=AttackSpec(eps=0.1), study_seed=7, n_images=30, batch_size=16, device="cpu", progress=False)  # fmt: skip
 
 JOBS = {
     # two layers in one job: the unfiltered network (empty zero set) of fc5 comes from the
     # evaluator's cache, filled by conv1's sweep; after a resume it comes from the partial file
-    "layers": (sweep_layers, dict(layers=["conv1", "fc5"]), 2 * 3 * 3),
-    "network": (sweep_network, dict(layers="all", grid=None), 3 * 3),
+    "layers": (sweep_layers, dict(layers=["conv1", "fc5"]), 2 * 2 * 3),
+    "network": (sweep_network, dict(layers="all", grid=None), 2 * 3),
 }
 
 
@@ -30,7 +30,7 @@ def test_resumed_sweep_writes_the_uninterrupted_csv(lenet_checkpoint, digits_sha
     ref = tmp_path / "ref.csv"
     fn(lenet_checkpoint, digits_shards, ref, **KW, **extra)
     assert not partial_path(ref).exists()
-    for stop in (1, points // 2 + 1, points - 1):
+    for stop in (points // 2 + 1, points - 1):
         out = tmp_path / f"{job}-{stop}.csv"
         with monkeypatch.context() as m:
             kill_after(m, stop)

@@ -16,10 +16,10 @@ RUN = dict(study="shen2021", dataset="digits", lam=0.0, seed=0, study_seed=5, de
 PERTURBATIONS = {"node_knockout": {"levels": [0, 0.5]}, "gaussian_noise": {"levels": [0, 1]}}
 
 JOBS = {
-    "attack": (attack_run, dict(attacks=["fgsm", "pgd"], eps_values=[0.0, 0.05, 0.1], pgd_steps=2), 6),
-    # the clean row + 2 layers x 2 perturbations x 2 levels x 2 repeats
-    "perturb": (perturb_run, dict(perturbations=PERTURBATIONS, layers=["conv2", "fc5"], repeats=2, batch_size=64,
-                                  progress=False), 1 + 2 * 2 * 2 * 2),  # fmt: skip
+    "attack": (attack_run, dict(attacks=["fgsm", "pgd"], eps_values=[0.0, 0.1], pgd_steps=2), 4),
+    # the clean row + 1 layer x 2 perturbations x 2 levels x 2 repeats
+    "perturb": (perturb_run, dict(perturbations=PERTURBATIONS, layers=["fc5"], repeats=2, batch_size=64,
+                                  progress=False), 1 + 2 * 2 * 2),  # fmt: skip
 }
 
 
@@ -29,7 +29,7 @@ def test_resumed_run_table_equals_the_uninterrupted_one(lenet_checkpoint, digits
     ref = tmp_path / "ref.csv"
     fn(lenet_checkpoint, digits_shards, ref, **RUN, **extra)
     assert not partial_path(ref).exists()
-    for stop in (1, 3):
+    for stop in (2,):
         out = tmp_path / f"{job}-{stop}.csv"
         with monkeypatch.context() as m:
             kill_after(m, stop)
