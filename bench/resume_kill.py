@@ -65,13 +65,13 @@ def _mnist(d: Path) -> dict:
 # study -> (overrides, [(rule, job output, cells)])
 CASES = {
     "cheney2017": (
-        {"cheney2017": {"repeats": 3, "max_replicas": 2,
-                        "perturbations": {"gaussian_noise": {"levels": {"start": 0.0, "stop": 2.0, "step": 0.1}}}}},
-        [("cheney2017_perturb", "results/tiny/cheney2017/runs/lenet5/gaussian_noise/classifier.0.csv", 21 * 3)],
+        {"cheney2017": {"repeats": 3, "max_replicas": 2, "batch_size": 20,
+                        "perturbations": {"gaussian_noise": {"levels": {"start": 0.0, "stop": 2.0, "step": 0.02}}}}},
+        [("cheney2017_perturb", "results/tiny/cheney2017/runs/lenet5/gaussian_noise/classifier.0.csv", 101 * 3)],
     ),
     "pravin2024": (
-        {"pravin2024": {"steps": 25}},
-        [("pravin2024_sweep_layers", "results/tinyf/pravin2024/runs/lenet5/init0/epoch1/layers_1of2.csv", 3 * 25)],
+        {"pravin2024": {"steps": 40, "eval_images": 300}},
+        [("pravin2024_sweep_layers", "results/tinyf/pravin2024/runs/lenet5/init0/epoch1/layers_1of2.csv", 3 * 40)],
     ),
     "shen2021": (
         {"shen2021": {"attacks": {"eps": [0, 0.05, 0.1, 0.15, 0.2], "report_eps": 0.1, "pgd_steps": 2}}},
@@ -148,16 +148,17 @@ def kill_and_resume(workdir: Path, rule: str, target: str, total: int, ref: byte
     partial = Path(str(out) + ".partial.jsonl")
     for _attempt in range(5):
         stop = rng.randint(1, total - 1)
-        proc = subprocess.Popen(_snakemake(workdir, "--forcerun", rule, target), stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(_snakemake(workdir, target, "--forcerun", rule), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)  # fmt: skip
-        killed = None
-        while proc.poll() is None:
+        killed = pid = None
+        while proc.poll() is None and pid is None:  # the job's process, while it starts up
+            pid = _job_pid(proc.pid)
+            time.sleep(0.05)
+        while proc.poll() is None and pid is not None:
             if _cells(partial) >= stop:
-                pid = _job_pid(proc.pid)
-                if pid is not None:
-                    os.kill(pid, signal.SIGKILL)
-                    killed = pid
-                    break
+                os.kill(pid, signal.SIGKILL)
+                killed = pid
+                break
             time.sleep(0.001)
         proc.wait()
         if killed is None or out.exists():

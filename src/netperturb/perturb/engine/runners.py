@@ -223,8 +223,9 @@ def run_fast(
         plan: filled with the decisions taken.
         skip: indices of cells not to compute (finished earlier; None in the result). The
             replica groups are formed over *all* cells as without ``skip`` and a group is
-            left out only when all its cells are in ``skip``, so every computed cell is
-            computed in the same group as in a run without ``skip`` (same numbers).
+            left out only when all its cells are in ``skip`` (a group with a missing cell runs
+            whole, its skipped cells included), so every computed cell is computed in the same
+            group as in a run without ``skip`` (same numbers).
         on_cells: called with the indices and counts of the cells finished, after the clean
             evaluation and after each group.
 
