@@ -17,6 +17,7 @@ from torch import Tensor
 from netperturb import __version__
 from netperturb.core.evaluate import Counts, evaluate
 from netperturb.core.layers import LayerInfo
+from netperturb.core.resume import CellStore, counts_from_json, counts_to_json
 from netperturb.core.seeds import cell_seed
 from netperturb.models.loaded import LoadedModel
 from netperturb.perturb.base import Perturbation
@@ -59,6 +60,11 @@ class LayerJob:
         if self.repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}")
         self.levels = [self.perturbation.check_level(lv) for lv in self.levels]
+
+    def cell_key(self, level: float, repeat: int) -> tuple:
+        """What identifies a cell in a :class:`~netperturb.core.resume.CellStore`:
+        (layer path, perturbation name, level, repeat)."""
+        return (self.layer.path, self.perturbation.name, float(level), int(repeat))
 
     def cells(self) -> Iterator[tuple[float, int, int]]:
         """(level, repeat, seed) for every cell, levels outer."""
@@ -111,6 +117,7 @@ def run_layer_job(
     engine: str = "fast",
     precision: str = "fp32",
     max_replicas: int | None = None,
+    store: CellStore | None = None,
 ) -> pd.DataFrame:
     """Evaluate every (level, repeat) cell of ``job`` on ``images`` (uint8 (N, C, H, W)) and
     ``labels`` (N,).
@@ -130,6 +137,11 @@ def run_layer_job(
             layer itself in fp32); recorded in the ``precision`` column.
         max_replicas: cap on the replicas per suffix call of the fast engine (None: as many
             as fit in memory).
+        store: cell-level resume (:mod:`netperturb.core.resume`): cells found there
+            (:meth:`LayerJob.cell_key`) are not computed again, and every finished cell (or
+            group of cells) is recorded there as soon as it is done. The fast engine's replica
+            count is recorded too and reused as a cap after a restart, so the resumed cells
+            are computed in the same groups as an uninterrupted run would.
 
     Returns:
         DataFrame with :data:`COLUMNS`, one row per cell, levels outer, repeats inner.
@@ -140,15 +152,43 @@ def run_layer_job(
     from netperturb.perturb.engine.runners import run_cells
 
     device = str(next(loaded.model.parameters()).device)
-    counts = run_cells(
-        job, loaded, images, labels, engine=engine, batch_size=batch_size, precision=precision,
-        max_replicas=max_replicas, progress=progress,
-    )  # fmt: skip
+    if store is None:
+        counts = run_cells(
+            job, loaded, images, labels, engine=engine, batch_size=batch_size, precision=precision,
+            max_replicas=max_replicas, progress=progress,
+        )  # fmt: skip
+    else:
+        counts = _resumable_cells(job, loaded, images, labels, store, engine=engine, batch_size=batch_size,
+                                  precision=precision, max_replicas=max_replicas, progress=progress)  # fmt: skip
     rows = [
         _row(job, loaded, level, repeat, seed, c, device, precision)
         for (level, repeat, seed), c in zip(job.cells(), counts)
     ]
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _resumable_cells(job: LayerJob, loaded: LoadedModel, images: Tensor, labels: Tensor, store: CellStore, *,
+                     max_replicas: int | None, **kw) -> list[Counts]:  # fmt: skip
+    """:func:`~netperturb.perturb.engine.runners.run_cells` computing only the cells missing
+    from ``store`` and recording each finished one there; the counts of every cell."""
+    from netperturb.perturb.engine.runners import FastPlan, run_cells
+
+    keys = [job.cell_key(level, repeat) for level, repeat, _ in job.cells()]
+    skip = {i for i, key in enumerate(keys) if key in store}
+    note = f"replicas {job.layer.path} {job.perturbation.name}"
+    if store.notes.get(note):  # the replica count of the interrupted run, as a cap
+        max_replicas = min(int(store.notes[note]), max_replicas or int(store.notes[note]))
+    plan = FastPlan()
+
+    def on_cells(indices: list[int], counts: list[Counts]) -> None:
+        if kw.get("engine") == "fast" and plan.fallback is None:
+            store.note(**{note: plan.replicas})
+        store.put((keys[i], counts_to_json(c)) for i, c in zip(indices, counts))
+
+    if len(skip) < len(keys):
+        got = run_cells(job, loaded, images, labels, max_replicas=max_replicas, skip=skip, on_cells=on_cells, plan=plan, **kw)
+        store.put((keys[i], counts_to_json(c)) for i, c in enumerate(got) if c is not None)  # cells no callback saw
+    return [counts_from_json(store.get(key)) for key in keys]
 
 
 def baseline_table(
@@ -161,10 +201,19 @@ def baseline_table(
     model: str,
     study_seed: int,
     batch_size: int = 256,
+    store: CellStore | None = None,
 ) -> pd.DataFrame:
     """The unperturbed network as one row of :data:`COLUMNS` (perturbation ``none``, layer
-    ``""``, level 0, repeat 0)."""
-    counts = evaluate(loaded.model, images, labels, loaded.preprocess, batch_size=batch_size)
+    ``""``, level 0, repeat 0); with ``store``, taken from / recorded in it as the cell
+    ``("", "none", 0.0, 0)`` (cell-level resume, :mod:`netperturb.core.resume`)."""
+
+    def clean() -> Counts:
+        return evaluate(loaded.model, images, labels, loaded.preprocess, batch_size=batch_size)
+
+    if store is None:
+        counts = clean()
+    else:
+        counts = counts_from_json(store.compute(("", "none", 0.0, 0), lambda: counts_to_json(clean())))
     row = {
         "study": study,
         "dataset": dataset,

@@ -9,7 +9,7 @@ import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Collection, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -36,7 +36,11 @@ from netperturb.perturb.knockouts import NodeKnockout, SynapseKnockout
 
 log = logging.getLogger("netperturb")
 
-__all__ = ["ENGINES", "run_functional", "naive_cells", "run_naive", "FastPlan", "run_fast", "run_cells"]
+__all__ = ["ENGINES", "OnCells", "run_functional", "naive_cells", "run_naive", "FastPlan", "run_fast", "run_cells"]
+
+#: Called as ``on_cells(indices, counts)`` whenever cells of ``job.cells()`` (by index) are
+#: finished, e.g. to checkpoint them (:class:`netperturb.core.resume.CellStore`).
+OnCells = Callable[[list[int], list[Counts]], None]
 
 
 #: Ways to compute a job (see the module docstring).
@@ -71,9 +75,13 @@ def _clean_counts(model, images, labels, preprocess, batch_size, precision) -> C
 def run_functional(
     job, model: nn.Module, images: Tensor, labels: Tensor, preprocess, *,
     batch_size: int = 256, precision: str = "fp32", progress: bool = True,
-) -> list[Counts]:  # fmt: skip
+    skip: Collection[int] = (), on_cells: OnCells | None = None,
+) -> list[Counts | None]:  # fmt: skip
     """Per cell, the whole network with the perturbed tensors swapped in
     (``torch.func.functional_call``); level-0 cells share one clean evaluation.
+
+    ``skip``: indices of cells not to compute (finished earlier; None in the result);
+    ``on_cells`` is called after each cell.
 
     Returns:
         One :class:`Counts` per cell of ``job.cells()``, in that order.
@@ -84,16 +92,21 @@ def run_functional(
     clean: Counts | None = None
     out = []
     cells = list(job.cells())
-    for level, _repeat, seed in tqdm(cells, desc=_desc(job), disable=not progress, mininterval=5):
+    for i, (level, _repeat, seed) in enumerate(tqdm(cells, desc=_desc(job), disable=not progress, mininterval=5)):
+        if i in skip:
+            out.append(None)
+            continue
         new = job.perturbation(params, level, cell_generator(seed))
         if not new:
             if clean is None:
                 clean = _clean_counts(model, images, labels, preprocess, batch_size, precision)
             out.append(clean)
-            continue
-        overrides = {names[role]: t for role, t in new.items()}
-        with precision_context(device, precision):
-            out.append(evaluate(model, images, labels, preprocess, batch_size=batch_size, overrides=overrides))
+        else:
+            overrides = {names[role]: t for role, t in new.items()}
+            with precision_context(device, precision):
+                out.append(evaluate(model, images, labels, preprocess, batch_size=batch_size, overrides=overrides))
+        if on_cells is not None:
+            on_cells([i], [out[-1]])
     return out
 
 
@@ -104,12 +117,16 @@ def naive_cells(
     *,
     progress: bool = True,
     on_cell: Callable[[int], None] | None = None,
-) -> list[Counts]:
+    skip: Collection[int] = (),
+    on_cells: OnCells | None = None,
+) -> list[Counts | None]:
     """The naive reference loop over ``job``'s cells, as the seeds' authors and PyTorchFI
     users run a grid: per cell, ``copy.deepcopy(model)``, perturb the copy in place with
     ``job.perturbation``, and run the full forward pass over ``batches()`` (a fresh
     iteration per cell: pre-processed (x, y) pairs, e.g. a DataLoader that decodes the
-    JPEGs again every time). fp32, no reuse of anything between cells.
+    JPEGs again every time). fp32, no reuse of anything between cells. ``skip``: indices of
+    cells not to compute (None in the result); ``on_cell(i)`` / ``on_cells([i], [counts])``
+    are called after each cell.
 
     Returns:
         One :class:`Counts` per cell of ``job.cells()``, in that order.
@@ -119,6 +136,9 @@ def naive_cells(
     for i, (level, _repeat, seed) in enumerate(
         tqdm(list(job.cells()), desc=_desc(job) + " (naive)", disable=not progress, mininterval=5)
     ):
+        if i in skip:
+            out.append(None)
+            continue
         net = copy.deepcopy(model)
         params = _layer_params(net, job.layer)
         with torch.no_grad():
@@ -131,12 +151,15 @@ def naive_cells(
         del net
         if on_cell is not None:
             on_cell(i)
+        if on_cells is not None:
+            on_cells([i], [counts])
     return out
 
 
 def run_naive(
-    job, model: nn.Module, images: Tensor, labels: Tensor, preprocess, *, batch_size: int = 256, progress: bool = True
-) -> list[Counts]:
+    job, model: nn.Module, images: Tensor, labels: Tensor, preprocess, *, batch_size: int = 256, progress: bool = True,
+    skip: Collection[int] = (), on_cells: OnCells | None = None,
+) -> list[Counts | None]:  # fmt: skip
     """:func:`naive_cells` on uint8 ``images`` (N, C, H, W), normalised per batch per cell."""
     device = next(model.parameters()).device
 
@@ -144,7 +167,7 @@ def run_naive(
         for start in range(0, len(labels), batch_size):
             yield preprocess(images[start : start + batch_size].to(device)), labels[start : start + batch_size]
 
-    return naive_cells(job, model, batches, progress=progress)
+    return naive_cells(job, model, batches, progress=progress, skip=skip, on_cells=on_cells)
 
 
 def _desc(job) -> str:
@@ -178,7 +201,9 @@ def run_fast(
     draw_workers: int | None = None,
     progress: bool = True,
     plan: FastPlan | None = None,
-) -> list[Counts]:
+    skip: Collection[int] = (),
+    on_cells: OnCells | None = None,
+) -> list[Counts | None]:
     """The fast engine (module docstring): prefix once per batch, K replicas per suffix call.
 
     Args:
@@ -196,6 +221,13 @@ def run_fast(
             whose time goes into drawing masks, e.g. synapse knockout of a large dense layer,
             then uses every core it was given), up to 8 of the usable cores with a GPU.
         plan: filled with the decisions taken.
+        skip: indices of cells not to compute (finished earlier; None in the result). The
+            replica groups are formed over *all* cells as without ``skip`` and a group is
+            left out only when all its cells are in ``skip`` (a group with a missing cell runs
+            whole, its skipped cells included), so every computed cell is computed in the same
+            group as in a run without ``skip`` (same numbers).
+        on_cells: called with the indices and counts of the cells finished, after the clean
+            evaluation and after each group.
 
     Returns:
         One :class:`Counts` per cell of ``job.cells()``, in that order.
@@ -234,14 +266,14 @@ def run_fast(
             plan.fallback = str(e)
             log.warning("%s: fast engine not applicable (%s); using the functional engine", _desc(job), e)
             return run_functional(job, model, images, labels, preprocess, batch_size=batch_size,
-                                  precision=precision, progress=progress)  # fmt: skip
+                                  precision=precision, progress=progress, skip=skip, on_cells=on_cells)  # fmt: skip
         # structural check on the example, in fp32: prefix + unit + suffix == the whole model
         ref, got = split.probe_logits, split.forward(example)
         if ref.shape != got.shape or not torch.allclose(ref, got, rtol=1e-4, atol=1e-5 * float(ref.abs().max()) + 1e-6):
             plan.fallback = "prefix + suffix differs from the full forward pass"
             log.warning("%s: %s; using the functional engine", _desc(job), plan.fallback)
             return run_functional(job, model, images, labels, preprocess, batch_size=batch_size,
-                                  precision=precision, progress=progress)  # fmt: skip
+                                  precision=precision, progress=progress, skip=skip, on_cells=on_cells)  # fmt: skip
 
     builder = ReplicaBuilder(job.perturbation, split.clean_tensors())
 
@@ -274,12 +306,17 @@ def run_fast(
     )  # fmt: skip
 
     results: list[Counts | None] = [None] * len(cells)
-    if len(perturbed) < len(cells):
+    zero = [i for i, (level, _, _) in enumerate(cells) if level == 0 and i not in skip]
+    if zero:
         clean = _clean_counts(model, images, labels, preprocess, batch_size, precision)
-        for i, (level, _, _) in enumerate(cells):
-            if level == 0:
-                results[i] = clean
+        for i in zero:
+            results[i] = clean
+        if on_cells is not None:
+            on_cells(zero, [clean] * len(zero))
     groups = [perturbed[i : i + k] for i in range(0, len(perturbed), k)]
+    copies = {gi: [j for j, src in same_as.items() if src in g] for gi, g in enumerate(groups)}
+    todo = [gi for gi, g in enumerate(groups) if any(i not in skip for i in g + copies[gi])]
+    groups, copies = [groups[gi] for gi in todo], [copies[gi] for gi in todo]
     autocast = precision_context(device, precision)
     no_autocast = torch.autocast(device_type=device.type, enabled=False) if precision != "fp32" else nullcontext()
     pool = cf.ThreadPoolExecutor(draw_workers) if draw_workers > 0 else None
@@ -305,7 +342,7 @@ def run_fast(
         channel_dim = 1 if isinstance(split.module, nn.Conv2d) else -1
 
     bar = tqdm(total=len(cells), desc=_desc(job), disable=not progress, mininterval=5)
-    bar.update(len(cells) - len(perturbed) - len(same_as))
+    bar.update(len(cells) - sum(len(g) + len(c) for g, c in zip(groups, copies)))
     try:
         with torch.inference_mode():
             cache = None
@@ -360,14 +397,16 @@ def run_fast(
                     del u, reps_live, logits
                 for r, i in enumerate(group):
                     results[i] = _to_counts(parts[r])
-                bar.update(kk + sum(1 for j in same_as.values() if j in group))
+                for j in copies[gi]:
+                    results[j] = results[same_as[j]]
+                if on_cells is not None:
+                    on_cells(group + copies[gi], [results[i] for i in group + copies[gi]])
+                bar.update(kk + len(copies[gi]))
     finally:
         bar.close()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-    for i, j in same_as.items():
-        results[i] = results[j]
-    return results  # type: ignore[return-value]
+    return results
 
 
 def _deterministic(perturbation: Perturbation, level: float) -> bool:
@@ -390,9 +429,16 @@ def run_cells(
     precision: str = "fp32",
     max_replicas: int | None = None,
     progress: bool = True,
-) -> list[Counts]:
+    skip: Collection[int] = (),
+    on_cells: OnCells | None = None,
+    plan: FastPlan | None = None,
+) -> list[Counts | None]:
     """Counts of every cell of ``job`` (a :class:`netperturb.perturb.grid.LayerJob`) for
     ``loaded`` (a :class:`netperturb.models.loaded.LoadedModel`) with ``engine``.
+
+    ``skip`` (cell indices not to compute, None in the result) and ``on_cells`` (called as
+    cells finish) serve cell-level resume (:func:`netperturb.perturb.grid.run_layer_job`);
+    ``plan`` receives the fast engine's decisions.
 
     Raises:
         ValueError: unknown engine or precision; the naive engine with a precision other
@@ -404,10 +450,12 @@ def run_cells(
     model, pre = loaded.model, loaded.preprocess
     if engine == "fast":
         return run_fast(job, model, images, labels, pre, batch_size=batch_size, precision=precision,
-                        max_replicas=max_replicas, progress=progress)  # fmt: skip
+                        max_replicas=max_replicas, progress=progress, plan=plan, skip=skip, on_cells=on_cells)  # fmt: skip
     if engine == "functional":
-        return run_functional(job, model, images, labels, pre, batch_size=batch_size, precision=precision, progress=progress)
+        return run_functional(job, model, images, labels, pre, batch_size=batch_size, precision=precision, progress=progress,
+                              skip=skip, on_cells=on_cells)  # fmt: skip
     if precision != "fp32":
         raise ValueError("the naive engine is the fp32 reference; precision must be fp32")
     with precision_context(next(model.parameters()).device, "fp32"):
-        return run_naive(job, model, images, labels, pre, batch_size=batch_size, progress=progress)
+        return run_naive(job, model, images, labels, pre, batch_size=batch_size, progress=progress, skip=skip,
+                         on_cells=on_cells)  # fmt: skip

@@ -21,6 +21,7 @@ from netperturb.core.evaluate import resolve_device
 from netperturb.core.io import write_csv
 from netperturb.core.layers import find_layers, select_layers
 from netperturb.core.merge import merge_tables
+from netperturb.core.resume import CellStore, data_fingerprint, environment
 from netperturb.models.checkpoints import load_model
 from netperturb.models.loading import eval_data
 from netperturb.perturb.grid import COLUMNS, LayerJob, baseline_table, run_layer_job
@@ -90,6 +91,12 @@ def perturb_layer(
     :func:`netperturb.perturb.grid.run_layer_job` (config ``cheney2017.engine`` / ``.precision`` /
     ``.max_replicas``).
 
+    Cell-level resume (:mod:`netperturb.core.resume`): every finished cell is appended to
+    ``<out_csv>.partial.jsonl``; a restarted job computes only the cells missing there (when
+    the weights, data, batch size, engine, precision, device type and versions are the
+    same), writes the same CSV as an uninterrupted run, logs how many cells it reused and
+    removes the partial file.
+
     Raises:
         LayerSelectionError: ``layer`` is not a Conv2d/Linear module path of the model.
         ValueError: unknown perturbation or option, or a level out of its range.
@@ -109,11 +116,17 @@ def perturb_layer(
         study_seed=int(study_seed),
     )
     images, labels = eval_data(shard_dir, split, loaded, dev)
+    store = CellStore(out_csv, {
+        "job": "cheney2017.perturb_layer", "study": study, "dataset": dataset, "model": model_name,
+        "weights": loaded.weights, "data": data_fingerprint(shard_dir, split), "layer": layer,
+        "perturbation": perturbation, "options": options, "study_seed": int(study_seed),
+        "batch_size": int(batch_size), "engine": engine, "precision": precision, **environment(dev),
+    })  # fmt: skip
     df = run_layer_job(
         job, loaded, images, labels, batch_size=batch_size, progress=progress,
-        engine=engine, precision=precision, max_replicas=max_replicas,
+        engine=engine, precision=precision, max_replicas=max_replicas, store=store,
     )  # fmt: skip
-    write_csv(df, out_csv)
+    store.finish(df)
     return df
 
 

@@ -16,6 +16,7 @@ Every output is written atomically. The computations are in :mod:`.evaluator`, :
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 from typing import Any, Mapping, Sequence
@@ -30,6 +31,7 @@ from netperturb.core.evaluate import resolve_device
 from netperturb.core.io import write_csv, write_parquet
 from netperturb.core.layers import find_layers, select_layers
 from netperturb.core.merge import concat_tables, read_table
+from netperturb.core.resume import CellStore, data_fingerprint, environment
 from netperturb.core.seeds import cell_generator, cell_seed
 from netperturb.core.training import TrainConfig, train_classifier
 from netperturb.datasets.shards import load_split, read_manifest
@@ -183,6 +185,16 @@ def _model_key(model_name: str, init: int, epoch: int) -> str:
     return f"{model_name}/init{int(init)}/epoch{int(epoch)}"
 
 
+def _sweep_store(out_csv, job: str, loaded: LoadedModel, dev: torch.device, *, shard_dir, split: str,
+                 n_images: int | None, **settings: Any) -> CellStore:  # fmt: skip
+    """The :class:`~netperturb.core.resume.CellStore` of one sweep job (cell-level resume: one
+    cell per sweep point), fingerprinted by everything its numbers depend on."""
+    return CellStore(out_csv, {
+        "job": f"pravin2024.{job}", "weights": loaded.weights, "data": data_fingerprint(shard_dir, split),
+        "n_images": n_images, **settings, **environment(dev),
+    })  # fmt: skip
+
+
 def checkpoint_baselines(
     checkpoints: Mapping[int, str | os.PathLike],
     shard_dir: str | os.PathLike,
@@ -248,6 +260,10 @@ def sweep_layers(
     Each layer is evaluated with clean-prefix reuse (:class:`netperturb.studies.pravin2024.prefix.PrefixReuse`)
     unless ``reuse_prefix`` is False; the numbers are the same either way.
 
+    Cell-level resume (:mod:`netperturb.core.resume`): every evaluated sweep point is appended
+    to ``<out_csv>.partial.jsonl``; a restarted job evaluates only the points missing there
+    and writes the same CSV as an uninterrupted run (the same holds for :func:`sweep_network`).
+
     Raises:
         LayerSelectionError: a name in ``layers`` is not a Conv2d/Linear module path of the model.
         ValueError: ``layers`` is empty.
@@ -261,14 +277,17 @@ def sweep_layers(
     ev = _evaluator(loaded, dev, images, labels, attack, study_seed=study_seed, model_key=key, batch_size=batch_size,
                     channels_last=channels_last)  # fmt: skip
     row = _row(study, dataset, model_name, loaded, init, epoch)
+    store = _sweep_store(out_csv, "sweep_layers", loaded, dev, shard_dir=shard_dir, split=split, n_images=n_images,
+                         model_key=key, study_seed=int(study_seed), attack=dataclasses.asdict(attack), steps=int(steps),
+                         batch_size=int(batch_size), channels_last=bool(channels_last), reuse_prefix=bool(reuse_prefix))  # fmt: skip
     rows: list[dict] = []
     with tqdm(total=len(infos) * len(filters) * steps, desc=f"{key} {len(infos)} layer(s)", disable=not progress,
               mininterval=5) as bar:  # fmt: skip
         for info in infos:
-            rows += layer_sweep(ev, info, filters, steps, row=row, bar=bar, reuse_prefix=reuse_prefix)
+            rows += layer_sweep(ev, info, filters, steps, row=row, bar=bar, reuse_prefix=reuse_prefix, store=store)
             log.info("%s: %s swept (%d points)", key, info.path, len(filters) * steps)
     df = sweep_frame(rows, device=str(dev))
-    write_csv(df, out_csv)
+    store.finish(df)
     return df
 
 
@@ -303,10 +322,15 @@ def sweep_network(
     images, labels = eval_subset(shard_dir, split, n_images, study_seed=study_seed, dataset=dataset)
     ev = _evaluator(loaded, dev, images, labels, attack, study_seed=study_seed,
                     model_key=_model_key(model_name, init, epoch), batch_size=batch_size, channels_last=channels_last)  # fmt: skip
-    rows = network_sweep(ev, chosen, filters, steps, grid=tuple(grid) if grid is not None else None,
-                         row=_row(study, dataset, model_name, loaded, init, epoch), progress=progress)  # fmt: skip
+    grid = tuple(grid) if grid is not None else None
+    store = _sweep_store(out_csv, "sweep_network", loaded, dev, shard_dir=shard_dir, split=split, n_images=n_images,
+                         model_key=_model_key(model_name, init, epoch), study_seed=int(study_seed),
+                         attack=dataclasses.asdict(attack), steps=int(steps), grid=grid and [float(g) for g in grid], batch_size=int(batch_size),
+                         channels_last=bool(channels_last), layers=[l.path for l in chosen])  # fmt: skip
+    rows = network_sweep(ev, chosen, filters, steps, grid=grid,
+                         row=_row(study, dataset, model_name, loaded, init, epoch), progress=progress, store=store)  # fmt: skip
     df = sweep_frame(rows, device=str(dev))
-    write_csv(df, out_csv)
+    store.finish(df)
     return df
 
 

@@ -13,6 +13,7 @@ from tqdm import tqdm  # plain tqdm: tqdm.auto in a notebook kernel warns (IProg
 from netperturb import __version__
 from netperturb.core.evaluate import Counts
 from netperturb.core.layers import LayerInfo
+from netperturb.core.resume import CellStore, counts_from_json, counts_to_json
 from netperturb.core.seeds import cell_seed
 from netperturb.perturb.engine.graph import SplitError
 from netperturb.perturb.filters import alpha_grid, make_filter, weight_range
@@ -41,6 +42,21 @@ def _point_rows(base: dict, counts: tuple[Counts, Counts], attack: AttackSpec) -
     return rows
 
 
+def _point(ev: Evaluator, store: CellStore | None, key: tuple, overrides, masks, seed: int, compute=None):
+    """``ev(overrides, masks, seed, compute)`` with cell-level resume: a point found in
+    ``store`` is not evaluated again, its stored counts enter the evaluator's cache in its place
+    (so a later point with the same zero set gets exactly the counts it got in the
+    uninterrupted run); a point computed here is recorded in ``store`` at once."""
+    if store is None:
+        return ev(overrides, masks, seed, compute)
+    if key in store:
+        stored = tuple(counts_from_json(d) for d in store.get(key))
+        return ev(overrides, masks, seed, lambda: stored)
+    counts = ev(overrides, masks, seed, compute)
+    store.put([(key, [counts_to_json(c) for c in counts])])
+    return counts
+
+
 def _named(model: nn.Module) -> dict[str, Tensor]:
     return dict(model.named_parameters())
 
@@ -55,6 +71,7 @@ def layer_sweep(
     progress: bool = True,
     bar: tqdm | None = None,
     reuse_prefix: bool = True,
+    store: CellStore | None = None,
 ) -> list[dict]:
     """Per-layer mode: every filter in ``filters`` swept over ``steps`` points of this layer's
     weight range ``[min, max]`` (:func:`netperturb.perturb.filters.alpha_grid`); the other layers are
@@ -72,6 +89,9 @@ def layer_sweep(
         reuse_prefix: evaluate through :class:`PrefixReuse` (same counts, less arithmetic);
             if the graph cannot be cut at the layer, the generic path is used and a
             warning is logged.
+        store: cell-level resume (:mod:`netperturb.core.resume`): points stored there
+            (key ``("layer", layer path, filter name, step, alpha)``) are not evaluated
+            again; every point evaluated is recorded there.
 
     Returns:
         rows of :data:`SWEEP_COLUMNS` (minus the provenance ones given in ``row``): two per
@@ -102,7 +122,8 @@ def layer_sweep(
             compute = None
             if path is not None:
                 compute = lambda: path.counts(weight if new is None else new, seed)  # noqa: E731
-            counts = ev({} if new is None else {name: new}, {name: mask}, seed, compute)
+            counts = _point(ev, store, ("layer", layer.path, flt.name, i, float(alpha)),
+                            {} if new is None else {name: new}, {name: mask}, seed, compute)  # fmt: skip
             base = {**(row or {}), "mode": "layer", "layer": layer.path, "layer_label": layer.label,
                     "layer_index": layer.index, "perturbation": flt.name, "level": float(alpha),
                     "position": float(pos), "step": i, "lo": lo, "hi": hi, "n_weights": weight.numel(),
@@ -123,6 +144,7 @@ def network_sweep(
     grid: tuple[float, float] | None = None,
     row: Mapping[str, Any] | None = None,
     progress: bool = True,
+    store: CellStore | None = None,
 ) -> list[dict]:
     """Whole-network mode: one threshold of a shared grid applied to the weights of *every*
     layer in ``layers`` at once (all of them written back).
@@ -130,6 +152,8 @@ def network_sweep(
     Args:
         grid: ``(lo, hi)`` of the shared grid; None = the range of all those layers' weights
             together (the authors' code used a fixed [-1, 1]; configurable).
+        store: cell-level resume as in :func:`layer_sweep` (key ``("network", "all", filter
+            name, step, alpha)``).
 
     Returns:
         rows as :func:`layer_sweep`, with ``mode="network"``, ``layer="all"``,
@@ -153,7 +177,7 @@ def network_sweep(
                 if bool(masks[n].any()):
                     overrides[n] = flt.zeroed(w, masks[n])
             seed = cell_seed(ev.study_seed, ev.model_key, "all", flt.name, alpha, 0)
-            counts = ev(overrides, masks, seed)
+            counts = _point(ev, store, ("network", "all", flt.name, i, float(alpha)), overrides, masks, seed)
             base = {**(row or {}), "mode": "network", "layer": "all", "layer_label": "all", "layer_index": 0,
                     "perturbation": flt.name, "level": float(alpha), "position": float(pos), "step": i,
                     "lo": float(lo), "hi": float(hi), "n_weights": sum(w.numel() for w in weights),

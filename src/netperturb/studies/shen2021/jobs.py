@@ -31,6 +31,7 @@ from netperturb.core.evaluate import resolve_device
 from netperturb.core.io import write_csv
 from netperturb.core.layers import find_layers, select_layers
 from netperturb.core.merge import merge_tables
+from netperturb.core.resume import CellStore, data_fingerprint, environment
 from netperturb.core.training import TrainConfig, train_classifier
 from netperturb.datasets.shards import load_split, read_manifest
 from netperturb.models import get_model
@@ -192,22 +193,31 @@ def attack_run(
 
     Columns: ``study, dataset, model, arch, lam, train_seed, attack, eps, steps, n_images,
     top1, top5, loss, weights, precision, device, netperturb_version``.
+
+    Cell-level resume (:mod:`netperturb.core.resume`): each (attack, eps) is a cell appended
+    to ``<out_csv>.partial.jsonl`` when done (each eps is computed on its own, with its own
+    PGD seeds); a restarted job computes only the missing ones and writes the same CSV.
     """
     dev = resolve_device(device)
     loaded = load_checkpoint(checkpoint, dev)
     images, labels = load_split(shard_dir, split)
     head = _head(study, dataset, loaded.arch, lam, seed)
     key = (int(study_seed), seed_name(loaded.arch, seed))
+    store = CellStore(out_csv, {
+        "job": "shen2021.attack_run", "weights": loaded.weights, "data": data_fingerprint(shard_dir, split),
+        "seed_key": list(key), "pgd_steps": int(pgd_steps), "pgd_step_size": pgd_step_size, **environment(dev),
+    })  # fmt: skip
     rows = []
     for attack in attacks:
-        for r in robust_accuracy(
-            loaded.model, images, labels, loaded.preprocess, attack=attack, eps_values=eps_values,
-            seed_key=key, pgd_steps=pgd_steps, pgd_step_size=pgd_step_size,
-        ):  # fmt: skip
+        for eps in eps_values:
+            r = store.compute((attack, float(eps)), lambda: robust_accuracy(
+                loaded.model, images, labels, loaded.preprocess, attack=attack, eps_values=[eps],
+                seed_key=key, pgd_steps=pgd_steps, pgd_step_size=pgd_step_size,
+            )[0])  # fmt: skip
             rows.append({**head, **r, **_provenance(loaded, str(dev))})
             log.info("%s %s eps %g: top-1 %.4f", head["model"], attack, r["eps"], r["top1"])
     df = pd.DataFrame(rows)
-    write_csv(df, out_csv)
+    store.finish(df)
     return df
 
 
@@ -241,6 +251,10 @@ def perturb_run(
         perturbations: name -> options with ``levels`` (list or {start, stop, step}) and the
             perturbation's own options (as ``cheney2017.perturbations`` of the config).
 
+    Cell-level resume (:mod:`netperturb.core.resume`): every finished cell (and the clean
+    row) is appended to ``<out_csv>.partial.jsonl``; a restarted job computes only the
+    missing cells and writes the same CSV as an uninterrupted run.
+
     Returns:
         :data:`netperturb.perturb.grid.COLUMNS` plus ``lam, train_seed``.
 
@@ -256,9 +270,15 @@ def perturb_run(
     chosen = select_layers(find_layers(loaded.model), layers)
     key = seed_name(loaded.arch, seed)
     name = run_name(loaded.arch, lam, seed)
+    store = CellStore(out_csv, {
+        "job": "shen2021.perturb_run", "weights": loaded.weights, "data": data_fingerprint(shard_dir, split),
+        "seed_key": [int(study_seed), key], "options": {p: {k: v for k, v in o.items() if k != "levels"}
+                                                       for p, o in perturbations.items()},
+        "batch_size": int(batch_size), **environment(dev),
+    })  # fmt: skip
     frames = [
         baseline_table(loaded, images, labels, study=study, dataset=dataset, model=name,
-                       study_seed=study_seed, batch_size=batch_size)
+                       study_seed=study_seed, batch_size=batch_size, store=store)
     ]  # fmt: skip
     for info in chosen:
         for pert, opts in perturbations.items():
@@ -268,12 +288,12 @@ def perturb_run(
                 levels=expand_levels(opts["levels"], key=f"shen2021.perturbation.perturbations.{pert}.levels"),
                 repeats=int(repeats), study_seed=int(study_seed),
             )  # fmt: skip
-            frames.append(run_layer_job(job, loaded, images, labels, batch_size=batch_size, progress=progress))
+            frames.append(run_layer_job(job, loaded, images, labels, batch_size=batch_size, progress=progress, store=store))
     df = pd.concat(frames, ignore_index=True)[COLUMNS]
     df["model"] = name
     df.insert(len(COLUMNS), "lam", float(lam))
     df.insert(len(COLUMNS) + 1, "train_seed", int(seed))
-    write_csv(df, out_csv)
+    store.finish(df)
     return df
 
 

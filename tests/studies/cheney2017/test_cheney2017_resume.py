@@ -1,0 +1,67 @@
+"""Cell-level resume of a Cheney et al. perturbation job (issue 13, item 3): a job stopped after
+some cells and started again computes only the missing cells and writes the same CSV, byte
+for byte, as an uninterrupted run."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from netperturb.core.resume import partial_path
+from netperturb.studies.cheney2017.jobs import perturb_layer
+from resume_kill import Killed, kill_after, reuse_message, stored_cells
+
+
+KW = dict(study="cheney2017", dataset="digits", model_name="lenet5", study_seed=7, batch_size=128, device="cpu",
+          progress=False, repeats=2)  # fmt: skip
+
+CASES = {
+    # fast engine, 2 replicas per group: level-0 cells, group (0.5 r0, 0.5 r1), group (1.0 r0) + its copy (1.0 r1)
+    "fast-synapse": dict(layer="fc5", perturbation="synapse_knockout", perturbation_options={},
+                         levels=[0.0, 0.5, 1.0], engine="fast", max_replicas=2),
+    "functional-noise": dict(layer="conv2", perturbation="gaussian_noise", perturbation_options={},
+                             levels=[0.0, 0.5, 1.0], engine="functional"),
+    "naive-node": dict(layer="conv1", perturbation="node_knockout", perturbation_options={},
+                       levels=[0.0, 0.5], engine="naive"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_resumed_job_writes_the_uninterrupted_csv(lenet_checkpoint, digits_shards, tmp_path, monkeypatch, caplog, case):
+    kw = {**KW, **CASES[case]}
+    ref = tmp_path / "ref.csv"
+    perturb_layer(lenet_checkpoint, digits_shards, ref, **kw)
+    assert not partial_path(ref).exists()  # removed once the CSV is written
+    n_cells = len(kw["levels"]) * kw["repeats"]
+    for stop in (1, 2):
+        out = tmp_path / f"{case}-{stop}.csv"
+        with monkeypatch.context() as m:
+            kill_after(m, stop)
+            with pytest.raises(Killed):
+                perturb_layer(lenet_checkpoint, digits_shards, out, **kw)
+        assert not out.exists() and partial_path(out).exists()
+        stored = stored_cells(partial_path(out))
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="netperturb"):
+            perturb_layer(lenet_checkpoint, digits_shards, out, **kw)
+        assert out.read_bytes() == ref.read_bytes()
+        assert not partial_path(out).exists()
+        assert reuse_message(caplog).endswith(f"{stored} cells reused from an interrupted run, {n_cells - stored} computed")
+        assert 0 < stored < n_cells
+
+
+def test_partial_file_of_other_settings_is_not_reused(lenet_checkpoint, digits_shards, tmp_path, monkeypatch, caplog):
+    kw = {**KW, **CASES["functional-noise"]}
+    out = tmp_path / "out.csv"
+    with monkeypatch.context() as m:
+        kill_after(m, 2)
+        with pytest.raises(Killed):
+            perturb_layer(lenet_checkpoint, digits_shards, out, **{**kw, "batch_size": 50})
+    with caplog.at_level(logging.INFO, logger="netperturb"):
+        perturb_layer(lenet_checkpoint, digits_shards, out, **kw)
+    assert "batch_size differ" in caplog.text
+    assert "0 cells reused from an interrupted run, 6 computed" in caplog.text
+    ref = tmp_path / "ref.csv"
+    perturb_layer(lenet_checkpoint, digits_shards, ref, **kw)
+    assert out.read_bytes() == ref.read_bytes()
