@@ -170,3 +170,8 @@ def test_change_per_reading_and_the_findings_state_each_verdict():
     assert "current [min, max]" in falls[0].claim and "1/sqrt(fan_in)" in falls[1].claim and "own range" in falls[2].claim
     assert "conv1 0.510 -> 0.610 (did not fall, 0/3 seeds)" in falls[0].found
     assert "random walk of 30 steps" in falls[2].found
+    # init_bound says how many weights ended beyond the bound, when the tracking records it
+    track["frac_outside"] = np.where(track["interval"] == "init_bound", 0.25, 0.0)
+    ib = [f for f in findings(readings_change(track), pd.DataFrame()) if "fan_in" in f.claim][0]
+    assert "beyond the bound (counted as at its end): conv1 25%, fc2 25%" in ib.found
+    assert readings_change(track)["outsideend_mean"].tolist() == [0, 0, 0.25, 0.25, 0, 0]

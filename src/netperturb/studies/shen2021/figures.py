@@ -60,12 +60,13 @@ def fuzziness_trajectory(tracking: pd.DataFrame, scope: str = "layer", interval:
 
     Returns:
         columns ``lam, train_seed, layer, layer_label, layer_index, epoch, step, fuzziness,
-        frac_ends, frac_low, frac_high``.
+        frac_ends, frac_low, frac_high`` (and ``frac_outside`` where the tracking has it).
     """
     sub = _reading(tracking, interval)
     sub = sub[sub["scope"] == scope]
     keys = ["lam", "train_seed", "layer", "layer_label", "layer_index", "epoch", "step"]
-    return sub.groupby(keys, sort=True)[["fuzziness", "frac_ends", "frac_low", "frac_high"]].mean().reset_index()
+    cols = ["fuzziness", "frac_ends", "frac_low", "frac_high"] + (["frac_outside"] if "frac_outside" in sub else [])
+    return sub.groupby(keys, sort=True)[cols].mean().reset_index()
 
 
 def fuzziness_change(
@@ -85,7 +86,9 @@ def fuzziness_change(
     Returns:
         columns ``interval, reference, lam, layer_index, layer_label, epochs, n_seeds,
         F0_mean, F0_sd, Fend_mean, Fend_sd, delta_mean, delta_sd, n_fell, ends0_mean,
-        endsend_mean`` (``F0`` / ``ends0``: the reference's values).
+        endsend_mean, outsideend_mean`` (``F0`` / ``ends0``: the reference's values;
+        ``outsideend``: fraction of the weights beyond the interval after the last epoch,
+        ``init_bound`` only, 0 for the others, NaN when the tracking does not record it).
     """
     from netperturb.studies.shen2021.intervals import random_walk_reference
 
@@ -103,6 +106,7 @@ def fuzziness_change(
         reference = "initialisation"
     both = pd.DataFrame({"F0": start["fuzziness"], "Fend": end["fuzziness"],
                          "ends0": start["frac_ends"], "endsend": end["frac_ends"]}).dropna()  # fmt: skip
+    both["outsideend"] = end["frac_outside"] if "frac_outside" in end else np.nan
     both["delta"] = both["Fend"] - both["F0"]
     rows = []
     for (lam, idx, label), g in both.groupby(level=["lam", "layer_index", "layer_label"], sort=True):
@@ -112,7 +116,8 @@ def fuzziness_change(
              "lam": lam, "layer_index": idx, "layer_label": label, "epochs": last, "n_seeds": len(g),
              "F0_mean": g["F0"].mean(), "F0_sd": sd(g["F0"]), "Fend_mean": g["Fend"].mean(), "Fend_sd": sd(g["Fend"]),
              "delta_mean": g["delta"].mean(), "delta_sd": sd(g["delta"]), "n_fell": int((g["delta"] < 0).sum()),
-             "ends0_mean": g["ends0"].mean(), "endsend_mean": g["endsend"].mean()}
+             "ends0_mean": g["ends0"].mean(), "endsend_mean": g["endsend"].mean(),
+             "outsideend_mean": g["outsideend"].mean()}
         )  # fmt: skip
     return pd.DataFrame(rows)
 

@@ -34,6 +34,9 @@ def _fall(change: pd.DataFrame, reading: str | None, source: str) -> Finding:
     if "endsend_mean" in c0:
         each += "; near an end after training: " + ", ".join(
             f"{r.layer_label} {r.endsend_mean:.0%} (reference {r.ends0_mean:.0%})" for r in c0.itertuples())
+    if reading == "init_bound" and "outsideend_mean" in c0 and c0["outsideend_mean"].notna().all():
+        each += "; beyond the bound (counted as at its end): " + ", ".join(
+            f"{r.layer_label} {r.outsideend_mean:.0%}" for r in c0.itertuples())
     conv = c0["layer_label"].str.startswith("conv")
     if not conv.any():
         verdict = "not tested"
