@@ -43,10 +43,48 @@ from torch import Tensor, nn
 
 from netperturb.core.layers import LayerInfo
 
-__all__ = ["READINGS", "init_bound", "reading_position", "RunningRange", "random_walk_reference"]
+__all__ = ["READINGS", "SCOPES", "interval_position", "init_bound", "reading_position", "RunningRange",
+           "random_walk_reference"]  # fmt: skip
 
 #: The readings of the interval, in report order.
 READINGS = ("current", "init_bound", "trajectory")
+
+#: Where the interval [min, max] is taken: over the whole layer, or over each kernel (output unit).
+SCOPES = ("layer", "kernel")
+
+
+def _rows(w: Tensor, scope: str) -> Tensor:
+    """(1, n) for the layer scope, (n_out, n / n_out) for the kernel scope."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    if w.ndim < 1 or w.numel() == 0:
+        raise ValueError(f"need a non-empty weight tensor, got shape {tuple(w.shape)}")
+    return w.reshape(1, -1) if scope == "layer" or w.ndim == 1 else w.reshape(w.shape[0], -1)
+
+
+def interval_position(w: Tensor, scope: str = "layer") -> Tensor:
+    """Position of every weight in its interval, ``mu = (w - min) / (max - min)``.
+
+    Args:
+        w: a weight tensor, e.g. Conv2d (out, in, kh, kw) or Linear (out, in).
+        scope: ``"layer"`` (one interval for the whole tensor) or ``"kernel"`` (one interval
+            per output unit ``w[i]``).
+
+    Returns:
+        Tensor of ``w``'s shape, values in [0, 1] (exactly 0 at the minimum, 1 at the maximum).
+        A degenerate interval (max == min, e.g. an all-zero kernel) gives NaN for its
+        weights: the position is undefined (recorded as such, not hidden).
+
+    Raises:
+        ValueError: unknown scope or an empty tensor.
+    """
+    rows = _rows(w.detach(), scope)
+    lo = rows.amin(dim=1, keepdim=True)
+    hi = rows.amax(dim=1, keepdim=True)
+    span = hi - lo
+    mu = (rows - lo) / torch.where(span > 0, span, torch.ones_like(span))
+    mu = torch.where(span > 0, mu, torch.full_like(mu, math.nan))
+    return mu.reshape(w.shape)
 
 
 def init_bound(weight: Tensor) -> float:
@@ -86,7 +124,7 @@ def reading_position(
         w: weight tensor at the snapshot (any shape).
         reading: one of :data:`READINGS`.
         scope: ``current`` only: ``"layer"`` or ``"kernel"`` interval
-            (:func:`~netperturb.studies.shen2021.minmax.interval_position`); the other readings
+            (:func:`interval_position`); the other readings
             do not depend on it.
         bound: ``init_bound``: ``b`` of :func:`init_bound` (> 0).
         run_min, run_max: ``trajectory``: the weight's running minimum and maximum, ``w``'s shape.
@@ -98,8 +136,6 @@ def reading_position(
     Raises:
         ValueError: unknown reading, or the reading's argument missing / of the wrong shape.
     """
-    from netperturb.studies.shen2021.minmax import interval_position
-
     if reading == "current":
         return interval_position(w, scope)
     if reading == "init_bound":

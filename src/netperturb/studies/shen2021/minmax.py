@@ -46,7 +46,15 @@ from netperturb.core.evaluate import Counts, count_logits
 from netperturb.core.layers import LayerInfo
 from netperturb.core.preprocess import Preprocess
 from netperturb.core.seeds import cell_generator, cell_seed
-from netperturb.studies.shen2021.intervals import READINGS, RunningRange, init_bound, reading_position
+from netperturb.studies.shen2021.intervals import (
+    READINGS,
+    SCOPES,
+    RunningRange,
+    _rows,
+    init_bound,
+    interval_position,
+    reading_position,
+)
 
 __all__ = [
     "SCOPES",
@@ -62,44 +70,6 @@ __all__ = [
     "robust_accuracy",
     "ATTACK_CHUNK",
 ]
-
-#: Where the interval [min, max] is taken: over the whole layer, or over each kernel (output unit).
-SCOPES = ("layer", "kernel")
-
-
-def _rows(w: Tensor, scope: str) -> Tensor:
-    """(1, n) for the layer scope, (n_out, n / n_out) for the kernel scope."""
-    if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-    if w.ndim < 1 or w.numel() == 0:
-        raise ValueError(f"need a non-empty weight tensor, got shape {tuple(w.shape)}")
-    return w.reshape(1, -1) if scope == "layer" or w.ndim == 1 else w.reshape(w.shape[0], -1)
-
-
-def interval_position(w: Tensor, scope: str = "layer") -> Tensor:
-    """Position of every weight in its interval, ``mu = (w - min) / (max - min)``.
-
-    Args:
-        w: a weight tensor, e.g. Conv2d (out, in, kh, kw) or Linear (out, in).
-        scope: ``"layer"`` (one interval for the whole tensor) or ``"kernel"`` (one interval
-            per output unit ``w[i]``).
-
-    Returns:
-        Tensor of ``w``'s shape, values in [0, 1] (exactly 0 at the minimum, 1 at the maximum).
-        A degenerate interval (max == min, e.g. an all-zero kernel) gives NaN for its
-        weights: the position is undefined (recorded as such, not hidden).
-
-    Raises:
-        ValueError: unknown scope or an empty tensor.
-    """
-    rows = _rows(w.detach(), scope)
-    lo = rows.amin(dim=1, keepdim=True)
-    hi = rows.amax(dim=1, keepdim=True)
-    span = hi - lo
-    mu = (rows - lo) / torch.where(span > 0, span, torch.ones_like(span))
-    mu = torch.where(span > 0, mu, torch.full_like(mu, math.nan))
-    return mu.reshape(w.shape)
-
 
 def fuzziness(mu: Tensor, dim: int | None = None) -> Tensor:
     """De Luca-Termini fuzziness, normalised: ``-mean(mu ln mu + (1 - mu) ln(1 - mu))``.
