@@ -18,6 +18,7 @@ tables = "results/digits/cheney2017/report/tables"
 num_classes = 10
 metric = "top1"
 drop_level = 0.7
+ranksum_level = None
 
 # %%
 from pathlib import Path
@@ -109,12 +110,18 @@ display(Markdown("Levels used: " + ", ".join(f"{k} {v:g}" for k, v in levels_use
 wide.style.format("{:.1%}").background_gradient(cmap="Reds", vmin=0, vmax=1)
 
 # %% [markdown]
-# ## First conv layer against every other layer at the highest level (Wilcoxon rank-sum)
+# ## First conv layer against every other layer (Wilcoxon rank-sum)
+#
+# Repeats of the first perturbed layer against the repeats of every other layer, two-sided, at
+# one level per perturbation: `ranksum_level`, or by default the highest level at which the
+# repeats still differ (the knockouts: the highest level below 1, since at 1 every repeat is
+# the same empty layer; Gaussian noise: the top of its grid), as the authors' `maxPerturbation`.
+# `tied`: every repeat of both layers gave the same accuracy, so the test cannot separate them.
 
 # %%
-rs = first_layer_ranksum(df, metric=metric)
+rs = first_layer_ranksum(df, metric=metric, level=ranksum_level)
 rs.to_csv(Path(tables) / "ranksum_first_layer.csv", index=False)
-rs[["model", "perturbation", "level", "first_layer", "layer_label", "first_mean", "layer_mean", "statistic", "p_value"]].style.format(
+rs[["model", "perturbation", "level", "first_layer", "layer_label", "first_mean", "layer_mean", "statistic", "p_value", "tied"]].style.format(
     {"level": "{:g}", "first_mean": "{:.3f}", "layer_mean": "{:.3f}", "statistic": "{:.2f}", "p_value": "{:.3g}"}).hide(axis="index")
 
 # %% [markdown]

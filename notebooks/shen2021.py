@@ -42,8 +42,10 @@ from netperturb.studies.shen2021.figures import (
     plot_histogram_evolution,
     plot_perturbation_by_lambda,
     plot_robust_vs_eps,
+    readings_change,
     robust_summary,
 )
+from netperturb.studies.shen2021.findings import FALL_CLAIM, READING_NAMES
 
 hist = pd.read_csv(history)
 track = pd.read_parquet(tracking)
@@ -66,7 +68,9 @@ def show(fig, name):
 
 # %%
 # Findings: the paper's claims checked on this run's tables (netperturb.studies.shen2021.findings)
-found = findings(fuzziness_change(track, "layer"), fuzziness_robustness(hist, rob, report_eps)[1])
+readings = readings_change(track, "layer", end_fraction)
+readings.to_csv(Path(tables) / "fuzziness_change_readings.csv", index=False)
+found = findings(readings, fuzziness_robustness(hist, rob, report_eps)[1])
 findings_frame(found).to_csv(Path(tables) / "findings.csv", index=False)
 display(Markdown(findings_markdown(found)))
 display(Markdown(f"**{hist['model'].nunique()} runs** of {hist['arch'].iloc[0]} on {dataset}: lambda in {[float(l) for l in lams]}, "
@@ -90,11 +94,46 @@ show(plot_fuzziness_vs_epoch(track, "kernel", "fuzziness"), "fuzziness_vs_epoch_
 #
 # The paper's formulas are not public; what is measured here is **our operationalisation**
 # (`netperturb.studies.shen2021.minmax`): position in the interval `mu = (w - min) / (max - min)` (interval of the
-# whole layer, or of each kernel = output unit), fuzziness `F = -mean(mu ln mu + (1 - mu) ln(1 - mu))`
+# whole layer, or of each kernel = output unit: the `current` reading; the two other readings are in the
+# section above), fuzziness `F = -mean(mu ln mu + (1 - mu) ln(1 - mu))`
 # (De Luca-Termini; 0 with every weight at an end, ln 2 at the centre, 1/2 for uniform `mu`),
 # "near an end" = `mu` within `end_fraction` of 0 or 1, and the loss
 # `CE + lambda * mean over the regularised layers of F` with gradients through min and max.
 # Attacks: white-box FGSM and L-inf PGD on the test split, eps in units of the [0, 1] pixel range.
+
+# %% [markdown]
+# ## The verdict depends on what "the interval" is
+#
+# The paper does not say (in the parts we could read) which interval the weights move away
+# from the centre of, so the same runs are read three ways (`netperturb.studies.shen2021.intervals`):
+#
+# - **current**: the layer's own `[min W, max W]` at each snapshot (the reading of every other
+#   section of this page, and of the loss term);
+# - **init_bound**: the fixed interval of PyTorch's default initialisation, `+/- 1/sqrt(fan_in)`
+#   (a weight that left it counts as at its end);
+# - **trajectory**: each weight's own range over the values it took so far; `mu = 1` means it is
+#   at the largest value it ever had. It has no value at initialisation, so its reference is a
+#   driftless random walk of as many steps (whose last point already lies nearer the ends of its
+#   range than a uniform draw: F below 1/2); below that reference = the weights drift to an
+#   extreme rather than diffuse.
+#
+# Plain training (lambda = 0), layer scope, mean over seeds; `n_fell` = seeds in which F ended
+# below the reference. Near an end = `mu` within `end_fraction` of 0 or 1.
+
+# %%
+r0 = readings[readings["lam"] == 0]
+display(Markdown("\n".join(
+    f"- **{READING_NAMES[r]}** (reference: {g['reference'].iloc[0]}): "
+    + "; ".join(f"{x.layer_label} F {x.F0_mean:.3f} -> {x.Fend_mean:.3f} ({x.n_fell}/{x.n_seeds}), "
+                f"near an end {x.ends0_mean:.0%} -> {x.endsend_mean:.0%}" for x in g.itertuples())
+    for r, g in r0.groupby("interval", sort=False))))
+r0.pivot_table(index=["layer_index", "layer_label"], columns="interval", values=["F0_mean", "Fend_mean", "n_fell"],
+               sort=False).style.format(precision=3)
+
+# %%
+for reading in [r for r in ("init_bound", "trajectory") if r in set(track.get("interval", []))]:
+    show(plot_fuzziness_vs_epoch(track, "layer", "fuzziness", interval=reading), f"fuzziness_vs_epoch_{reading}")
+    show(plot_histogram_evolution(hists, "layer", interval=reading), f"histogram_evolution_{reading}")
 
 # %% [markdown]
 # ## Training: clean test accuracy and the regularised fuzziness after the last epoch
@@ -197,6 +236,9 @@ auc.style.format(precision=3).hide(axis="index")
 
 # %%
 out = []
+for f in found:
+    if f.claim.startswith(FALL_CLAIM):
+        out.append(f"- **Min-Max property (lambda = 0), {f.claim[len(FALL_CLAIM) + 2:-1] or 'current interval'}**: {f.verdict}.")
 if len(c0):
     fell = c0[c0["delta_mean"] < 0]["layer_label"].tolist()
     rose = c0[c0["delta_mean"] >= 0]["layer_label"].tolist()

@@ -41,3 +41,24 @@ def test_checkpoint_roundtrip(tmp_path, digits_shards):
     x = torch.randn(4, 1, 32, 32)
     net.eval()
     assert torch.equal(net(x), loaded.model(x))
+
+
+def test_plain_sgd_step_is_w_minus_lr_grad_and_unknown_optimizer_fails(digits_shards):
+    import pytest
+    import torch.nn.functional as F
+
+    pre = Preprocess.from_dict(read_manifest(digits_shards)["preprocess"])
+    x, y = load_split(digits_shards, "train", limit=64)
+    te = load_split(digits_shards, "test", limit=32)
+    torch.manual_seed(0)
+    net = get_model("lenet5")
+    ref = get_model("lenet5")
+    ref.load_state_dict(net.state_dict())
+    ref.train()
+    F.cross_entropy(ref(pre(x)), y).backward()  # one batch = the whole split: one step, order irrelevant
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.1, optimizer="sgd", seed=0)
+    train_classifier(net, (x, y), te, pre, cfg, progress=False)
+    for (name, p), q in zip(net.named_parameters(), ref.parameters()):
+        assert torch.allclose(p, q - 0.1 * q.grad, atol=1e-6), name
+    with pytest.raises(ValueError, match="optimizer"):
+        train_classifier(get_model("lenet5"), (x, y), te, pre, TrainConfig(epochs=1, optimizer="lbfgs"), progress=False)

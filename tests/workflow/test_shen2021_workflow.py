@@ -24,6 +24,7 @@ TINY = yaml.safe_load((REPO / ".test" / "config_shen2021" / "config.yaml").read_
 N_TRAIN, N_TEST = 64, 20  # 4 steps per epoch at batch 16
 N_RUNS = 4
 N_KERNELS = 6 + 16 + 120 + 84 + 10
+N_READINGS = 3  # current, init_bound, trajectory (shen2021.interval's default)
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
@@ -64,10 +65,16 @@ def test_every_run_trained_tracked_attacked_and_perturbed(workdir):
     track = pd.read_parquet(mm / "tracking.parquet")
     # snapshots: init, steps 1 and 2 of epoch 1 (fractions 0.25, 0.5 of 4 steps), every epoch end
     assert sorted(track["epoch"].unique()) == [0, 0.25, 0.5, 1, 2]
-    assert len(track) == N_RUNS * 5 * (5 + N_KERNELS)
+    assert len(track) == N_RUNS * 5 * N_READINGS * (5 + N_KERNELS)
+    assert set(track["interval"]) == {"current", "init_bound", "trajectory"}
+    # the trajectory reading is undefined at initialisation (no weight has a range yet), defined after
+    traj = track[(track["interval"] == "trajectory") & (track["scope"] == "layer")]
+    assert traj[traj["epoch"] == 0]["fuzziness"].isna().all() and traj[traj["epoch"] > 0]["fuzziness"].notna().all()
     assert pd.read_csv(mm / "tracking.csv").shape == track.shape
     h = pd.read_parquet(mm / "histograms.parquet")
-    assert len(h) == N_RUNS * 5 * 5 * 2 * 8 and (h.groupby(["model", "epoch", "layer", "scope"])["fraction"].sum().round(12) == 1).all()
+    assert len(h) == N_RUNS * 5 * 5 * N_READINGS * 2 * 8
+    defined = h[~((h["interval"] == "trajectory") & (h["epoch"] == 0))]
+    assert (defined.groupby(["model", "epoch", "layer", "interval", "scope"])["fraction"].sum().round(12) == 1).all()
     rob = pd.read_csv(mm / "robustness.csv")
     assert len(rob) == N_RUNS * 2 * 2 and (rob["n_images"] == N_TEST).all()
     final = hist[hist["epoch"] == 2].set_index("model")["test_top1"]
@@ -98,5 +105,11 @@ def test_report_renders_and_a_rerun_does_nothing(workdir):
     change = pd.read_csv(rep / "tables" / "fuzziness_change_layer.csv")
     assert len(change) == 2 * 5 and (change["n_seeds"] == 2).all()
     assert change["F0_mean"].between(0, math.log(2)).all()
+    readings = pd.read_csv(rep / "tables" / "fuzziness_change_readings.csv")
+    assert readings["interval"].drop_duplicates().tolist() == ["current", "init_bound", "trajectory"]
+    assert len(readings) == 3 * 2 * 5 and readings["Fend_mean"].between(0, math.log(2)).all()
+    found = pd.read_csv(rep / "tables" / "findings.csv")
+    assert found["claim"].str.contains("1/sqrt(fan_in)", regex=False).sum() == 1 and found["claim"].str.contains("own range").sum() == 1
+    assert "The verdict depends on what" in html
     r = run(workdir, "-n")
     assert "Nothing to be done" in r.stdout + r.stderr

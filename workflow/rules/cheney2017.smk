@@ -115,6 +115,7 @@ rule cheney2017_report:
         num_classes=DATA_INFO["num_classes"],
         metric=CHENEY["report"]["metric"],
         drop_level=CHENEY["report"]["drop_level"],
+        ranksum_level=CHENEY["report"]["ranksum_level"],
     log:
         f"logs/{RUN}/cheney2017/report.log",
     localrule: True

@@ -31,8 +31,12 @@ class TrainConfig:
     Attributes:
         epochs: passes over the training split (>= 1).
         batch_size: images per step.
-        lr: Adam learning rate at the start.
-        weight_decay: decoupled weight decay (AdamW), per step.
+        lr: learning rate at the start.
+        weight_decay: weight decay: decoupled (AdamW) with ``adamw``, L2 added to the
+            gradient with ``sgd`` (``torch.optim.SGD``'s own).
+        optimizer: ``adamw`` (``torch.optim.AdamW``) or ``sgd`` (``torch.optim.SGD``, no
+            momentum unless ``momentum`` > 0, no Nesterov: plain stochastic gradient descent).
+        momentum: SGD momentum (only with ``sgd``; 0 = plain SGD).
         seed: seeds initialisation order, shuffling and dropout.
         max_shift: random translation augmentation in input pixels (0 = none).
     """
@@ -43,6 +47,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     max_shift: int = 0
+    optimizer: str = "adamw"
+    momentum: float = 0.0
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -54,7 +60,10 @@ class TrainConfig:
 
 #: The keys of a config's ``train:`` block that :class:`TrainConfig` takes (config/schema.yaml,
 #: definitions/train).
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "max_shift")
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "max_shift", "optimizer", "momentum")
+
+#: Optimisers :class:`TrainConfig` knows.
+OPTIMIZERS = ("adamw", "sgd")
 
 
 StepHook = Callable[[int, int, nn.Module], None]
@@ -104,8 +113,8 @@ def train_classifier(
         test_top5, test_loss``.
 
     Raises:
-        ValueError: ``cfg.epochs < 1``, an empty training split, or no parameter with
-            ``requires_grad``.
+        ValueError: ``cfg.epochs < 1``, an empty training split, no parameter with
+            ``requires_grad``, or an unknown ``cfg.optimizer``.
     """
     if cfg.epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {cfg.epochs}")
@@ -118,7 +127,12 @@ def train_classifier(
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("no parameter of the model requires grad: nothing to train")
-    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    else:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}")
     steps_per_epoch = math.ceil(len(y_train) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
 

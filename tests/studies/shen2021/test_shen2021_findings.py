@@ -22,7 +22,7 @@ def test_fall_holds_mixed_does_not_hold_on_conv_layers():
     (fall, corr) = findings(_change({"conv1": 3, "conv2": 2, "fc3": 0}), _corr(-0.8, 0.001))
     assert fall.claim == FALL_CLAIM and fall.verdict == "holds"
     assert "conv1 0.500 -> 0.400 (fell, 3/3 seeds)" in fall.found and "fc3 0.500 -> 0.550 (did not fall, 0/3 seeds)" in fall.found
-    assert fall.source.endswith("fuzziness_change_layer.csv")
+    assert fall.source.endswith("fuzziness_change_readings.csv")
     assert findings(_change({"conv1": 3, "conv2": 1}), _corr(-0.8, 0.001))[0].verdict == "mixed"
     assert findings(_change({"conv1": 0, "conv2": 1, "fc3": 3}), _corr(-0.8, 0.001))[0].verdict == "does not hold"
     assert findings(_change({"conv1": 3}, lam=2), _corr(-0.8, 0.001))[0].verdict == "not tested"

@@ -22,6 +22,7 @@ train_run(
     first_epoch_points=o["first_epoch_points"],
     bins=o["histogram_bins"],
     end_fraction=o["end_fraction"],
+    interval=o["interval"],
     input_size=o.get("input_size"),
     device=p.device,
 )

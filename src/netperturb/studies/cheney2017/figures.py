@@ -9,7 +9,12 @@ import pandas as pd
 
 from netperturb.perturb.registry import LEVEL_LABELS, PERTURBATION_TITLES
 
-__all__ = ["PERTURBATION_TITLES", "LEVEL_LABELS", "summarize", "relative_drop", "first_layer_ranksum", "baseline_check", "plot_accuracy_vs_level"]
+__all__ = ["PERTURBATION_TITLES", "LEVEL_LABELS", "FULL_REMOVAL", "summarize", "relative_drop", "ranksum_level",
+           "first_layer_ranksum", "baseline_check", "plot_accuracy_vs_level"]  # fmt: skip
+
+#: Perturbations whose level is the fraction removed: at level 1 every weight (node) is gone,
+#: so every repeat is the same network and a test between repeats has nothing to compare.
+FULL_REMOVAL = ("synapse_knockout", "node_knockout")
 
 
 
@@ -60,21 +65,65 @@ def relative_drop(
     return out.sort_values(["model", "perturbation", "layer_index"]).reset_index(drop=True) if len(out) else out
 
 
-def first_layer_ranksum(df: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
+def ranksum_level(levels: Sequence[float], perturbation: str, level: float | None = None) -> float:
+    """The level of a perturbation's grid at which the rank-sum tests are taken.
+
+    ``level=None`` (the default, ``cheney2017.report.ranksum_level: null``): the highest level
+    at which the repeats still differ -- for the knockouts (:data:`FULL_REMOVAL`) the highest
+    level below 1 (at 1 every repeat is the all-zero layer, identical), for Gaussian noise the
+    highest level. This is the authors' ``maxPerturbation`` in
+    ``results/plotPerturbationPerformance.py`` of kreimanlab/neural_net_robustness (a
+    hand-set constant: ``"2.00"`` for ``mutateGaussian``, the top of its grid; their knockout
+    plots, ``results/plotKnockouts.py``, stop at 0.9). A knockout grid with no level in (0, 1)
+    falls back to its highest level (the tests then come out ``tied``). A number: the grid
+    level nearest to it.
+
+    Args:
+        levels: the grid's levels (any order, duplicates allowed).
+        perturbation: its name (config key).
+        level: the level asked for, or None.
+
+    Returns:
+        A level of the grid.
+
+    Raises:
+        ValueError: an empty grid.
+    """
+    lv = np.unique(np.asarray(levels, dtype=float))
+    if lv.size == 0:
+        raise ValueError(f"{perturbation}: no levels")
+    if level is not None:
+        return _nearest_level(lv, float(level))
+    if perturbation in FULL_REMOVAL:
+        below = lv[(lv > 0) & (lv < 1 - 1e-9)]
+        return float(below.max()) if below.size else float(lv.max())
+    return float(lv.max())
+
+
+def first_layer_ranksum(df: pd.DataFrame, metric: str = "top1", level: float | None = None) -> pd.DataFrame:
     """Wilcoxon rank-sum test (``scipy.stats.ranksums``, two-sided) of the first perturbed
-    layer's repeats against every other layer's, at each perturbation's highest level, per
-    model -- as the authors' analysis compares conv1 with the other layers (Cheney et al.
-    2017, Sec. 3; kreimanlab/neural_net_robustness).
+    layer's repeats against every other layer's, per model and perturbation, at the level of
+    :func:`ranksum_level` (default: the highest level at which repeats differ; at full knockout
+    every repeat is identical and every test is degenerate). The authors' analysis
+    (Cheney et al. 2017, Sec. 3; ``results/plotPerturbationPerformance.py`` of
+    kreimanlab/neural_net_robustness) tests repeats of layers against each other at their
+    ``maxPerturbation``; they compare every pair of conv layers, we the first layer with every
+    other (chosen: the paper's contrast is conv1 against the rest).
+
+    Args:
+        df: tidy perturbation table; ``metric``: ``top1`` or ``top5``.
+        level: see :func:`ranksum_level` (None: the default rule; a number: nearest grid level).
 
     Returns:
         columns ``model, perturbation, level, first_layer, layer, layer_label,
-        first_mean, layer_mean, statistic, p_value, n_first, n_layer``.
+        first_mean, layer_mean, statistic, p_value, n_first, n_layer, tied`` (``tied``: all
+        repeats of both layers have one and the same value, so the test cannot tell them apart).
     """
     from scipy.stats import ranksums
 
     rows = []
     for (model, pert), sub in df.groupby(["model", "perturbation"], sort=True):
-        top = sub["level"].max()
+        top = ranksum_level(sub["level"].to_numpy(), str(pert), level)
         at = sub[np.isclose(sub["level"], top)]
         first_idx = at["layer_index"].min()
         first = at[at["layer_index"] == first_idx]
@@ -88,10 +137,10 @@ def first_layer_ranksum(df: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
                 {"model": model, "perturbation": pert, "level": top,
                  "first_layer": first["layer_label"].iloc[0], "layer": layer, "layer_label": label,
                  "first_mean": a.mean(), "layer_mean": b.mean(), "statistic": stat, "p_value": p,
-                 "n_first": len(a), "n_layer": len(b)}
+                 "n_first": len(a), "n_layer": len(b), "tied": bool(np.unique(np.concatenate([a, b])).size == 1)}
             )  # fmt: skip
     cols = ["model", "perturbation", "level", "first_layer", "layer", "layer_label", "first_mean", "layer_mean",
-            "statistic", "p_value", "n_first", "n_layer"]  # fmt: skip
+            "statistic", "p_value", "n_first", "n_layer", "tied"]  # fmt: skip
     return pd.DataFrame(rows, columns=cols)  # no rows when one layer per model was perturbed
 
 

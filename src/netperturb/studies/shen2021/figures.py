@@ -1,7 +1,7 @@
 """Tables and figures of the Shen et al. 2021 study (the ``shen2021`` report notebook calls these).
 
 Inputs are the merged tables of :mod:`netperturb.studies.shen2021.jobs`: ``tracking`` (one row per
-snapshot x layer x scope x kernel), ``histograms``, ``history`` (per epoch, with
+snapshot x layer x interval reading x scope x kernel), ``histograms``, ``history`` (per epoch, with
 ``reg_fuzziness``), ``robustness`` (per attack x eps) and ``perturbation`` (the Cheney et al.
 grid per run). Every summary over seeds gives the mean, the s.d. (ddof = 1; NaN for one seed)
 and the number of seeds; comparisons with lambda = 0 are paired by training seed.
@@ -20,6 +20,7 @@ __all__ = [
     "UNIFORM_FUZZINESS",
     "fuzziness_trajectory",
     "fuzziness_change",
+    "readings_change",
     "robust_summary",
     "spearman",
     "fuzziness_robustness",
@@ -43,46 +44,94 @@ def _agg(g) -> pd.DataFrame:
     return g.agg(mean="mean", sd=lambda s: s.std(ddof=1) if len(s) > 1 else np.nan, n="count")
 
 
-def fuzziness_trajectory(tracking: pd.DataFrame, scope: str = "layer") -> pd.DataFrame:
+def _reading(df: pd.DataFrame, interval: str) -> pd.DataFrame:
+    """The rows of one interval reading (a table from before the readings is all ``current``)."""
+    if "interval" not in df:
+        if interval != "current":
+            raise ValueError(f"this table has only the 'current' reading, asked for {interval!r}")
+        return df
+    return df[df["interval"] == interval]
+
+
+def fuzziness_trajectory(tracking: pd.DataFrame, scope: str = "layer", interval: str = "current") -> pd.DataFrame:
     """Per run, layer and snapshot: ``fuzziness``, ``frac_ends``, ``frac_low``, ``frac_high``
     in the given scope (``kernel``: the mean over the layer's kernels, each in its own
-    interval).
+    interval) under one reading of the interval (:mod:`netperturb.studies.shen2021.intervals`).
 
     Returns:
         columns ``lam, train_seed, layer, layer_label, layer_index, epoch, step, fuzziness,
-        frac_ends, frac_low, frac_high``.
+        frac_ends, frac_low, frac_high`` (and ``frac_outside`` where the tracking has it).
     """
-    sub = tracking[tracking["scope"] == scope]
+    sub = _reading(tracking, interval)
+    sub = sub[sub["scope"] == scope]
     keys = ["lam", "train_seed", "layer", "layer_label", "layer_index", "epoch", "step"]
-    return sub.groupby(keys, sort=True)[["fuzziness", "frac_ends", "frac_low", "frac_high"]].mean().reset_index()
+    cols = ["fuzziness", "frac_ends", "frac_low", "frac_high"] + (["frac_outside"] if "frac_outside" in sub else [])
+    return sub.groupby(keys, sort=True)[cols].mean().reset_index()
 
 
-def fuzziness_change(tracking: pd.DataFrame, scope: str = "layer") -> pd.DataFrame:
-    """Fuzziness and fraction near the ends at initialisation and after the last epoch, per
-    lambda and layer, mean and s.d. over seeds; ``delta`` = end - start per seed;
-    ``n_fell`` = seeds whose fuzziness fell.
+def fuzziness_change(
+    tracking: pd.DataFrame, scope: str = "layer", interval: str = "current", end_fraction: float = 0.1
+) -> pd.DataFrame:
+    """Fuzziness and fraction near the ends at the reference and after the last epoch, per
+    lambda and layer, mean and s.d. over seeds; ``delta`` = end - reference per seed;
+    ``n_fell`` = seeds whose fuzziness ended below the reference.
+
+    The reference (column ``reference``) is the initialisation (epoch 0) for the ``current``
+    and ``init_bound`` readings. Under ``trajectory`` a position at initialisation does not
+    exist (no weight has a range yet); the reference is a driftless random walk of as many
+    steps as the run took (:func:`~netperturb.studies.shen2021.intervals.random_walk_reference`
+    with ``end_fraction``): F below it means the weights end nearer the extremes of the values
+    they took than diffusion alone would leave them (chosen).
 
     Returns:
-        columns ``lam, layer_index, layer_label, epochs, n_seeds, F0_mean, F0_sd, Fend_mean,
-        Fend_sd, delta_mean, delta_sd, n_fell, ends0_mean, endsend_mean``.
+        columns ``interval, reference, lam, layer_index, layer_label, epochs, n_seeds,
+        F0_mean, F0_sd, Fend_mean, Fend_sd, delta_mean, delta_sd, n_fell, ends0_mean,
+        endsend_mean, outsideend_mean`` (``F0`` / ``ends0``: the reference's values;
+        ``outsideend``: fraction of the weights beyond the interval after the last epoch,
+        ``init_bound`` only, 0 for the others, NaN when the tracking does not record it).
     """
-    traj = fuzziness_trajectory(tracking, scope)
+    from netperturb.studies.shen2021.intervals import random_walk_reference
+
+    traj = fuzziness_trajectory(tracking, scope, interval)
     last = traj["epoch"].max()
-    start = traj[traj["epoch"] == 0].set_index(["lam", "train_seed", "layer_index", "layer_label"])
-    end = traj[traj["epoch"] == last].set_index(["lam", "train_seed", "layer_index", "layer_label"])
+    idx = ["lam", "train_seed", "layer_index", "layer_label"]
+    end = traj[traj["epoch"] == last].set_index(idx)
+    if interval == "trajectory":
+        steps = int(traj["step"].max())
+        f_rw, ends_rw = random_walk_reference(max(steps, 1), end_fraction=end_fraction)
+        start = pd.DataFrame({"fuzziness": f_rw, "frac_ends": ends_rw}, index=end.index)
+        reference = f"random walk of {steps} steps"
+    else:
+        start = traj[traj["epoch"] == 0].set_index(idx)
+        reference = "initialisation"
     both = pd.DataFrame({"F0": start["fuzziness"], "Fend": end["fuzziness"],
                          "ends0": start["frac_ends"], "endsend": end["frac_ends"]}).dropna()  # fmt: skip
+    both["outsideend"] = end["frac_outside"] if "frac_outside" in end else np.nan
     both["delta"] = both["Fend"] - both["F0"]
     rows = []
     for (lam, idx, label), g in both.groupby(level=["lam", "layer_index", "layer_label"], sort=True):
         sd = (lambda s: s.std(ddof=1) if len(s) > 1 else np.nan)
         rows.append(
-            {"lam": lam, "layer_index": idx, "layer_label": label, "epochs": last, "n_seeds": len(g),
+            {"interval": interval, "reference": reference,
+             "lam": lam, "layer_index": idx, "layer_label": label, "epochs": last, "n_seeds": len(g),
              "F0_mean": g["F0"].mean(), "F0_sd": sd(g["F0"]), "Fend_mean": g["Fend"].mean(), "Fend_sd": sd(g["Fend"]),
              "delta_mean": g["delta"].mean(), "delta_sd": sd(g["delta"]), "n_fell": int((g["delta"] < 0).sum()),
-             "ends0_mean": g["ends0"].mean(), "endsend_mean": g["endsend"].mean()}
+             "ends0_mean": g["ends0"].mean(), "endsend_mean": g["endsend"].mean(),
+             "outsideend_mean": g["outsideend"].mean()}
         )  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def readings_change(tracking: pd.DataFrame, scope: str = "layer", end_fraction: float = 0.1) -> pd.DataFrame:
+    """:func:`fuzziness_change` under every reading of the interval in ``tracking``, stacked
+    (column ``interval``, in the order of
+    :data:`~netperturb.studies.shen2021.intervals.READINGS`): the side-by-side table of the
+    Min-Max verdicts."""
+    from netperturb.studies.shen2021.intervals import READINGS
+
+    present = set(tracking["interval"]) if "interval" in tracking else {"current"}
+    frames = [fuzziness_change(tracking, scope, r, end_fraction) for r in READINGS if r in present]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def robust_summary(robustness: pd.DataFrame, eps: float, metric: str = "top1") -> pd.DataFrame:
@@ -236,13 +285,17 @@ def _epoch_axis(ax, last: float) -> None:
     ax.set_xlabel("epoch (linear to 1, log beyond)")
 
 
-def plot_histogram_evolution(histograms: pd.DataFrame, scope: str = "layer", lams: Sequence[float] | None = None):
+def plot_histogram_evolution(
+    histograms: pd.DataFrame, scope: str = "layer", lams: Sequence[float] | None = None, interval: str = "current"
+):
     """Heat map of the interval-position histogram over training: one panel per layer (rows)
     and lambda (columns); x = snapshot (first-epoch points, then every epoch), y = mu, colour
-    = fraction of the layer's weights in the bin (mean over seeds). Returns the Figure."""
+    = fraction of the layer's weights in the bin (mean over seeds), under one reading of the
+    interval. Returns the Figure."""
     import matplotlib.pyplot as plt
 
-    h = histograms[histograms["scope"] == scope]
+    h = _reading(histograms, interval)
+    h = h[h["scope"] == scope]
     lams = sorted(h["lam"].unique()) if lams is None else list(lams)
     layers = h.drop_duplicates("layer").sort_values("layer_index")[["layer", "layer_label"]].values.tolist()
     epochs = np.sort(h["epoch"].unique())
@@ -274,17 +327,21 @@ def plot_histogram_evolution(histograms: pd.DataFrame, scope: str = "layer", lam
         ax.set_xlabel("epoch (snapshot)")
     if mesh is not None:
         fig.colorbar(mesh, ax=axes, shrink=0.6, label="fraction of weights")
-    fig.suptitle(f"Position in the {scope} interval, mu = (w - min) / (max - min), over training")
+    what = {"current": f"the {scope}'s current [min, max]", "init_bound": "the initialisation interval +/- 1/sqrt(fan_in)",
+            "trajectory": "each weight's own range over training"}.get(interval, interval)  # fmt: skip
+    fig.suptitle(f"Position mu in {what}, over training")
     return fig
 
 
-def plot_fuzziness_vs_epoch(tracking: pd.DataFrame, scope: str = "layer", metric: str = "fuzziness"):
-    """``metric`` (``fuzziness`` or ``frac_ends``) against epoch, one panel per layer, one line
-    per lambda with a +/- s.d. band over seeds; reference lines ln 2 and 1/2 (uniform mu)
-    for fuzziness. Returns the Figure."""
+def plot_fuzziness_vs_epoch(
+    tracking: pd.DataFrame, scope: str = "layer", metric: str = "fuzziness", interval: str = "current"
+):
+    """``metric`` (``fuzziness`` or ``frac_ends``) against epoch under one reading of the
+    interval, one panel per layer, one line per lambda with a +/- s.d. band over seeds;
+    reference lines ln 2 and 1/2 (uniform mu) for fuzziness. Returns the Figure."""
     import matplotlib.pyplot as plt
 
-    traj = fuzziness_trajectory(tracking, scope)
+    traj = fuzziness_trajectory(tracking, scope, interval).dropna(subset=[metric])
     layers = traj.drop_duplicates("layer").sort_values("layer_index")
     colors = _lam_colors(traj["lam"])
     fig, axes = plt.subplots(1, len(layers), figsize=(3.2 * len(layers), 3.2), sharey=True, squeeze=False)
@@ -302,7 +359,7 @@ def plot_fuzziness_vs_epoch(tracking: pd.DataFrame, scope: str = "layer", metric
         ax.set_title(lay["layer_label"])
         ax.grid(alpha=0.3)
     ylabel = {"fuzziness": "fuzziness F (nats)", "frac_ends": "fraction near an end"}.get(metric, metric)
-    axes[0][0].set_ylabel(f"{ylabel}, {scope} interval")
+    axes[0][0].set_ylabel(f"{ylabel}, {scope} interval" if interval == "current" else f"{ylabel}, {interval}")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, title="lambda", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     note = "dashed: ln 2 (all at the centre); dotted: 1/2 (uniform mu)" if metric == "fuzziness" else ""

@@ -80,6 +80,7 @@ def train_run(
     first_epoch_points: Sequence[float] = (0.05, 0.1, 0.25, 0.5),
     bins: int = 20,
     end_fraction: float = 0.1,
+    interval: Sequence[str] = ("current",),
     input_size: int | None = None,
     device: str = "auto",
     progress: bool = True,
@@ -98,10 +99,13 @@ def train_run(
     model, arch, lam, train_seed``.
 
     Args:
-        train_cfg: ``epochs, batch_size, lr, weight_decay, max_shift`` (others are ignored;
-            the seed is ``seed``).
+        train_cfg: ``epochs, batch_size, lr, weight_decay, max_shift, optimizer, momentum``
+            (others are ignored; the seed is ``seed``).
         regularizer: ``layers`` (selection, default ``["conv*"]``), ``scope``, ``eps``,
             ``detach_bounds`` (see :func:`~netperturb.studies.shen2021.minmax.differentiable_fuzziness`).
+        interval: readings of the interval tracked side by side (``current``, ``init_bound``,
+            ``trajectory``: :mod:`netperturb.studies.shen2021.intervals`); the tracking and
+            histogram tables get one block of rows per reading (column ``interval``).
 
     Returns:
         The history table.
@@ -130,7 +134,7 @@ def train_run(
     head = _head(study, dataset, arch, lam, seed)
     tracker = WeightTracker(
         tracked, steps_per_epoch, first_epoch_steps(first_epoch_points, steps_per_epoch),
-        bins=bins, end_fraction=end_fraction, meta=head,
+        bins=bins, end_fraction=end_fraction, meta=head, readings=tuple(interval),
     )  # fmt: skip
     reg_f: dict[int, float] = {}
 
@@ -151,7 +155,8 @@ def train_run(
         checkpoint_out, model, arch=arch, num_classes=manifest["num_classes"], in_channels=in_channels,
         preprocess=preprocess,
         meta={"dataset": manifest["dataset"], "study": "shen2021", "lam": float(lam), "train_seed": int(seed),
-              "train": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "max_shift", "seed")},
+              "train": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "max_shift", "seed",
+                                                     "optimizer", "momentum")},
               "regularizer": {"layers": [l.path for l in reg_layers], "scope": term.scope, "eps": term.eps,
                               "detach_bounds": term.detach_bounds},
               "test_top1": float(final["test_top1"]), "test_top5": float(final["test_top5"]),

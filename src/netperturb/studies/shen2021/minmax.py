@@ -14,7 +14,11 @@ is therefore a documented choice, marked "chosen" where it is one:
 
 - *Interval* of a layer: ``[min W, max W]`` over the whole weight tensor (``scope="layer"``);
   of a *kernel*: over one output unit's weights ``W[i]`` (a conv filter ``W[i, :, :, :]``, a
-  dense row ``W[i, :]``), the unit node knockout removes (``scope="kernel"``). Chosen.
+  dense row ``W[i, :]``), the unit node knockout removes (``scope="kernel"``). Chosen. This
+  is the ``current`` reading; the tracking also records two others side by side, the fixed
+  interval of the initialisation (``init_bound``) and each weight's own range over training
+  (``trajectory``): :mod:`netperturb.studies.shen2021.intervals`. The regulariser uses
+  ``current``.
 - *Position* in the interval (a membership degree): ``mu = (w - min) / (max - min)`` in
   [0, 1]; 0 at the minimum, 1 at the maximum, 1/2 at the centre.
 - *Fuzziness*: De Luca & Termini's (1972) entropy of a fuzzy set, normalised by the number
@@ -42,6 +46,15 @@ from netperturb.core.evaluate import Counts, count_logits
 from netperturb.core.layers import LayerInfo
 from netperturb.core.preprocess import Preprocess
 from netperturb.core.seeds import cell_generator, cell_seed
+from netperturb.studies.shen2021.intervals import (
+    READINGS,
+    SCOPES,
+    RunningRange,
+    _rows,
+    init_bound,
+    interval_position,
+    reading_position,
+)
 
 __all__ = [
     "SCOPES",
@@ -57,44 +70,6 @@ __all__ = [
     "robust_accuracy",
     "ATTACK_CHUNK",
 ]
-
-#: Where the interval [min, max] is taken: over the whole layer, or over each kernel (output unit).
-SCOPES = ("layer", "kernel")
-
-
-def _rows(w: Tensor, scope: str) -> Tensor:
-    """(1, n) for the layer scope, (n_out, n / n_out) for the kernel scope."""
-    if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-    if w.ndim < 1 or w.numel() == 0:
-        raise ValueError(f"need a non-empty weight tensor, got shape {tuple(w.shape)}")
-    return w.reshape(1, -1) if scope == "layer" or w.ndim == 1 else w.reshape(w.shape[0], -1)
-
-
-def interval_position(w: Tensor, scope: str = "layer") -> Tensor:
-    """Position of every weight in its interval, ``mu = (w - min) / (max - min)``.
-
-    Args:
-        w: a weight tensor, e.g. Conv2d (out, in, kh, kw) or Linear (out, in).
-        scope: ``"layer"`` (one interval for the whole tensor) or ``"kernel"`` (one interval
-            per output unit ``w[i]``).
-
-    Returns:
-        Tensor of ``w``'s shape, values in [0, 1] (exactly 0 at the minimum, 1 at the maximum).
-        A degenerate interval (max == min, e.g. an all-zero kernel) gives NaN for its
-        weights: the position is undefined (recorded as such, not hidden).
-
-    Raises:
-        ValueError: unknown scope or an empty tensor.
-    """
-    rows = _rows(w.detach(), scope)
-    lo = rows.amin(dim=1, keepdim=True)
-    hi = rows.amax(dim=1, keepdim=True)
-    span = hi - lo
-    mu = (rows - lo) / torch.where(span > 0, span, torch.ones_like(span))
-    mu = torch.where(span > 0, mu, torch.full_like(mu, math.nan))
-    return mu.reshape(w.shape)
-
 
 def fuzziness(mu: Tensor, dim: int | None = None) -> Tensor:
     """De Luca-Termini fuzziness, normalised: ``-mean(mu ln mu + (1 - mu) ln(1 - mu))``.
@@ -212,58 +187,118 @@ class FuzzinessRegularizer:
         return self.lam * self.fuzziness(model)
 
 
-def weight_stats(model: nn.Module, layers: Sequence[LayerInfo], *, end_fraction: float = 0.1) -> pd.DataFrame:
-    """Interval statistics of every layer (``scope="layer"``, ``kernel = -1``) and of every
-    kernel of it (``scope="kernel"``, ``kernel = i``, in its own interval).
+def _positions(
+    w: Tensor, info: LayerInfo, reading: str, scope: str, ranges: "RunningRange | None"
+) -> Tensor:
+    """``mu`` of ``w`` under ``reading``, as the scope's rows: (1, n) or (n_out, n / n_out)."""
+    if reading == "trajectory" and ranges is None:
+        raise ValueError("the 'trajectory' reading needs the running ranges of the weights (RunningRange)")
+    kw = {}
+    if reading == "init_bound":
+        kw["bound"] = init_bound(w)
+    elif reading == "trajectory":
+        kw["run_min"] = ranges.lo[info.path].detach().cpu().to(w.dtype)
+        kw["run_max"] = ranges.hi[info.path].detach().cpu().to(w.dtype)
+    return _rows(reading_position(w, reading, scope=scope, **kw), scope)
 
-    Columns: ``layer, layer_label, layer_index, kind, scope, kernel, n_weights, w_min, w_max,
-    w_mean, w_std, mu_mean, fuzziness, frac_low, frac_high, frac_ends``, where ``frac_low`` is
-    the fraction of weights with ``mu <= end_fraction``, ``frac_high`` with
-    ``mu >= 1 - end_fraction`` and ``frac_ends`` their sum (``end_fraction < 0.5``, so no
-    weight counts twice). ``w_std`` has ddof = 1 (0 for a single weight).
+
+def _nanmean(x: Tensor, defined: Tensor) -> Tensor:
+    """Row means over the entries where ``defined``; NaN for a row with none."""
+    n = defined.double().sum(1)
+    s = torch.where(defined, x.double(), torch.zeros_like(x, dtype=torch.float64)).sum(1)
+    return torch.where(n > 0, s / n.clamp_min(1), torch.full_like(s, math.nan))
+
+
+def weight_stats(
+    model: nn.Module,
+    layers: Sequence[LayerInfo],
+    *,
+    end_fraction: float = 0.1,
+    readings: Sequence[str] = ("current",),
+    ranges: "RunningRange | None" = None,
+) -> pd.DataFrame:
+    """Interval statistics of every layer (``scope="layer"``, ``kernel = -1``) and of every
+    kernel of it (``scope="kernel"``, ``kernel = i``), under each reading of the interval
+    (column ``interval``; :mod:`netperturb.studies.shen2021.intervals`): ``current`` (the
+    tensor's own [min, max]; in the kernel scope each kernel in its own interval),
+    ``init_bound`` (+/- 1/sqrt(fan_in)) and ``trajectory`` (each weight's own range so far,
+    from ``ranges``). Under ``init_bound`` and ``trajectory`` the scope only says over which
+    weights the statistics are taken.
+
+    Columns: ``layer, layer_label, layer_index, kind, interval, scope, kernel, n_weights,
+    w_min, w_max, w_mean, w_std, mu_mean, fuzziness, frac_low, frac_high, frac_ends,
+    frac_outside``, where ``w_*`` describe the weights themselves, ``frac_low`` is the
+    fraction of weights with ``mu <= end_fraction``, ``frac_high`` with
+    ``mu >= 1 - end_fraction``, ``frac_ends`` their sum (``end_fraction < 0.5``, so no weight
+    counts twice) and ``frac_outside`` the fraction beyond the interval (``init_bound`` only,
+    0 otherwise). ``mu_mean``, ``fuzziness`` and the fractions are over the weights whose
+    position is defined (NaN when none is: a degenerate ``current`` interval, a ``trajectory``
+    before the first step). ``w_std`` has ddof = 1 (0 for a single weight).
 
     Raises:
-        ValueError: ``end_fraction`` not in (0, 0.5).
+        ValueError: ``end_fraction`` not in (0, 0.5), an unknown reading, ``trajectory``
+            without ``ranges``.
     """
     if not 0 < end_fraction < 0.5:
         raise ValueError(f"end_fraction must be in (0, 0.5), got {end_fraction}")
+    for r in readings:
+        if r not in READINGS:
+            raise ValueError(f"interval reading must be one of {READINGS}, got {r!r}")
     frames = []
     for info in layers:
         w = model.get_submodule(info.path).weight.detach().cpu().double()
-        for scope in SCOPES:
-            rows = _rows(w, scope)
-            mu = interval_position(rows, "kernel")  # each row is one interval of this scope
-            low = (mu <= end_fraction).double().mean(1)
-            high = (mu >= 1 - end_fraction).double().mean(1)
-            n_k, n = rows.shape
-            frames.append(
-                pd.DataFrame(
-                    {"layer": info.path, "layer_label": info.label, "layer_index": info.index, "kind": info.kind,
-                     "scope": scope, "kernel": np.full(n_k, -1) if scope == "layer" else np.arange(n_k),
-                     "n_weights": n, "w_min": rows.amin(1).numpy(), "w_max": rows.amax(1).numpy(),
-                     "w_mean": rows.mean(1).numpy(),
-                     "w_std": rows.std(1).numpy() if n > 1 else np.zeros(n_k),
-                     "mu_mean": mu.mean(1).numpy(), "fuzziness": fuzziness(mu, dim=1).numpy(),
-                     "frac_low": low.numpy(), "frac_high": high.numpy(), "frac_ends": (low + high).numpy()}
-                )  # fmt: skip
-            )
+        for reading in readings:
+            for scope in SCOPES:
+                rows = _rows(w, scope)
+                mu = _positions(w, info, reading, scope, ranges)
+                ok = ~torch.isnan(mu)
+                low = _nanmean((mu <= end_fraction).double(), ok)
+                high = _nanmean((mu >= 1 - end_fraction).double(), ok)
+                if reading == "init_bound":
+                    outside = (rows.abs() > init_bound(w)).double().mean(1)
+                else:
+                    outside = torch.zeros(rows.shape[0], dtype=torch.float64)
+                fz = _nanmean(-(torch.xlogy(mu, mu) + torch.xlogy(1 - mu, 1 - mu)), ok)
+                n_k, n = rows.shape
+                frames.append(
+                    pd.DataFrame(
+                        {"layer": info.path, "layer_label": info.label, "layer_index": info.index, "kind": info.kind,
+                         "interval": reading, "scope": scope,
+                         "kernel": np.full(n_k, -1) if scope == "layer" else np.arange(n_k),
+                         "n_weights": n, "w_min": rows.amin(1).numpy(), "w_max": rows.amax(1).numpy(),
+                         "w_mean": rows.mean(1).numpy(),
+                         "w_std": rows.std(1).numpy() if n > 1 else np.zeros(n_k),
+                         "mu_mean": _nanmean(mu, ok).numpy(), "fuzziness": fz.numpy(),
+                         "frac_low": low.numpy(), "frac_high": high.numpy(), "frac_ends": (low + high).numpy(),
+                         "frac_outside": outside.numpy()}
+                    )  # fmt: skip
+                )
     return pd.concat(frames, ignore_index=True)
 
 
-def weight_histograms(model: nn.Module, layers: Sequence[LayerInfo], *, bins: int = 20) -> pd.DataFrame:
-    """Histogram of ``mu`` over [0, 1] in ``bins`` equal bins, per layer and scope.
+def weight_histograms(
+    model: nn.Module,
+    layers: Sequence[LayerInfo],
+    *,
+    bins: int = 20,
+    readings: Sequence[str] = ("current",),
+    ranges: "RunningRange | None" = None,
+) -> pd.DataFrame:
+    """Histogram of ``mu`` over [0, 1] in ``bins`` equal bins, per layer, reading and scope
+    (readings as in :func:`weight_stats`).
 
     ``scope="layer"``: positions in the layer's interval; ``scope="kernel"``: every weight's
-    position in its own kernel's interval, pooled over the layer's kernels. Bins are
-    ``[b_j, b_{j+1})`` with the last one closed (``mu = 1`` falls in it); counts sum to the
-    number of weights (weights of a degenerate interval, whose ``mu`` is NaN, are left out).
+    position in its own kernel's interval, pooled over the layer's kernels (the scopes differ
+    only under ``current``). Bins are ``[b_j, b_{j+1})`` with the last one closed (``mu = 1``
+    falls in it); counts sum to the number of weights whose position is defined (NaN
+    positions are left out).
 
     Returns:
-        Columns ``layer, layer_label, layer_index, scope, bin, bin_lo, bin_hi, count,
-        fraction`` (fraction of the counted weights).
+        Columns ``layer, layer_label, layer_index, interval, scope, bin, bin_lo, bin_hi,
+        count, fraction`` (fraction of the counted weights).
 
     Raises:
-        ValueError: ``bins < 1``.
+        ValueError: ``bins < 1``, an unknown reading, ``trajectory`` without ``ranges``.
     """
     if bins < 1:
         raise ValueError(f"bins must be >= 1, got {bins}")
@@ -271,16 +306,18 @@ def weight_histograms(model: nn.Module, layers: Sequence[LayerInfo], *, bins: in
     frames = []
     for info in layers:
         w = model.get_submodule(info.path).weight.detach().cpu().double()
-        for scope in SCOPES:
-            mu = interval_position(w, scope).flatten().numpy()
-            counts, _ = np.histogram(mu[~np.isnan(mu)], bins=edges)
-            frames.append(
-                pd.DataFrame(
-                    {"layer": info.path, "layer_label": info.label, "layer_index": info.index, "scope": scope,
-                     "bin": np.arange(bins), "bin_lo": edges[:-1], "bin_hi": edges[1:], "count": counts,
-                     "fraction": counts / max(int(counts.sum()), 1)}
-                )  # fmt: skip
-            )
+        for reading in readings:
+            for scope in SCOPES:
+                mu = _positions(w, info, reading, scope, ranges).flatten().numpy()
+                counts, _ = np.histogram(mu[~np.isnan(mu)], bins=edges)
+                frames.append(
+                    pd.DataFrame(
+                        {"layer": info.path, "layer_label": info.label, "layer_index": info.index,
+                         "interval": reading, "scope": scope,
+                         "bin": np.arange(bins), "bin_lo": edges[:-1], "bin_hi": edges[1:], "count": counts,
+                         "fraction": counts / max(int(counts.sum()), 1)}
+                    )  # fmt: skip
+                )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -306,7 +343,8 @@ def first_epoch_steps(points: Iterable[float], steps_per_epoch: int) -> list[int
 
 @dataclass
 class WeightTracker:
-    """Records :func:`weight_stats` and :func:`weight_histograms` during training.
+    """Records :func:`weight_stats` and :func:`weight_histograms` during training, under
+    each reading of the interval in ``readings``.
 
     Plug into :func:`netperturb.core.training.train_classifier` as
     ``on_step=tracker.on_step, on_epoch_end=tracker.on_epoch_end``. Snapshots: epoch 0 (the
@@ -320,6 +358,11 @@ class WeightTracker:
         steps: steps of epoch 1 to record.
         bins, end_fraction: see :func:`weight_histograms`, :func:`weight_stats`.
         meta: constant columns (study, model, lambda, seed, ...), put first.
+        readings: readings of the interval (:data:`~netperturb.studies.shen2021.intervals.READINGS`).
+            With ``trajectory`` the tracker keeps every tracked weight's running minimum and
+            maximum (:class:`~netperturb.studies.shen2021.intervals.RunningRange`), started
+            at the first snapshot (call it at initialisation: ``on_epoch_end(0, ...)`` does)
+            and updated after every optimiser step.
     """
 
     layers: Sequence[LayerInfo]
@@ -328,6 +371,8 @@ class WeightTracker:
     bins: int = 20
     end_fraction: float = 0.1
     meta: Mapping[str, Any] = field(default_factory=dict)
+    readings: Sequence[str] = ("current",)
+    ranges: RunningRange | None = field(default=None, init=False, repr=False)
     _stats: list = field(default_factory=list, init=False, repr=False)
     _hists: list = field(default_factory=list, init=False, repr=False)
 
@@ -339,10 +384,17 @@ class WeightTracker:
 
     def snapshot(self, model: nn.Module, epoch: float, step: int) -> None:
         """Record the model's weights now."""
-        self._stats.append(self._head(weight_stats(model, self.layers, end_fraction=self.end_fraction), epoch, step))
-        self._hists.append(self._head(weight_histograms(model, self.layers, bins=self.bins), epoch, step))
+        if "trajectory" in self.readings and self.ranges is None:
+            self.ranges = RunningRange(model, self.layers)
+        kw = {"readings": self.readings, "ranges": self.ranges}
+        self._stats.append(
+            self._head(weight_stats(model, self.layers, end_fraction=self.end_fraction, **kw), epoch, step)
+        )
+        self._hists.append(self._head(weight_histograms(model, self.layers, bins=self.bins, **kw), epoch, step))
 
     def on_step(self, epoch: int, step: int, model: nn.Module) -> None:
+        if self.ranges is not None:
+            self.ranges.update(model)
         if epoch == 1 and step in self.steps:
             self.snapshot(model, step / self.steps_per_epoch, step)
 
@@ -350,11 +402,11 @@ class WeightTracker:
         self.snapshot(model, epoch, epoch * self.steps_per_epoch)
 
     def stats(self) -> pd.DataFrame:
-        """One row per (snapshot, layer, scope, kernel), snapshots in the order taken."""
+        """One row per (snapshot, layer, interval, scope, kernel), snapshots in the order taken."""
         return pd.concat(self._stats, ignore_index=True) if self._stats else pd.DataFrame()
 
     def histograms(self) -> pd.DataFrame:
-        """One row per (snapshot, layer, scope, bin), snapshots in the order taken."""
+        """One row per (snapshot, layer, interval, scope, bin), snapshots in the order taken."""
         return pd.concat(self._hists, ignore_index=True) if self._hists else pd.DataFrame()
 
 
