@@ -63,7 +63,8 @@ models = list(dict.fromkeys(sw["model"]))
 # %%
 # Findings: the paper's claims checked on this run's tables (netperturb.studies.pravin2024.findings)
 found = findings(pd.concat([class_table(sc, m, tolerance).assign(model=m) for m in models]),
-                 full_filter_table(sw, base, metric=metric))
+                 full_filter_table(sw, base, metric=metric),
+                 definition=f"scores: normalise {score_normalise}, baseline {score_baseline}")
 findings_frame(found).to_csv(Path(tables) / "findings.csv", index=False)
 display(Markdown(findings_markdown(found)))
 first = sw.iloc[0]

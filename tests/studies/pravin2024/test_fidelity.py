@@ -90,7 +90,7 @@ def test_authors_eps_in_pixel_units():
 def test_pixel_budget_in_our_input_units_per_channel():
     assert input_eps(0.117078, (0.3081,)) == pytest.approx(0.38, abs=1e-12)
     e = input_eps(0.0075, (0.25, 0.5, 0.125))
-    assert e.shape == (1, 3, 1, 1) and e.flatten().tolist() == pytest.approx([0.03, 0.015, 0.06], abs=1e-9)
+    assert e.shape == (1, 3, 1, 1) and e.dtype == torch.float32 and e.flatten().tolist() == pytest.approx([0.03, 0.015, 0.06], rel=1e-7)
     with pytest.raises(ValueError):
         input_eps(0.1, (0.0,))
     # FGSM through the spec moves each channel by eps / std_c
