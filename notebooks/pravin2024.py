@@ -20,6 +20,8 @@ dataset = "digits"
 num_classes = 10
 tolerance = 0.05
 metric = "top1"
+score_normalise = "first_point"
+score_baseline = "density"
 
 # %%
 from pathlib import Path
@@ -35,14 +37,17 @@ from netperturb.studies.pravin2024.figures import (
     FILTER_TITLES,
     MANY_LAYERS,
     class_table,
+    definition_classes,
     full_filter_table,
     layers_by_class,
+    network_definition_table,
     plot_class_maps,
     plot_layer_curves,
     plot_layer_heatmap,
     plot_network_curves,
     plot_score_heatmaps,
     retraining_summary,
+    scores_by_definition,
 )
 
 sw = read_table(sweeps)
@@ -58,7 +63,8 @@ models = list(dict.fromkeys(sw["model"]))
 # %%
 # Findings: the paper's claims checked on this run's tables (netperturb.studies.pravin2024.findings)
 found = findings(pd.concat([class_table(sc, m, tolerance).assign(model=m) for m in models]),
-                 full_filter_table(sw, base, metric=metric))
+                 full_filter_table(sw, base, metric=metric),
+                 definition=f"scores: normalise {score_normalise}, baseline {score_baseline}")
 findings_frame(found).to_csv(Path(tables) / "findings.csv", index=False)
 display(Markdown(findings_markdown(found)))
 first = sw.iloc[0]
@@ -66,7 +72,8 @@ display(Markdown(
     f"**{len(sw):,} measurements** on {dataset}: {len(models)} model(s), {sw['init'].nunique()} initialisation(s), "
     f"checkpoints at epochs {sorted(int(e) for e in sw['epoch'].unique())}, filters {sorted(sw['perturbation'].unique())}, "
     f"{sw['step'].max() + 1} thresholds per sweep, {int(first['n_images'])} evaluation images; attack {first['attack']} "
-    f"eps {first['eps']:g} ({first['attack_mode']}); device {first['device']}."))
+    f"eps {', '.join(f'{e:g}' for e in sorted(sw['eps'].unique()))} of the pixel range ({first['attack_mode']}); "
+    f"scores: normalise {score_normalise}, baseline {score_baseline}; device {first['device']}."))
 
 # %% [markdown]
 # ## Per-layer filtering: accuracy against normalised alpha
@@ -108,13 +115,21 @@ for model in models:
 # Accuracy is a fraction in [0, 1]; the x axis is the normalised alpha (sweep position t in
 # [0, 1], from "almost nothing removed" to "every weight removed").
 #
-# **Filtering scores** (our definition; the paper's normalisation is not recoverable): with
-# A_c, A_a the clean and adversarial accuracy of the unfiltered checkpoint,
-# f_clean = Simpson integral of (acc_clean(t) - A_c) / A_c over t,
-# f_adv = integral of (acc_adv(t) - A_a) / A_c, f_diff = f_adv - f_clean (the adversarial minus
-# clean curve against its unfiltered value). Below -tolerance: **fragile**; above +tolerance:
-# **antifragile**; else **robust**. Source: arXiv 2312.09821; the authors' notebooks
-# (SynapFilter/InferLink).
+# **Filtering scores**, the authors' definition (`rob_value` in their notebook
+# `model_trainer (rob value).ipynb`, SynapFilter/InferLink; `score.normalise: first_point`,
+# `score.baseline: density`, the default): each curve is divided by its own first sweep point,
+# and compared with dens_bar(t) = the fraction of the layer's (whole network: all filtered
+# layers') weights still in place at that point,
+# f_clean = Simpson integral of (acc_clean(t) / acc_clean(0) - dens_bar(t)) over t,
+# f_adv = the same for the adversarial curve, f_diff = f_adv - f_clean (the adversarial minus
+# the clean curve; dens_bar cancels). A score above 0 means the accuracy held up better than
+# the fraction of weights left. Below -tolerance: **fragile**; above +tolerance:
+# **antifragile**; else **robust**. The option `normalise: clean, baseline: constant` (this
+# project's earlier definition) divides both curves by the unfiltered clean accuracy A_c and
+# compares them with the unfiltered network's own value: f_clean = integral of
+# (acc_clean(t) - A_c) / A_c, f_adv = integral of (acc_adv(t) - A_a) / A_c. Both are shown
+# side by side below. Attack budgets are in pixel units (a fraction of the [0, 1] range),
+# divided by the input normalisation's std per channel. Source: arXiv 2312.09821.
 
 # %% [markdown]
 # ## Training and the unfiltered checkpoints
@@ -142,8 +157,9 @@ for model in models:
 # %% [markdown]
 # ## Filtering scores (layer x epoch)
 #
-# Blue: the score is above 0 (filtering raised accuracy above the unfiltered network), red: below;
-# the number in a cell is the score; within +/- tolerance a layer counts as robust.
+# Scores of the configured definition (see "What is measured"). Blue: the score is above 0 (the
+# accuracy stayed above the baseline), red: below; the number in a cell is the score; within
+# +/- tolerance a layer counts as robust.
 
 # %%
 for model in models:
@@ -177,6 +193,30 @@ layer_classes = pd.DataFrame(rows)
 layer_classes.to_csv(Path(tables) / "layers_by_class.csv", index=False)
 display(Markdown("Layers by class at the last checkpoint:"))
 layer_classes.style.hide(axis="index")
+
+# %% [markdown]
+# ## The classes under both score definitions
+#
+# The same sweeps scored the authors' way (`authors`: each curve over its first point, against
+# the fraction of weights remaining) and this project's earlier way (`ours (before)`: over the
+# unfiltered clean accuracy, against the unfiltered network's value). Under the earlier
+# definition every sweep that ends with all weights removed is pulled towards "fragile" on
+# clean and adversarial data; the authors' baseline expects the accuracy to fall as the
+# weights go. Whole-network filters first, then the per-layer classes counted over
+# (layer, filter) pairs.
+
+# %%
+by_def = scores_by_definition(sw, base, tolerance=tolerance, metric=metric)
+by_def.to_csv(Path(tables) / "scores_by_definition.csv", index=False)
+net_def = network_definition_table(by_def, tolerance)
+net_def.to_csv(Path(tables) / "network_classes_by_definition.csv", index=False)
+if len(net_def):
+    display(Markdown("Whole-network filters:"))
+    display(net_def.style.format(precision=3, subset=[c for c in net_def.columns if c.endswith("value")]).hide(axis="index"))
+layer_def = definition_classes(by_def, tolerance)
+layer_def.to_csv(Path(tables) / "layer_classes_by_definition.csv", index=False)
+display(Markdown("Per-layer mode, (layer, filter) pairs per class:"))
+layer_def.style.hide(axis="index")
 
 # %% [markdown]
 # ## Fully filtered layers

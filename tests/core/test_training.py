@@ -62,3 +62,26 @@ def test_plain_sgd_step_is_w_minus_lr_grad_and_unknown_optimizer_fails(digits_sh
         assert torch.allclose(p, q - 0.1 * q.grad, atol=1e-6), name
     with pytest.raises(ValueError, match="optimizer"):
         train_classifier(get_model("lenet5"), (x, y), te, pre, TrainConfig(epochs=1, optimizer="lbfgs"), progress=False)
+
+
+def test_learning_rate_schedules(digits_shards):
+    """constant: lr throughout (Pravin et al.'s trainer: Adam 1e-3); cosine: annealed to 0 at the last step."""
+    import math
+
+    import pytest
+
+    pre = Preprocess.from_dict(read_manifest(digits_shards)["preprocess"])
+    tr, te = load_split(digits_shards, "train", limit=128), load_split(digits_shards, "test", limit=64)
+    lrs = {}
+    for schedule in ("constant", "cosine"):
+        torch.manual_seed(0)
+        hist = train_classifier(get_model("lenet5"), tr, te, pre, TrainConfig(epochs=2, batch_size=64, lr=1e-3, schedule=schedule),
+                                progress=False)  # fmt: skip
+        lrs[schedule] = list(hist["lr"])
+    assert lrs["constant"] == [1e-3, 1e-3, 1e-3]
+    # 2 steps per epoch, T_max = 4 steps: after epoch 1 lr = 1e-3 (1 + cos(pi / 2)) / 2 = 5e-4, after epoch 2 it is 0
+    assert lrs["cosine"][1] == pytest.approx(5e-4, rel=1e-12) and lrs["cosine"][2] == pytest.approx(0.0, abs=1e-15)
+    assert TrainConfig.from_mapping({"lr": 0.01, "schedule": "constant"}).schedule == "constant"
+    with pytest.raises(ValueError, match="schedule 'step' not in"):
+        TrainConfig(schedule="step")
+    assert math.isfinite(lrs["cosine"][0])

@@ -3,7 +3,7 @@
 # filtering scores -> selective retraining -> merge -> report.
 # Plan: netperturb.studies.pravin2024.plan; jobs: netperturb.studies.pravin2024.jobs.
 
-from netperturb.studies.pravin2024.plan import attack_eps, plan_study
+from netperturb.studies.pravin2024.plan import attack_eps, network_eps, plan_study
 
 PRAVIN = config["pravin2024"]
 PRAVIN_DIR = study_dir("pravin2024")
@@ -72,7 +72,7 @@ for _model, _epochs in PRAVIN_PLAN.checkpoints.items():
         params:
             model=_model,
             arch=PRAVIN["models"][_model]["arch"],
-            train=PRAVIN["models"][_model].get("train", {}),
+            train={**PRAVIN["models"][_model].get("train", {}), "schedule": PRAVIN["schedule"]},
             input_size=PRAVIN["models"][_model].get("input_size"),
             epochs=_epochs,
             run=RUN,
@@ -100,6 +100,9 @@ rule pravin2024_baseline:
     params:
         epochs=lambda wildcards: PRAVIN_PLAN.checkpoints[wildcards.fmodel],
         eps=lambda wildcards: attack_eps(PRAVIN, wildcards.fmodel, PRAVIN_DATASET),
+        network_eps=lambda wildcards: (
+            network_eps(PRAVIN, wildcards.fmodel, PRAVIN_DATASET) if "network" in PRAVIN["modes"] else None
+        ),
         **PRAVIN_COMMON,
     threads: 1
     resources:
@@ -152,7 +155,7 @@ rule pravin2024_sweep_network:
         steps=PRAVIN["steps"],
         layers=PRAVIN["layers"],
         grid=None if PRAVIN["network_grid"] == "auto" else PRAVIN["network_grid"],
-        eps=lambda wildcards: attack_eps(PRAVIN, wildcards.fmodel, PRAVIN_DATASET),
+        eps=lambda wildcards: network_eps(PRAVIN, wildcards.fmodel, PRAVIN_DATASET),
         **PRAVIN_COMMON,
     threads: 1
     resources:
@@ -180,6 +183,7 @@ rule pravin2024_scores:
     params:
         tolerance=PRAVIN["tolerance"],
         metric=PRAVIN["metric"],
+        score=PRAVIN["score"],
     log:
         f"logs/{RUN}/pravin2024/scores.log",
     localrule: True
@@ -201,7 +205,7 @@ rule pravin2024_retrain:
         f"{PRAVIN_DIR}/retraining/{{fmodel}}/init{{init}}.csv",
     params:
         epoch=lambda wildcards: PRAVIN_PLAN.retrain_at[wildcards.fmodel],
-        train=lambda wildcards: PRAVIN["models"][wildcards.fmodel].get("train", {}),
+        train=lambda wildcards: {**PRAVIN["models"][wildcards.fmodel].get("train", {}), "schedule": PRAVIN["schedule"]},
         retraining=PRAVIN["retraining"],
         tolerance=PRAVIN["tolerance"],
         eps=lambda wildcards: attack_eps(PRAVIN, wildcards.fmodel, PRAVIN_DATASET),
@@ -253,6 +257,8 @@ rule pravin2024_report:
         num_classes=PRAVIN_INFO["num_classes"],
         tolerance=PRAVIN["tolerance"],
         metric=PRAVIN["metric"],
+        score_normalise=PRAVIN["score"]["normalise"],
+        score_baseline=PRAVIN["score"]["baseline"],
     log:
         f"logs/{RUN}/pravin2024/report.log",
     localrule: True

@@ -31,6 +31,15 @@ def _clamp(x: Tensor, clamp: tuple[Tensor | float, Tensor | float] | None) -> Te
     return torch.maximum(torch.minimum(x, torch.as_tensor(hi, dtype=x.dtype, device=x.device)), torch.as_tensor(lo, dtype=x.dtype, device=x.device))
 
 
+def _eps_zero(eps: float | Tensor) -> bool:
+    """True when every entry of ``eps`` is 0; ValueError when one is negative. ``eps`` is a
+    float or a tensor broadcastable to the inputs (e.g. (1, C, 1, 1), one budget per channel)."""
+    t = torch.as_tensor(eps)
+    if bool((t < 0).any()):
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    return bool((t == 0).all())
+
+
 def _input_grad(forward: Forward, x: Tensor, y: Tensor) -> Tensor:
     x = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
@@ -43,7 +52,7 @@ def fgsm(
     forward: Forward,
     x: Tensor,
     y: Tensor,
-    eps: float,
+    eps: float | Tensor,
     *,
     clamp: tuple[Tensor | float, Tensor | float] | None = None,
 ) -> Tensor:
@@ -52,7 +61,8 @@ def fgsm(
     Args:
         forward: network (eval mode) or callable (B, C, H, W) -> (B, classes).
         x: (B, C, H, W) float inputs; y: (B,) int64 labels.
-        eps: step size in input units (>= 0); 0 returns ``x`` unchanged.
+        eps: step size in input units (>= 0), a float or a tensor broadcastable to ``x``
+            (e.g. (1, C, 1, 1): one budget per channel); 0 returns ``x`` unchanged.
         clamp: (low, high), scalars or tensors broadcastable to x (e.g. per channel
             (1, C, 1, 1)).
 
@@ -62,17 +72,16 @@ def fgsm(
     Raises:
         ValueError: eps < 0.
     """
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    if eps == 0:
+    if _eps_zero(eps):
         return x.detach().clone()
     return fgsm_step(x, _input_grad(forward, x, y), eps, clamp)
 
 
-def fgsm_step(x: Tensor, grad: Tensor, eps: float, clamp: tuple[Tensor | float, Tensor | float] | None = None) -> Tensor:
+def fgsm_step(x: Tensor, grad: Tensor, eps: float | Tensor, clamp: tuple[Tensor | float, Tensor | float] | None = None) -> Tensor:
     """The FGSM step from a given input gradient: ``clamp(x + eps * sign(grad))``, detached;
-    a copy of ``x`` for eps 0. Shapes as :func:`fgsm` (``grad`` like ``x``)."""
-    if eps == 0:
+    a copy of ``x`` for eps 0. Shapes as :func:`fgsm` (``grad`` like ``x``; ``eps`` a float or
+    broadcastable tensor)."""
+    if _eps_zero(eps):
         return x.detach().clone()
     return _clamp(x.detach() + eps * grad.sign(), clamp).detach()
 
@@ -81,7 +90,7 @@ def fgsm_with_logits(
     forward: Forward,
     x: Tensor,
     y: Tensor,
-    eps: float,
+    eps: float | Tensor,
     clamp: tuple[Tensor | float, Tensor | float] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """:func:`fgsm` that also returns the clean logits of the same forward pass (so a clean
@@ -99,10 +108,10 @@ def pgd(
     forward: Forward,
     x: Tensor,
     y: Tensor,
-    eps: float,
+    eps: float | Tensor,
     *,
     steps: int = 10,
-    step_size: float | None = None,
+    step_size: float | Tensor | None = None,
     random_start: bool = True,
     generator: torch.Generator | None = None,
     clamp: tuple[Tensor | float, Tensor | float] | None = None,
@@ -111,7 +120,8 @@ def pgd(
 
     Starts at ``x`` (or a uniform point of the ball drawn from ``generator`` on the CPU if
     ``random_start``), takes ``steps`` signed-gradient steps of ``step_size`` (default
-    2.5 * eps / steps), projecting onto the ball and into ``clamp`` after each.
+    2.5 * eps / steps), projecting onto the ball and into ``clamp`` after each. ``eps`` and
+    ``step_size`` are floats or tensors broadcastable to ``x`` (one budget per channel).
 
     Returns:
         (B, C, H, W) adversarial inputs, detached.
@@ -119,12 +129,12 @@ def pgd(
     Raises:
         ValueError: eps < 0 or steps < 1.
     """
-    if eps < 0 or steps < 1:
+    if steps < 1:
         raise ValueError(f"need eps >= 0 and steps >= 1, got eps={eps}, steps={steps}")
     x0 = x.detach()
-    if eps == 0:
+    if _eps_zero(eps):
         return x0.clone()
-    alpha = 2.5 * eps / steps if step_size is None else float(step_size)
+    alpha = 2.5 * eps / steps if step_size is None else step_size
     adv = x0.clone()
     if random_start:
         noise = torch.rand(x0.shape, generator=generator, dtype=torch.float32) * 2 - 1

@@ -21,22 +21,25 @@ from tqdm import tqdm  # plain tqdm: tqdm.auto in a notebook kernel warns (IProg
 from netperturb.core.evaluate import evaluate
 from netperturb.core.preprocess import Preprocess
 
-__all__ = ["TrainConfig", "train_classifier"]
+__all__ = ["SCHEDULES", "TrainConfig", "train_classifier"]
 
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters. ``lr`` follows a cosine schedule from ``lr`` to 0 over ``epochs``.
+    """Hyper-parameters of Adam training (AdamW; with ``weight_decay`` 0 it is plain Adam).
 
     Attributes:
         epochs: passes over the training split (>= 1).
         batch_size: images per step.
-        lr: learning rate at the start.
+        lr: learning rate (at the start, for ``cosine``).
         weight_decay: weight decay: decoupled (AdamW) with ``adamw``, L2 added to the
             gradient with ``sgd`` (``torch.optim.SGD``'s own).
-        optimizer: ``adamw`` (``torch.optim.AdamW``) or ``sgd`` (``torch.optim.SGD``, no
-            momentum unless ``momentum`` > 0, no Nesterov: plain stochastic gradient descent).
+        optimizer: ``adamw`` (``torch.optim.AdamW``; with weight_decay 0 this is Adam) or
+            ``sgd`` (``torch.optim.SGD``, no momentum unless ``momentum`` > 0, no Nesterov:
+            plain stochastic gradient descent).
         momentum: SGD momentum (only with ``sgd``; 0 = plain SGD).
+        schedule: ``cosine`` (``lr`` annealed to 0 over ``epochs``, per step) or ``constant``
+            (``lr`` throughout, as Pravin et al.'s trainer notebook: Adam 1e-3, batches of 100).
         seed: seeds initialisation order, shuffling and dropout.
         max_shift: random translation augmentation in input pixels (0 = none).
     """
@@ -49,7 +52,12 @@ class TrainConfig:
     max_shift: int = 0
     optimizer: str = "adamw"
     momentum: float = 0.0
+    schedule: str = "cosine"
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"train schedule {self.schedule!r} not in {SCHEDULES}")
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any], **override: Any) -> "TrainConfig":
@@ -59,11 +67,15 @@ class TrainConfig:
 
 
 #: The keys of a config's ``train:`` block that :class:`TrainConfig` takes (config/schema.yaml,
-#: definitions/train).
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "max_shift", "optimizer", "momentum")
+#: definitions/train), and ``schedule``, which the pravin2024 study sets study-wide
+#: (``pravin2024.schedule``; the workflow adds it to each model's block).
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "max_shift", "optimizer", "momentum", "schedule")
 
 #: Optimisers :class:`TrainConfig` knows.
 OPTIMIZERS = ("adamw", "sgd")
+
+#: Learning-rate schedules of :class:`TrainConfig`.
+SCHEDULES = ("cosine", "constant")
 
 
 StepHook = Callable[[int, int, nn.Module], None]
@@ -134,7 +146,10 @@ def train_classifier(
     else:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}")
     steps_per_epoch = math.ceil(len(y_train) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
+    if cfg.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
+    else:
+        sched = torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
 
     def test_metrics() -> dict:
         model.eval()

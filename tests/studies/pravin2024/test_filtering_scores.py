@@ -1,4 +1,7 @@
-"""Filtering scores: hand-made curves against hand-computed integrals; classes; selection."""
+"""Filtering scores: hand-made curves against hand-computed integrals; classes; selection.
+
+These pin the ``normalise: clean`` / ``baseline: constant`` option (``OURS``); the authors'
+definition (the default) is pinned in test_fidelity.py."""
 
 import math
 
@@ -7,6 +10,8 @@ import pandas as pd
 import pytest
 
 from netperturb.studies.pravin2024.scores import classify, filtering_score, filtering_scores, retraining_selection
+
+OURS = {"normalise": "clean", "baseline": "constant"}
 
 
 def test_simpson_score_of_hand_made_curves():
@@ -51,7 +56,7 @@ def _sweep(curves, a_c=0.8, a_a=0.4, steps=5, layer="conv1", index=1, perturbati
 def test_three_scores_of_a_hand_made_sweep():
     # clean falls linearly from A_c = 0.8 to 0; adversarial stays at A_a = 0.4
     sw, base = _sweep({"clean": lambda t: 0.8 * (1 - t), "adversarial": lambda t: 0.4})
-    s = filtering_scores(sw, base, tolerance=0.05).set_index("score")
+    s = filtering_scores(sw, base, tolerance=0.05, **OURS).set_index("score")
     # f_clean = int (0.8(1-t) - 0.8) / 0.8 = -1/2; f_adv = 0; f_diff = f_adv - f_clean = 1/2
     assert s.loc["clean", "value"] == pytest.approx(-0.5, abs=1e-12)
     assert s.loc["adversarial", "value"] == pytest.approx(0.0, abs=1e-12)
@@ -64,7 +69,7 @@ def test_three_scores_of_a_hand_made_sweep():
 def test_adversarial_score_is_normalised_by_the_clean_baseline():
     # adversarial rises from A_a = 0.2 to 0.6 linearly: int (0.4 t) dt / A_c = 0.2 / 0.5 = 0.4
     sw, base = _sweep({"clean": lambda t: 0.5, "adversarial": lambda t: 0.2 + 0.4 * t}, a_c=0.5, a_a=0.2)
-    s = filtering_scores(sw, base, tolerance=0.1).set_index("score")
+    s = filtering_scores(sw, base, tolerance=0.1, **OURS).set_index("score")
     assert s.loc["clean", "value"] == pytest.approx(0.0, abs=1e-12)
     assert s.loc["adversarial", "value"] == pytest.approx(0.4, abs=1e-12)
     assert s.loc["difference", "value"] == pytest.approx(0.4, abs=1e-12)
@@ -74,7 +79,7 @@ def test_adversarial_score_is_normalised_by_the_clean_baseline():
 def test_missing_baseline_is_an_error():
     sw, base = _sweep({"clean": lambda t: 0.5, "adversarial": lambda t: 0.2})
     with pytest.raises(ValueError, match="no baseline for model m init 0 epoch 3"):
-        filtering_scores(sw, base.assign(epoch=4))
+        filtering_scores(sw, base.assign(epoch=4), **OURS)
 
 
 def test_retraining_selection_by_filter_and_mean():
@@ -85,7 +90,7 @@ def test_retraining_selection_by_filter_and_mean():
         _sweep({"clean": lambda t: 0.8, "adversarial": lambda t: 0.4}, layer="fc2", index=2, perturbation="filter_high"),
     ]  # fmt: skip
     sw = pd.concat([p[0] for p in parts])
-    scores = filtering_scores(sw, parts[0][1], tolerance=0.05)
+    scores = filtering_scores(sw, parts[0][1], tolerance=0.05, **OURS)
     # conv1: low 0, high -0.25 (mean -0.125: fragile); fc2: low +0.125, high 0 (mean 0.0625: antifragile)
     sel = retraining_selection(scores, model="m", init=0, epoch=3, score="adversarial", filter="mean", tolerance=0.05)
     assert sel.set_index("layer")["value"].to_dict() == pytest.approx({"conv1": -0.125, "fc2": 0.0625})

@@ -21,4 +21,5 @@ checkpoint_baselines(
     batch_size=p.batch_size,
     device=p.device,
     channels_last=p.channels_last,
+    network_attack=None if p.network_eps is None else AttackSpec.from_config(p.attack, p.network_eps),
 )

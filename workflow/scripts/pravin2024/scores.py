@@ -14,4 +14,6 @@ merge_and_score(
     out.scores,
     tolerance=snakemake.params.tolerance,
     metric=snakemake.params.metric,
+    normalise=snakemake.params.score["normalise"],
+    baseline=snakemake.params.score["baseline"],
 )

@@ -11,9 +11,11 @@ the robust and antifragile layers (:func:`netperturb.studies.pravin2024.jobs.ret
 Adversarial data (:class:`AttackSpec`): ``mode="regenerate"`` (the paper's choice, default)
 attacks every filtered network itself, white-box, through ``torch.func.functional_call`` with
 the filtered weights; ``mode="reuse"`` attacks the unfiltered network once and evaluates every
-filtered network on that fixed set. ``eps`` is in the units of the model's input (normalised
-images), as in the authors' code; ``clamp`` optionally keeps the examples inside the box of
-valid normalised images (the authors do not clamp).
+filtered network on that fixed set. ``eps`` is in pixel units (a fraction of the [0, 1] range)
+once the spec knows the input normalisation (:meth:`AttackSpec.for_input`; converted per
+channel by :func:`netperturb.studies.pravin2024.budgets.input_eps`), else in the model's input
+units; ``clamp`` optionally keeps the examples inside the box of valid normalised images (the
+authors do not clamp).
 
 Source: C. Pravin, I. Martino, G. Nicosia, V. Ojha, Artificial Intelligence 327 (2024) 104060,
 arXiv 2312.09821; the authors' notebooks (github.com/SynapFilter/InferLink).
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
@@ -35,6 +37,7 @@ from netperturb.core.attacks import fgsm_with_logits, pgd
 from netperturb.core.evaluate import Counts, count_logits
 from netperturb.core.preprocess import Preprocess
 from netperturb.core.seeds import cell_generator, cell_seed
+from netperturb.studies.pravin2024.budgets import input_eps
 
 __all__ = ["AttackSpec", "input_box", "adversarial_set", "clean_and_adversarial", "Evaluator"]
 
@@ -50,12 +53,16 @@ class AttackSpec:
     Attributes:
         name: ``"fgsm"`` (Goodfellow et al. 2015; the paper's attack) or ``"pgd"`` (Madry et
             al. 2018, L-infinity).
-        eps: budget in model-input units (normalised images), >= 0.
+        eps: budget, >= 0: in pixel units (fraction of the [0, 1] range) when ``std`` is
+            set, else in model-input units (normalised images).
         mode: ``"regenerate"`` (attack each filtered network, white-box) or ``"reuse"``
             (attack the unfiltered network once, evaluate every filtered one on that set).
         clamp: keep adversarial inputs inside the box of valid normalised images.
         steps, step_size, random_start: PGD only (step size default 2.5 eps / steps); the
-            random start is drawn from the cell's CPU generator.
+            random start is drawn from the cell's CPU generator; ``step_size`` in the units of
+            ``eps``.
+        std: the model input's per-channel normalisation std (:meth:`for_input`); None =
+            ``eps`` is already in input units.
     """
 
     name: str = "fgsm"
@@ -65,6 +72,7 @@ class AttackSpec:
     steps: int = 10
     step_size: float | None = None
     random_start: bool = True
+    std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.name not in ("fgsm", "pgd"):
@@ -84,6 +92,21 @@ class AttackSpec:
             clamp=bool(cfg.get("clamp", False)), steps=int(cfg.get("steps", 10)),
             step_size=cfg.get("step_size"), random_start=bool(cfg.get("random_start", True)),
         )  # fmt: skip
+
+    def for_input(self, preprocess: Preprocess) -> "AttackSpec":
+        """This spec with ``eps`` read as pixel units for inputs normalised by ``preprocess``."""
+        return replace(self, std=tuple(float(s) for s in preprocess.std))
+
+    def budget(self, like: Tensor) -> float | Tensor:
+        """``eps`` in the model's input units: a float, or (1, C, 1, 1) per channel
+        (:func:`~netperturb.studies.pravin2024.budgets.input_eps`)."""
+        return self.eps if self.std is None else input_eps(self.eps, self.std, like)
+
+    def budget_step(self, like: Tensor) -> float | Tensor | None:
+        """PGD ``step_size`` in the model's input units (None: the default 2.5 eps / steps)."""
+        if self.step_size is None or self.std is None:
+            return self.step_size
+        return input_eps(self.step_size, self.std, like)
 
 
 def input_box(preprocess: Preprocess, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
@@ -132,9 +155,9 @@ def adversarial_set(
     for sl in _batches(len(y), batch_size):
         xb, yb = x[sl], y[sl]
         if attack.name == "fgsm":
-            _, adv = fgsm_with_logits(forward, xb, yb, attack.eps, clamp)
+            _, adv = fgsm_with_logits(forward, xb, yb, attack.budget(xb), clamp)
         else:
-            adv = pgd(forward, xb, yb, attack.eps, steps=attack.steps, step_size=attack.step_size,
+            adv = pgd(forward, xb, yb, attack.budget(xb), steps=attack.steps, step_size=attack.budget_step(xb),
                       random_start=attack.random_start, generator=g, clamp=clamp)  # fmt: skip
         out.append(adv)
     return torch.cat(out) if out else x.detach().clone()
@@ -182,11 +205,11 @@ def clean_and_adversarial(
                 adv += count_logits(forward(x_adv[sl]), yb)
             continue
         if attack.name == "fgsm":
-            logits, xa = fgsm_with_logits(forward, xb, yb, attack.eps, clamp)
+            logits, xa = fgsm_with_logits(forward, xb, yb, attack.budget(xb), clamp)
         else:
             with torch.no_grad():
                 logits = forward(xb)
-            xa = pgd(forward, xb, yb, attack.eps, steps=attack.steps, step_size=attack.step_size,
+            xa = pgd(forward, xb, yb, attack.budget(xb), steps=attack.steps, step_size=attack.budget_step(xb),
                      random_start=attack.random_start, generator=g, clamp=clamp)  # fmt: skip
         clean += count_logits(logits, yb)
         with torch.no_grad():

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from netperturb.studies.pravin2024.scores import CLASSES, SCORES, classify
+from netperturb.studies.pravin2024.scores import CLASSES, SCORES, classify, filtering_scores
 
 __all__ = [
     "FILTER_TITLES",
@@ -32,6 +32,11 @@ __all__ = [
     "class_table",
     "retraining_summary",
     "layers_by_class",
+    "layer_baseline",
+    "DEFINITIONS",
+    "scores_by_definition",
+    "definition_classes",
+    "network_definition_table",
 ]
 
 FILTER_TITLES = {"filter_low": "low (w <= alpha)", "filter_high": "high (w >= alpha)", "filter_pulse": "pulse (band at alpha)"}
@@ -86,7 +91,8 @@ def plot_layer_curves(sweeps: pd.DataFrame, model: str, epoch: int, *, metric: s
                 s = m[(m["perturbation"] == flt) & (m["layer"] == lay["layer"]) & (m["data"] == data)]
                 ax.plot(s["position"], s["mean"], lw=1.2, color=colors[lay["layer"]], label=lay["layer_label"])
             if baseline is not None:
-                b = baseline[(baseline["model"] == model) & (baseline["epoch"] == epoch) & (baseline["data"] == data)]
+                b = layer_baseline(sub, baseline)
+                b = b[(b["model"] == model) & (b["epoch"] == epoch) & (b["data"] == data)]
                 if len(b):
                     ax.axhline(b[metric].mean(), ls=":", color="k", lw=1, label="unfiltered")
             if chance is not None:
@@ -275,7 +281,7 @@ def full_filter_table(sweeps: pd.DataFrame, baseline: pd.DataFrame, *, metric: s
     s = s[s["position"] == s.groupby(["model", "epoch", "layer"])["position"].transform("max")]
     wide = s.pivot_table(index=["model", "epoch", "layer", "layer_label", "layer_index"], columns="data",
                          values=metric, aggfunc="mean").reset_index()  # fmt: skip
-    b = baseline.pivot_table(index=["model", "epoch"], columns="data", values=metric, aggfunc="mean")
+    b = layer_baseline(sweeps, baseline).pivot_table(index=["model", "epoch"], columns="data", values=metric, aggfunc="mean")
     b.columns = [f"unfiltered_{c}" for c in b.columns]
     out = wide.merge(b.reset_index(), on=["model", "epoch"], how="left")
     out.insert(5, "role", [layer_role(p, i) for p, i in zip(out["layer"], out["layer_index"])])
@@ -305,3 +311,53 @@ def layers_by_class(classes: pd.DataFrame, filter: str, score: str, epoch: int) 
     s = classes[(classes["perturbation"] == filter) & (classes["score"] == score) & (classes["epoch"] == epoch)]
     s = s.sort_values("layer_index")
     return {c: list(s.loc[s["class"] == c, "layer_label"]) for c in CLASSES}
+
+
+def layer_baseline(sweeps: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
+    """The unfiltered rows made at the per-layer sweeps' budget: the baseline table holds a
+    second pair of rows per checkpoint when whole-network mode has its own ``eps``
+    (``pravin2024.attack.network_eps``)."""
+    if "eps" not in baseline.columns or "eps" not in sweeps.columns:
+        return baseline
+    eps = sweeps.loc[sweeps["mode"] == "layer", "eps"].unique()
+    return baseline[baseline["eps"].isin(eps)] if len(eps) else baseline
+
+
+#: The two score definitions the report shows side by side: (normalise, baseline, label).
+DEFINITIONS = (("first_point", "density", "authors"), ("clean", "constant", "ours (before)"))
+
+
+def scores_by_definition(sweeps: pd.DataFrame, baseline: pd.DataFrame, *, tolerance: float, metric: str = "top1") -> pd.DataFrame:
+    """The filtering scores of every curve under each of :data:`DEFINITIONS`
+    (:func:`~netperturb.studies.pravin2024.scores.filtering_scores`), long form with a
+    ``definition`` column (the label)."""
+    parts = [filtering_scores(sweeps, baseline, tolerance=tolerance, metric=metric, normalise=n, baseline=b).assign(definition=lab)
+             for n, b, lab in DEFINITIONS]  # fmt: skip
+    return pd.concat(parts, ignore_index=True)
+
+
+def definition_classes(by_def: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+    """Per-layer mode: how many (layer, filter) pairs each definition puts in each class, per
+    model, epoch and score (scores averaged over initialisations first)."""
+    s = by_def[by_def["mode"] == "layer"]
+    m = s.groupby(["model", "epoch", "score", "definition", "perturbation", "layer_index"], sort=False)["value"].mean().reset_index()
+    m["class"] = [classify(v, tolerance) for v in m["value"]]
+    out = m.groupby(["model", "epoch", "score", "definition", "class"]).size().unstack("class", fill_value=0)
+    out = out.reindex(columns=[c for c in (*CLASSES, "undefined") if c in out.columns or c in CLASSES], fill_value=0)
+    order = {s: i for i, s in enumerate(SCORES)}
+    return out.reset_index().sort_values(["model", "epoch", "score"], key=lambda c: c.map(order) if c.name == "score" else c,
+                                         kind="stable").reset_index(drop=True)  # fmt: skip
+
+
+def network_definition_table(by_def: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+    """Whole-network mode: the score and class of every (model, epoch, filter, score) under
+    each definition, side by side (scores averaged over initialisations)."""
+    s = by_def[by_def["mode"] == "network"]
+    m = s.groupby(["model", "epoch", "filter", "score", "definition"], sort=False)["value"].mean().reset_index()
+    m["class"] = [classify(v, tolerance) for v in m["value"]]
+    wide = m.pivot_table(index=["model", "epoch", "filter", "score"], columns="definition", values=["value", "class"],
+                         aggfunc="first", sort=False)  # fmt: skip
+    wide.columns = [f"{d}: {v}" for v, d in wide.columns]
+    labels = [lab for _, _, lab in DEFINITIONS]
+    cols = [f"{d}: {v}" for d in labels for v in ("value", "class") if f"{d}: {v}" in wide.columns]
+    return wide[cols].reset_index()

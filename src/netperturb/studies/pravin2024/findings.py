@@ -22,13 +22,15 @@ def findings(
     min_recovery: float = 0.9,
     classes_source: str = "pravin2024/report/tables/classes.csv",
     filtered_source: str = "pravin2024/report/tables/fully_filtered.csv",
+    definition: str | None = None,
 ) -> list[Finding]:
     """From the class table (:func:`~netperturb.studies.pravin2024.figures.class_table` of every
     model, with ``model``) and :func:`~netperturb.studies.pravin2024.figures.full_filter_table`,
     at each model's last checkpoint.
 
     - Classes: (layer, filter) counts per class and score; holds when all three classes occur,
-      mixed when two do, does not hold when one does.
+      mixed when two do, does not hold when one does. ``definition`` (e.g. the configured
+      ``score.normalise / score.baseline``) is named in the text.
     - Residual: a residual-branch conv is robust when the network keeps at least
       ``min_recovery`` of its clean accuracy with that layer fully filtered (every weight zero);
       holds when all are, mixed when some are, "not tested" without residual branches.
@@ -42,7 +44,8 @@ def findings(
         seen = [c for c in CLASSES if c in counts.columns and counts[c].sum() > 0]
         verdict = {3: "holds", 2: "mixed"}.get(len(seen), "does not hold")
         out.append(Finding(CLASSES_CLAIM,
-                           f"{model}, epoch {int(last['epoch'].iloc[0])}, (layer, filter) pairs per score -- " + "; ".join(parts) + ".",
+                           f"{model}, epoch {int(last['epoch'].iloc[0])}, (layer, filter) pairs per score"
+                           + (f" ({definition})" if definition else "") + " -- " + "; ".join(parts) + ".",
                            verdict, classes_source))  # fmt: skip
     for model, sub in (fully_filtered.groupby("model", sort=False) if len(fully_filtered) else []):
         last = sub[sub["epoch"] == sub["epoch"].max()]

@@ -171,7 +171,7 @@ def _evaluator(
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return Evaluator(
-        loaded.model, x, labels.to(dev), attack, box=input_box(loaded.preprocess, dev), study_seed=study_seed,
+        loaded.model, x, labels.to(dev), attack.for_input(loaded.preprocess), box=input_box(loaded.preprocess, dev), study_seed=study_seed,
         model_key=model_key, batch_size=batch_size,
     )  # fmt: skip
 
@@ -211,18 +211,24 @@ def checkpoint_baselines(
     batch_size: int = 256,
     device: str = "auto",
     channels_last: bool = True,
+    network_attack: AttackSpec | None = None,
 ) -> pd.DataFrame:
     """Clean and adversarial accuracy of every unfiltered checkpoint (epoch -> path) of one
-    (model, init) on the sweeps' evaluation images; :data:`SWEEP_COLUMNS`, ``mode="none"``."""
+    (model, init) on the sweeps' evaluation images; :data:`SWEEP_COLUMNS`, ``mode="none"``.
+    With ``network_attack`` at another eps (whole-network mode's own budget), each checkpoint
+    gets a second pair of rows at that eps (the ``eps`` column tells them apart)."""
     images, labels = eval_subset(shard_dir, split, n_images, study_seed=study_seed, dataset=dataset)
+    attacks = [attack] + ([network_attack] if network_attack is not None and network_attack.eps != attack.eps else [])
     rows = []
     for epoch, path in sorted(checkpoints.items()):
         loaded, dev = _prepare(path, device, channels_last)
-        ev = _evaluator(loaded, dev, images, labels, attack, study_seed=study_seed,
-                        model_key=_model_key(model_name, init, epoch), batch_size=batch_size,
-                        channels_last=channels_last)  # fmt: skip
-        rows += baseline_rows(ev, _row(study, dataset, model_name, loaded, init, epoch))
-        log.info("%s init %d epoch %d: clean %.4f adversarial %.4f", model_name, init, epoch, rows[-2]["top1"], rows[-1]["top1"])
+        for a in attacks:
+            ev = _evaluator(loaded, dev, images, labels, a, study_seed=study_seed,
+                            model_key=_model_key(model_name, init, epoch), batch_size=batch_size,
+                            channels_last=channels_last)  # fmt: skip
+            rows += baseline_rows(ev, _row(study, dataset, model_name, loaded, init, epoch))
+            log.info("%s init %d epoch %d eps %g: clean %.4f adversarial %.4f", model_name, init, epoch, a.eps,
+                     rows[-2]["top1"], rows[-1]["top1"])  # fmt: skip
     df = sweep_frame(rows, device=str(resolve_device(device)))
     write_csv(df, out_csv)
     return df
@@ -344,14 +350,17 @@ def merge_and_score(
     *,
     tolerance: float,
     metric: str = "top1",
+    normalise: str = "first_point",
+    baseline: str = "density",
 ) -> pd.DataFrame:
     """Merge the sweep and baseline tables, compute the filtering scores
-    (:func:`netperturb.studies.pravin2024.scores.filtering_scores`) and write all three. Returns the scores."""
+    (:func:`netperturb.studies.pravin2024.scores.filtering_scores` with ``normalise`` and
+    ``baseline``, ``pravin2024.score.*``) and write all three. Returns the scores."""
     sw = concat_tables(sweeps, SWEEP_COLUMNS)
     sw = sw.sort_values(["model", "init", "epoch", "mode", "layer_index", "perturbation", "step", "data"],
                         kind="stable").reset_index(drop=True)  # fmt: skip
     base = concat_tables(baselines, SWEEP_COLUMNS).sort_values(["model", "init", "epoch", "data"]).reset_index(drop=True)
-    scores = filtering_scores(sw, base, tolerance=tolerance, metric=metric)
+    scores = filtering_scores(sw, base, tolerance=tolerance, metric=metric, normalise=normalise, baseline=baseline)
     write_csv(sw, sweeps_csv)
     write_parquet(sw, sweeps_parquet)
     write_csv(base, baseline_csv)
@@ -404,6 +413,7 @@ def retrain(
     """
     dev = resolve_device(device)
     loaded = load_checkpoint(checkpoint, dev)
+    attack = attack.for_input(loaded.preprocess)  # eps in pixel units -> the model's input units
     scores = read_table(scores_csv)
     sel = retraining_selection(scores, model=model_name, init=init, epoch=epoch, score=score, filter=filter,
                                tolerance=tolerance)  # fmt: skip

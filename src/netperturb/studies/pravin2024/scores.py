@@ -1,29 +1,52 @@
 """Filtering scores and classes (fragile / robust / antifragile) of Pravin et al. 2024, and the
 selection for selective retraining.
 
-**Filtering scores** (:func:`filtering_scores`). The paper defines three scores per parameter
-group from (i) the clean curve, (ii) the adversarial curve and (iii) their difference, each the
-integral of a normalised performance curve against normalised alpha compared with a baseline;
-the normalisation and baseline are not given in a form we could recover (and are undefined in
-the authors' notebooks), so this is our definition:
+**Filtering scores** (:func:`filtering_scores`, one curve: :func:`rob_value`). Pravin et al.
+define three scores per parameter group from (i) the clean curve, (ii) the adversarial curve
+and (iii) their difference, each the integral of a normalised performance curve against
+normalised alpha compared with a baseline. Two definitions are implemented, chosen with
+``pravin2024.score.normalise`` and ``pravin2024.score.baseline``:
 
-- x axis: the sweep position ``t`` in [0, 1] (normalised alpha,
-  :func:`netperturb.perturb.filters.alpha_grid`);
-- accuracies are divided by ``A_c``, the clean top-1 accuracy of the *unfiltered* network at
-  the same checkpoint (one normaliser for all three curves, so that an adversarial accuracy
-  near 0 does not blow up);
-- the baseline curve of each score is the unfiltered network's own value, a constant:
-  ``1`` for clean, ``A_a / A_c`` for adversarial (``A_a`` = unfiltered adversarial accuracy),
-  ``(A_a - A_c) / A_c`` for the difference ``adversarial - clean``;
-- score = ``scipy.integrate.simpson(curve - baseline, x=t)``.
+The authors' (default; ``normalise: first_point``, ``baseline: density``), as ``rob_value`` in
+their notebook ``model_trainer (rob value).ipynb`` (github.com/SynapFilter/InferLink):
 
-So ``f_clean = int (acc_c(t) - A_c) dt / A_c``, ``f_adv = int (acc_a(t) - A_a) dt / A_c`` and
-``f_diff = f_adv - f_clean`` (by linearity): 0 means the filter leaves the performance as it
-was (on average over the sweep), -1 the worst possible clean curve. A score below
-``-tolerance`` classes the group *fragile*, above ``+tolerance`` *antifragile*, otherwise
-*robust* (Pravin et al. 2024: performance changed negatively, invariantly, positively). The
-difference is taken as ``adversarial - clean`` so that, as for the other two, a positive
-score is the better outcome (the adversarial accuracy moves up relative to the clean one).
+- each curve is divided by its own first sweep point: ``c = og / og[0]``, ``a = adv / adv[0]``;
+- alpha is min-max normalised to [0, 1]; we use the sweep position ``t = i / (S - 1)``
+  (:func:`netperturb.perturb.filters.alpha_grid`), which is the same for the evenly spaced
+  thresholds of ``low`` and ``pulse``. For ``high`` the authors' thresholds run from max to
+  min, so ``normalise_x(alpha)`` would run from 1 to 0 and flip the sign of Simpson's
+  integral; we integrate in sweep order (their plotting script also passes
+  ``linspace(0, 1, 25)``);
+- the baseline curve is ``dens_bar = 1 - density / max_dens`` with ``density`` the number of
+  weights the filter removed at each point (their notebook: "the number of parameters
+  filtered ... for all thresholds"; their sweeps store ``count_zero`` of the filtered
+  weights). ``dens_bar`` itself is not defined in the trainer notebook (``rob_value`` reads a
+  global); their plotting script defines it as above with ``max_dens`` passed in. We take
+  ``max_dens = n_weights``, the size of the filtered group (the layer, or every filtered
+  layer in whole-network mode), so ``dens_bar(t) = 1 - n_filtered(t) / n_weights`` is **the
+  fraction of the group's weights remaining** at each point. For the step filters this is
+  also the largest count of the sweep (their last point zeroes every weight), so the two
+  readings of ``max_dens`` agree; for ``pulse`` they differ and ours is *chosen*;
+- ``clean = simpson(c - dens_bar, t)``, ``adversarial = simpson(a - dens_bar, t)``,
+  ``difference = simpson(a - c, t)`` (their ``integrate(b_ - a_, alpha_)``: the baseline
+  cancels). Their ``scipy.integrate.simps`` with ``even='avg'`` equals
+  :func:`scipy.integrate.simpson` for an odd number of points (S = 25).
+
+So a group scores 0 when its accuracy falls exactly as its weights are removed, > 0 when the
+accuracy holds up better than the fraction of weights left, < 0 when worse.
+
+Ours (``normalise: clean``, ``baseline: constant``; the default before the authors' code was
+read): accuracies divided by ``A_c``, the clean top-1 of the *unfiltered* network at that
+checkpoint, and the baseline the unfiltered network's own (constant) value: ``1`` for clean,
+``A_a / A_c`` for adversarial (``A_a`` the unfiltered adversarial accuracy at the same eps),
+``(A_a - A_c) / A_c`` for the difference. Any combination may be chosen; in general the
+normalisers are ``n_c, n_a`` (first points or ``A_c``), ``constant`` is
+``A_c / n_c, A_a / n_a`` and the difference baseline is the adversarial minus the clean one.
+
+In every case ``difference = adversarial - clean`` (by linearity), so a positive score is the
+better outcome for all three. A score below ``-tolerance`` classes the group *fragile*, above
+``+tolerance`` *antifragile*, otherwise *robust* (Pravin et al. 2024: performance changed
+negatively, invariantly, positively).
 
 **Selective retraining** (:func:`retraining_selection` picks the layers,
 :func:`freeze_for_retraining` freezes the rest, :func:`netperturb.studies.pravin2024.jobs.retrain`
@@ -34,7 +57,7 @@ and every other BatchNorm stays in ``eval()`` mode, so all of them - running sta
 included - are bit-for-bit unchanged.
 
 Source: C. Pravin, I. Martino, G. Nicosia, V. Ojha, Artificial Intelligence 327 (2024) 104060,
-arXiv 2312.09821.
+arXiv 2312.09821; github.com/SynapFilter/InferLink.
 """
 
 from __future__ import annotations
@@ -49,18 +72,23 @@ from torch import nn
 from netperturb.core.layers import LayerInfo
 from netperturb.perturb.filters import FILTERS
 
-__all__ = ["SCORE_COLUMNS", "SCORES", "CLASSES", "filtering_score", "classify", "filtering_scores", "retraining_selection", "freeze_for_retraining"]
+__all__ = ["SCORE_COLUMNS", "SCORES", "CLASSES", "NORMALISE", "BASELINE", "filtering_score", "rob_value", "classify",
+           "filtering_scores", "retraining_selection", "freeze_for_retraining"]  # fmt: skip
 
 
 #: Columns of the score table (one row per group and score).
 SCORE_COLUMNS = [
     "study", "dataset", "model", "arch", "init", "epoch", "mode", "layer", "layer_label", "layer_index",
     "perturbation", "filter", "score", "value", "class", "tolerance", "n_points", "metric",
-    "baseline_clean", "baseline_adversarial",
+    "baseline_clean", "baseline_adversarial", "normalise", "baseline",
 ]  # fmt: skip
 
 SCORES = ("clean", "adversarial", "difference")
 CLASSES = ("fragile", "robust", "antifragile")
+#: ``score.normalise``: each curve by its own first point (the authors') or both by the unfiltered clean accuracy.
+NORMALISE = ("first_point", "clean")
+#: ``score.baseline``: the fraction of weights remaining (the authors') or the unfiltered network's value.
+BASELINE = ("density", "constant")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,6 +122,59 @@ def filtering_score(positions: Sequence[float], curve: Sequence[float], baseline
     return float(simpson(yv, x=x))
 
 
+def rob_value(
+    og: Sequence[float], adv: Sequence[float], n_filtered: Sequence[float], n_weights: float, positions: Sequence[float]
+) -> tuple[float, float, float]:
+    """The authors' three filtering scores of one sweep (``rob_value`` of their notebook
+    ``model_trainer (rob value).ipynb``, SynapFilter/InferLink), with ``dens_bar`` the
+    fraction of weights remaining (module docstring).
+
+    Args:
+        og, adv: clean and adversarial accuracy at each sweep point (fractions), length S.
+        n_filtered: weights the filter removed at each point, length S.
+        n_weights: weights in the filtered group (``max_dens``), > 0.
+        positions: normalised alpha in [0, 1], strictly increasing, length S.
+
+    Returns:
+        ``(clean, adversarial, difference)`` = ``(simpson(og/og[0] - dens_bar, t),
+        simpson(adv/adv[0] - dens_bar, t), simpson(adv/adv[0] - og/og[0], t))`` with
+        ``dens_bar = 1 - n_filtered / n_weights``; NaN where a first point is 0.
+
+    Raises:
+        ValueError: mismatched lengths, fewer than 2 points, ``n_weights <= 0``.
+    """
+    og, adv = np.asarray(og, dtype=np.float64), np.asarray(adv, dtype=np.float64)
+    if n_weights <= 0:
+        raise ValueError(f"n_weights must be > 0, got {n_weights}")
+    if og.shape != adv.shape or len(og) < 2:
+        raise ValueError(f"need >= 2 matching clean and adversarial points, got {og.shape} and {adv.shape}")
+    dens_bar = 1.0 - np.asarray(n_filtered, dtype=np.float64) / float(n_weights)
+    c = og / og[0] if og[0] > 0 else np.full_like(og, math.nan)
+    a = adv / adv[0] if adv[0] > 0 else np.full_like(adv, math.nan)
+    return (filtering_score(positions, c, dens_bar), filtering_score(positions, a, dens_bar),
+            filtering_score(positions, a - c, 0.0))  # fmt: skip
+
+
+def _curve_scores(
+    t: np.ndarray, og: np.ndarray, adv: np.ndarray, remaining: np.ndarray, a_c: float, a_a: float,
+    normalise: str, baseline: str,
+) -> dict[str, float]:
+    """The three scores of one curve under one definition (module docstring)."""
+    if normalise == "first_point":
+        n_c, n_a = og[0], adv[0]
+    else:
+        n_c = n_a = a_c
+    n_c = n_c if n_c > 0 else math.nan
+    n_a = n_a if n_a > 0 else math.nan
+    c, a = og / n_c, adv / n_a
+    if baseline == "density":
+        base_c = base_a = remaining
+    else:
+        base_c, base_a = a_c / n_c, a_a / n_a
+    return {"clean": filtering_score(t, c, base_c), "adversarial": filtering_score(t, a, base_a),
+            "difference": filtering_score(t, a - c, np.asarray(base_a) - np.asarray(base_c))}  # fmt: skip
+
+
 def classify(value: float, tolerance: float) -> str:
     """``fragile`` if value < -tolerance, ``antifragile`` if value > tolerance, else
     ``robust``; ``undefined`` for NaN."""
@@ -110,49 +191,69 @@ _GROUP = ["study", "dataset", "model", "arch", "init", "epoch", "mode", "layer",
 
 
 def filtering_scores(
-    sweeps: pd.DataFrame, baselines: pd.DataFrame, *, tolerance: float = 0.05, metric: str = "top1"
+    sweeps: pd.DataFrame,
+    baselines: pd.DataFrame,
+    *,
+    tolerance: float = 0.05,
+    metric: str = "top1",
+    normalise: str = "first_point",
+    baseline: str = "density",
 ) -> pd.DataFrame:
     """The three filtering scores of every (model, init, epoch, mode, layer, filter) curve.
 
     Args:
-        sweeps: tidy sweep table (:data:`SWEEP_COLUMNS`, ``data`` clean and adversarial).
+        sweeps: tidy sweep table (:data:`SWEEP_COLUMNS`, ``data`` clean and adversarial;
+            ``n_filtered`` and ``n_weights`` are needed for ``baseline="density"``).
         baselines: the unfiltered networks' rows (``mode == "none"``), one clean and one
-            adversarial row per (model, init, epoch).
+            adversarial row per (model, init, epoch) and attack budget (``eps``, when both
+            tables have that column: a curve takes the baseline made at its own eps). Only
+            ``baseline="constant"`` and ``normalise="clean"`` read them.
         tolerance: half-width of the *robust* band (score units, see module docstring).
         metric: ``top1`` or ``top5``.
+        normalise: :data:`NORMALISE` (``pravin2024.score.normalise``).
+        baseline: :data:`BASELINE` (``pravin2024.score.baseline``).
 
     Returns:
         :data:`SCORE_COLUMNS`, one row per curve and score (``clean``, ``adversarial``,
         ``difference``).
 
     Raises:
-        ValueError: a curve has no baseline, or its clean and adversarial points differ.
+        ValueError: unknown ``normalise`` / ``baseline``, a curve has no baseline, or its
+            clean and adversarial points differ.
     """
-    base = baselines.pivot_table(index=["model", "init", "epoch"], columns="data", values=metric, aggfunc="first")
+    if normalise not in NORMALISE:
+        raise ValueError(f"score normalise {normalise!r} not in {NORMALISE}")
+    if baseline not in BASELINE:
+        raise ValueError(f"score baseline {baseline!r} not in {BASELINE}")
+    by_eps = "eps" in sweeps.columns and "eps" in baselines.columns
+    index = ["model", "init", "epoch"] + (["eps"] if by_eps else [])
+    base = baselines.pivot_table(index=index, columns="data", values=metric, aggfunc="first")
     rows = []
     for key, g in sweeps.groupby(_GROUP, sort=True):
         rec = dict(zip(_GROUP, key))
+        where = tuple(rec[k] for k in index[:3]) + ((float(g["eps"].iloc[0]),) if by_eps else ())
         try:
-            a_c, a_a = (float(base.loc[(rec["model"], rec["init"], rec["epoch"]), d]) for d in ("clean", "adversarial"))
+            a_c, a_a = (float(base.loc[where, d]) for d in ("clean", "adversarial"))
         except KeyError:
-            raise ValueError(f"no baseline for model {rec['model']} init {rec['init']} epoch {rec['epoch']}") from None
+            eps_txt = f" eps {where[3]}" if by_eps else ""
+            raise ValueError(f"no baseline for model {rec['model']} init {rec['init']} epoch {rec['epoch']}{eps_txt}") from None
         wide = g.pivot_table(index="position", columns="data", values=metric, aggfunc="first").sort_index()
         if wide[["clean", "adversarial"]].isna().any().any():
             raise ValueError(f"curve {rec}: clean and adversarial points do not match")
         t = wide.index.to_numpy()
-        norm = a_c if a_c > 0 else math.nan
-        c = wide["clean"].to_numpy() / norm
-        a = wide["adversarial"].to_numpy() / norm
-        values = {
-            "clean": filtering_score(t, c, 1.0),
-            "adversarial": filtering_score(t, a, a_a / norm),
-            "difference": filtering_score(t, a - c, a_a / norm - 1.0),
-        }
+        if baseline == "density":
+            dens = g[g["data"] == "clean"].set_index("position").sort_index()
+            remaining = 1.0 - dens["n_filtered"].to_numpy(dtype=np.float64) / dens["n_weights"].to_numpy(dtype=np.float64)
+        else:
+            remaining = np.full(len(t), math.nan)
+        values = _curve_scores(t, wide["clean"].to_numpy(), wide["adversarial"].to_numpy(), remaining, a_c, a_a,
+                               normalise, baseline)  # fmt: skip
         kind = next((k for k, cls in FILTERS.items() if cls.name == rec["perturbation"]), rec["perturbation"])
         for score, value in values.items():
             rows.append({**rec, "filter": kind, "score": score, "value": value, "class": classify(value, tolerance),
                          "tolerance": tolerance, "n_points": len(t), "metric": metric,
-                         "baseline_clean": a_c, "baseline_adversarial": a_a})  # fmt: skip
+                         "baseline_clean": a_c, "baseline_adversarial": a_a, "normalise": normalise,
+                         "baseline": baseline})  # fmt: skip
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 
