@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from netperturb.core.evaluate import Counts, topk_credit
+from netperturb.core.evaluate import Counts, resilience_sums, topk_credit
 from netperturb.core.seeds import cell_generator
 from netperturb.perturb.base import Perturbation, _choose, n_chosen
 from netperturb.perturb.engine.graph import LayerSplit, widen
@@ -223,8 +223,12 @@ def choose_replicas(
 # --------------------------------------------------------------------------------------
 
 
-def _replica_counts(logits: Tensor, labels: Tensor, k: int) -> list[tuple[Tensor, Tensor, Tensor]]:
-    """Per replica (top-1 sum, top-5 sum, loss sum) as 0-dim tensors (no host sync).
+def _replica_counts(
+    logits: Tensor, labels: Tensor, k: int, reference: tuple[Tensor, Tensor] | None = None
+) -> list[tuple[Tensor, ...]]:
+    """Per replica (top-1 sum, top-5 sum, loss sum, sdc1 sum, sdc5 sum, due count) as 0-dim
+    tensors (no host sync); ``reference`` is the clean network's
+    :func:`~netperturb.core.evaluate.reference_masks` of the batch (None: no SDC sums).
 
     Each value is computed exactly as :func:`netperturb.core.evaluate.count_logits` computes it
     on that replica's (B, C) logits, so the sums agree with the other engines bit for bit.
@@ -234,22 +238,32 @@ def _replica_counts(logits: Tensor, labels: Tensor, k: int) -> list[tuple[Tensor
     rep = labels.repeat(k)
     c1 = topk_credit(logits, rep, 1)
     c5 = topk_credit(logits, rep, min(5, logits.shape[1]))
+    if reference is None:
+        reference = (torch.zeros_like(labels, dtype=torch.bool), torch.zeros_like(labels, dtype=torch.bool))
     out = []
     for r in range(k):
         sl = slice(r * b, (r + 1) * b)
         loss = F.cross_entropy(logits[sl], labels, reduction="sum")
-        out.append((c1[sl].clone().sum(), c5[sl].clone().sum(), loss))
+        out.append((c1[sl].clone().sum(), c5[sl].clone().sum(), loss, *resilience_sums(logits[sl], labels, *reference)))
     return out
 
 
-def _to_counts(parts: Sequence[tuple[int, Tensor, Tensor, Tensor]]) -> Counts:
-    """Sum per-batch parts in batch order, as :func:`netperturb.core.evaluate.evaluate` does."""
+def _to_counts(parts: Sequence[tuple], of: Sequence[tuple[int, int]] | None = None) -> Counts:
+    """Sum per-batch parts ``(n, top1, top5, loss[, sdc1, sdc5, due])`` in batch order, as
+    :func:`netperturb.core.evaluate.evaluate` does; ``of``: per batch the SDC denominators
+    (clean top-1 correct, true class in the clean top 5)."""
     if not parts:
         return Counts()
     t1 = torch.stack([p[1] for p in parts]).tolist()
     t5 = torch.stack([p[2] for p in parts]).tolist()
     ls = torch.stack([p[3] for p in parts]).tolist()
+    res = torch.stack([torch.stack([q.double() for q in p[4:7]]) for p in parts]).tolist() if len(parts[0]) > 4 else None
     total = Counts()
-    for (n, *_), a, b, c in zip(parts, t1, t5, ls):
-        total += Counts(n=n, top1=a, top5=b, loss_sum=c)
+    for i, ((n, *_), a, b, c) in enumerate(zip(parts, t1, t5, ls)):
+        part = Counts(n=n, top1=a, top5=b, loss_sum=c)
+        if res is not None:
+            part.sdc1, part.sdc5, part.due = res[i][0], res[i][1], int(res[i][2])
+        if of is not None:
+            part.sdc1_of, part.sdc5_of = of[i]
+        total += part
     return total
