@@ -72,7 +72,7 @@ def plot_metric_vs_rate(
         first = s.iloc[0]
         ref = clean.get((model, first["reference"]))
         if ref is not None:
-            ax.axhline(ref, ls=":", color="0.5", lw=1, label=f"clean ({first['reference']})")
+            ax.axhline(ref, ls=":", color="0.5", lw=1)
             ax.axhline(ref / 2, ls="--", color="0.75", lw=0.8)
         ax.set_xscale("log")
         ax.set_title(variant_title(first), fontsize=9)
@@ -81,8 +81,13 @@ def plot_metric_vs_rate(
         ax.grid(alpha=0.3)
     for row in axes:
         row[0].set_ylabel(METRIC_LABELS.get(metric, metric))
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title="layer")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colors[l], marker="o", ms=3, label=lab) for l, lab in zip(layers["layer"], layers["layer_label"])]
+    if clean:
+        handles.append(Line2D([], [], color="0.5", ls=":", label="fault-free"))
+        handles.append(Line2D([], [], color="0.75", ls="--", label="half of it"))
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title="layer")
     fig.suptitle(f"{model}: {METRIC_LABELS.get(metric, metric)} against fault rate (band: min..max over repeats)")
     fig.tight_layout()
     return fig
@@ -146,7 +151,9 @@ def vulnerability(
         idx = rng.integers(0, r, size=(n_boot, len(levels), r))
         boot = np.take_along_axis(np.broadcast_to(v, (n_boot, *v.shape)), idx, 2).mean(-1)
         hr = half_rate(levels, boot, c)
-        lo, hi = np.quantile(hr, [(1 - ci) / 2, (1 + ci) / 2])
+        big = np.finfo(float).max  # quantiles of a sample with inf (never at half): inf stays inf
+        lo, hi = (np.inf if q >= big / 2 else float(q) for q in np.quantile(np.where(np.isinf(hr), big, hr),
+                                                                          [(1 - ci) / 2, (1 + ci) / 2]))
         censored = "above grid" if np.isinf(point) else "below grid" if point == levels[0] else ""
         rows.append({**{k: rec[k] for k in ("model", "perturbation", "reference", "layer", "layer_label", "layer_index")},
                      "clean": c, "half_rate": point, "lo": lo, "hi": hi, "n_repeats": r, "censored": censored})  # fmt: skip
@@ -175,7 +182,7 @@ def plot_vulnerability(table: pd.DataFrame, model: str, perturbations: Sequence[
     finite = sub[np.isfinite(sub["half_rate"])]
     edge = float(np.nanmax(np.where(np.isfinite(sub["hi"]), sub["hi"], np.nan))) * 2 if len(finite) else 1.0
     colors = dict(zip(perts, sns.color_palette("tab10", n_colors=max(len(perts), 1))))
-    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(layers) + 1.6))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(layers) + 1.8))
     for j, pert in enumerate(perts):
         s = sub[sub["perturbation"] == pert]
         off = (j - (len(perts) - 1) / 2) * 0.12
@@ -185,15 +192,17 @@ def plot_vulnerability(table: pd.DataFrame, model: str, perturbations: Sequence[
             lo = r["lo"] if np.isfinite(r["lo"]) else edge
             hi = r["hi"] if np.isfinite(r["hi"]) else edge
             ax.plot([lo, hi], [y, y], color=colors[pert], lw=1.5)
-            ax.plot([x], [y], "o", color=colors[pert], mfc=colors[pert] if np.isfinite(r["half_rate"]) else "white",
+            marker = "<" if r["censored"] == "below grid" else "o"
+            ax.plot([x], [y], marker, color=colors[pert], mfc=colors[pert] if np.isfinite(r["half_rate"]) else "white",
                     label=pert if n == 0 else None)  # fmt: skip
     ax.set_yticks(range(len(layers)), layers["layer_label"])
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.set_xlabel("rate at which top-1 falls to half its fault-free value (log)")
     ax.grid(alpha=0.3, axis="x")
-    ax.legend(frameon=False, fontsize=8, loc="best")
-    ax.set_title(f"{model}: per-layer vulnerability (smaller = more vulnerable; open: not reached on the grid)", fontsize=9)
+    ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_title(f"{model}: per-layer vulnerability (smaller = more vulnerable)\nopen: never at half on the grid; "
+                 "<: already at half at the grid's lowest rate", fontsize=9)  # fmt: skip
     fig.tight_layout()
     return fig
 

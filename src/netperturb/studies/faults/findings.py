@@ -54,7 +54,9 @@ def findings(
         base = baseline[baseline["model"] == model]
         # exponent
         bits = bit_positions_table(sub, base, rate)
-        groups = bits.groupby("bits")["drop"].sum()
+        common = bits.groupby("layer")["bits"].agg(set)
+        common = common[common.map(lambda b: {"all", "exponent"} <= b)].index  # layers both variants cover
+        groups = bits[bits["layer"].isin(common)].groupby("bits")["drop"].sum()
         if "all" not in groups or "exponent" not in groups:
             out.append(Finding(EXPONENT_CLAIM, f"{model}: needs fp32 bit_flip variants with bits all and exponent at "
                                f"{_rate_text(rate)}.", "not tested", source))  # fmt: skip
@@ -94,12 +96,17 @@ def findings(
             out.append(Finding(LAYER_CLAIM, f"{model}: fewer than two layers.", "not tested", source))
             continue
         most, least = v.iloc[0], v.iloc[-1]
-        fmt = lambda r: (f"{r['layer_label']} {r['half_rate']:.2g} [{r['lo']:.2g}, {r['hi']:.2g}]"
-                         if np.isfinite(r["half_rate"]) else f"{r['layer_label']} above the grid")  # fmt: skip
+        def fmt(r) -> str:
+            if not np.isfinite(r["half_rate"]):
+                return f"{r['layer_label']} (never at half on the grid)"
+            at = "<= " if r["censored"] == "below grid" else ""
+            return f"{r['layer_label']} {at}{r['half_rate']:.2g} [{r['lo']:.2g}, {r['hi']:.2g}]"
+
         separate = np.isfinite(most["hi"]) and (most["hi"] < least["lo"])
         out.append(Finding(
             LAYER_CLAIM,
-            f"{model}, {fp32}: rate at which top-1 falls to half (95% bootstrap interval over repeats): most vulnerable "
+            f"{model}, {fp32}: rate at which top-1 falls to half (95% bootstrap interval over repeats; <= : already at "
+            "half at the lowest rate of the grid): most vulnerable "
             f"{fmt(most)}, least vulnerable {fmt(least)}.",
             "holds" if separate else "not shown", source))  # fmt: skip
     return out
