@@ -58,7 +58,7 @@ def test_report_figures_and_findings(workdir):
     vul = pd.read_csv(rep / "tables" / "vulnerability.csv")
     assert len(vul) == N_LAYERS * len(TINY["faults"]["perturbations"])
     found = pd.read_csv(rep / "tables" / "findings.csv")
-    assert len(found) == 3 and set(found["verdict"]) <= {"holds", "does not hold", "not shown", "not tested"}
+    assert len(found) == 3 and set(found["verdict"]) <= {"holds", "mixed", "does not hold", "not shown", "not tested"}
     assert (workdir / "results" / "tiny" / "index.html").exists()
 
 

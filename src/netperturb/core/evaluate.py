@@ -103,7 +103,8 @@ def reference_masks(reference: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def resilience_sums(
-    logits: Tensor, labels: Tensor, clean_top1: Tensor, clean_top5: Tensor
+    logits: Tensor, labels: Tensor, clean_top1: Tensor, clean_top5: Tensor,
+    credit1: Tensor | None = None, credit5: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Resilience numerators of one batch as 0-dim float64 tensors (no host sync).
 
@@ -122,13 +123,14 @@ def resilience_sums(
 
     Args:
         logits: (B, C) faulty logits; labels: (B,); clean_top1, clean_top5: bool (B,) from
-            :func:`reference_masks`.
+            :func:`reference_masks`; credit1, credit5: the top-1 / top-5 credit of ``logits``
+            (:func:`topk_credit`) when already computed.
     """
     logits = logits.float()
     finite = torch.isfinite(logits).all(1)
     k5 = min(5, logits.shape[1])
-    miss1 = 1 - topk_credit(logits, labels, 1)
-    miss5 = 1 - topk_credit(logits, labels, k5)
+    miss1 = 1 - (topk_credit(logits, labels, 1) if credit1 is None else credit1)
+    miss5 = 1 - (topk_credit(logits, labels, k5) if credit5 is None else credit5)
     sdc1 = (miss1 * (clean_top1 & finite)).sum()
     sdc5 = (miss5 * (clean_top5 & finite)).sum()
     return sdc1, sdc5, (~finite).sum().double()
@@ -140,14 +142,13 @@ def count_logits(logits: Tensor, labels: Tensor, reference: Tensor | None = None
     ``due`` is counted either way."""
     logits = logits.float()
     loss = F.cross_entropy(logits, labels, reduction="sum").item()
-    c = Counts(
-        n=int(labels.numel()),
-        top1=topk_credit(logits, labels, 1).sum().item(),
-        top5=topk_credit(logits, labels, min(5, logits.shape[1])).sum().item(),
-        loss_sum=loss,
-    )
-    ok1, ok5 = reference_masks(reference, labels) if reference is not None else (labels < -1, labels < -1)
-    s1, s5, due = resilience_sums(logits, labels, ok1, ok5)
+    c1, c5 = topk_credit(logits, labels, 1), topk_credit(logits, labels, min(5, logits.shape[1]))
+    c = Counts(n=int(labels.numel()), top1=c1.sum().item(), top5=c5.sum().item(), loss_sum=loss)
+    if reference is None:
+        c.due = int((~torch.isfinite(logits).all(1)).sum())
+        return c
+    ok1, ok5 = reference_masks(reference, labels)
+    s1, s5, due = resilience_sums(logits, labels, ok1, ok5, c1, c5)
     c.sdc1, c.sdc5, c.due = s1.item(), s5.item(), int(due.item())
     c.sdc1_of, c.sdc5_of = int(ok1.sum()), int(ok5.sum())
     return c

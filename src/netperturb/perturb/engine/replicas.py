@@ -244,7 +244,8 @@ def _replica_counts(
     for r in range(k):
         sl = slice(r * b, (r + 1) * b)
         loss = F.cross_entropy(logits[sl], labels, reduction="sum")
-        out.append((c1[sl].clone().sum(), c5[sl].clone().sum(), loss, *resilience_sums(logits[sl], labels, *reference)))
+        out.append((c1[sl].clone().sum(), c5[sl].clone().sum(), loss,
+                    *resilience_sums(logits[sl], labels, *reference, c1[sl], c5[sl])))  # fmt: skip
     return out
 
 

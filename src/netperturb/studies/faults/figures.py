@@ -254,7 +254,9 @@ def plot_bit_positions(table: pd.DataFrame, model: str, rate: float):
     sub = table[table["model"] == model]
     fig, ax = plt.subplots(figsize=(7.5, 3.4))
     if len(sub):
-        sns.barplot(data=sub.sort_values("layer_index"), x="layer_label", y="drop", hue="bits", ax=ax, palette="Set2")
+        order = sorted(sub["bits"].unique(), key=lambda b: (b != "all", b != "exponent", b))
+        sns.barplot(data=sub.sort_values("layer_index"), x="layer_label", y="drop", hue="bits", hue_order=order, ax=ax,
+                    palette="Set2")  # fmt: skip
     ax.set_xlabel("layer")
     ax.set_ylabel("top-1 drop (clean - faulty)")
     ax.set_ylim(-0.05, 1.0)
