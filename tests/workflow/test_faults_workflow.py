@@ -77,3 +77,20 @@ def test_bad_fault_options_stop_the_run_before_any_job(tmp_path):
         r = run(tmp_path, "-n", check=False)
         assert r.returncode != 0 and message in r.stdout + r.stderr, (spec, (r.stdout + r.stderr)[-2000:])
         assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.workflow
+def test_the_paper_config_plans_without_imagenet(tmp_path):
+    # config/faults-imagenet.yaml as it is (`snakemake --configfile config/faults-imagenet.yaml -n`)
+    (tmp_path / "paper.yaml").write_text((REPO / "config" / "faults-imagenet.yaml").read_text())
+    r = run(tmp_path, "-n", "--quiet", "rules", config="paper.yaml")
+    from conftest import job_counts
+
+    counts = job_counts(r.stdout + r.stderr)
+    paper = yaml.safe_load((REPO / "config" / "faults-imagenet.yaml").read_text())
+    n_variants = len(paper["faults"]["perturbations"])
+    # AlexNet 8 layers, ResNet-50 54; references fp32, bf16, int8_channel per model; the two
+    # models share ImageNet's 256/224 shards
+    assert counts["faults_perturb"] == (8 + 54) * n_variants, counts
+    assert counts["faults_baseline"] == 2 * 3 and counts["download_weights"] == 2, counts
+    assert counts["faults_merge"] == counts["faults_report"] == 1, counts
