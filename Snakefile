@@ -22,6 +22,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/cheney2017.smk"
 include: "workflow/rules/shen2021.smk"
 include: "workflow/rules/pravin2024.smk"
+include: "workflow/rules/faults.smk"
 include: "workflow/rules/index.smk"
 
 

@@ -21,7 +21,7 @@ from jupytext.formats import long_form_multiple_formats
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
-STUDIES = ("cheney2017", "shen2021", "pravin2024")
+STUDIES = ("cheney2017", "shen2021", "pravin2024", "faults")
 
 
 def _cells(nb) -> list[tuple[str, str, list[str]]]:

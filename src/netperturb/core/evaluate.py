@@ -38,6 +38,9 @@ __all__ = [
     "exact_float_sum",
     "counts_from_parts",
     "count_logits",
+    "reference_masks",
+    "resilience_parts",
+    "add_resilience",
     "evaluate",
     "resolve_device",
 ]
@@ -45,23 +48,46 @@ __all__ = [
 
 @dataclass
 class Counts:
-    """Sums over images: ``n`` images, top-1 / top-5 credit, summed cross-entropy (nats).
+    """Sums over images: ``n`` images, top-1 / top-5 credit, summed cross-entropy (nats);
+    and the resilience sums (:func:`resilience_parts`): ``sdc1`` / ``sdc5`` numerators over
+    ``sdc1_of`` / ``sdc5_of`` images the clean network gets right (top-1 / true class in its
+    top 5), ``due`` images with a NaN or Inf logit.
 
-    ``top1``, ``top5`` and ``loss_sum`` are exact :class:`~fractions.Fraction` s (``loss_sum``
-    is a float only when it is NaN or +-inf), so ``+=`` in any grouping gives the same sums.
+    ``top1``, ``top5``, ``loss_sum``, ``sdc1`` and ``sdc5`` are exact :class:`~fractions.Fraction` s
+    (``loss_sum`` is a float only when it is NaN or +-inf), so ``+=`` in any grouping gives the
+    same sums.
     """
 
     n: int = 0
     top1: Fraction = Fraction(0)
     top5: Fraction = Fraction(0)
     loss_sum: Fraction | float = Fraction(0)
+    sdc1: Fraction = Fraction(0)
+    sdc1_of: int = 0
+    sdc5: Fraction = Fraction(0)
+    sdc5_of: int = 0
+    due: int = 0
 
     def __iadd__(self, other: "Counts") -> "Counts":
         self.n += other.n
         self.top1 += other.top1
         self.top5 += other.top5
         self.loss_sum += other.loss_sum
+        self.sdc1 += other.sdc1
+        self.sdc1_of += other.sdc1_of
+        self.sdc5 += other.sdc5
+        self.sdc5_of += other.sdc5_of
+        self.due += other.due
         return self
+
+    def resilience(self) -> dict[str, float]:
+        """``{"sdc1", "sdc5", "due"}`` as fractions (NaN where the denominator is 0, e.g. no
+        clean reference was given, or the clean network gets no image right)."""
+        return {
+            "sdc1": _mean(self.sdc1, self.sdc1_of) if self.sdc1_of else math.nan,
+            "sdc5": _mean(self.sdc5, self.sdc5_of) if self.sdc5_of else math.nan,
+            "due": _mean(Fraction(self.due), self.n) if self.n else math.nan,
+        }
 
     def metrics(self) -> dict[str, float]:
         """``{"n_images", "top1", "top5", "loss"}``: accuracies as fractions, loss = mean CE."""
@@ -194,16 +220,77 @@ def counts_from_parts(num1: Tensor, den1: Tensor, num5: Tensor, den5: Tensor, lo
     )
 
 
-def count_logits(logits: Tensor, labels: Tensor) -> Counts:
+def reference_masks(reference: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Which images the clean network gets right: (true class is its unique top-1, true class
+    is in its top 5 with full credit), each bool (B,), from the clean logits (B, C)."""
+    reference = reference.float()
+    k5 = min(5, reference.shape[1])
+    n1, d1 = topk_credit_parts(reference, labels, 1)
+    n5, d5 = topk_credit_parts(reference, labels, k5)
+    return (n1 == d1) & (d1 == 1), n5 == d5
+
+
+def resilience_parts(
+    logits: Tensor, clean_top1: Tensor, clean_top5: Tensor, parts1: tuple[Tensor, Tensor], parts5: tuple[Tensor, Tensor]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-image resilience numerators of one batch (on the logits' device, no host sync).
+
+    - ``sdc1``: for the images the clean network classifies correctly (``clean_top1``) and
+      whose faulty logits are finite, ``1 - top-1 credit`` (tie-aware, :func:`topk_credit`):
+      the expected share whose top-1 prediction changes; returned as the numerator
+      ``den1 - num1`` over the credit's own denominator ``den1`` (0 for other images);
+    - ``sdc5``: likewise for the images whose true class is in the clean top 5
+      (``clean_top5``): the true class leaves the top 5;
+    - ``due``: images with a NaN or Inf logit (any class), bool. Such images count as DUE,
+      never as SDC.
+
+    Definitions (chosen, after the usage of TensorFI2 and PyTorchALFI): SDC is a silent
+    misclassification of an image the fault-free ("golden") network classifies correctly;
+    DUE is a detected unrecoverable error, here a non-finite output (ALFI's NaN/Inf monitor).
+    The denominators are ``clean_top1.sum()`` and ``clean_top5.sum()``.
+
+    Args:
+        logits: (B, C) faulty logits.
+        clean_top1, clean_top5: bool (B,) from :func:`reference_masks`.
+        parts1, parts5: ``(num, den)`` top-1 / top-5 credit of ``logits`` (:func:`topk_credit_parts`).
+
+    Returns:
+        (sdc1_num (B,) int, sdc5_num (B,) int, due (B,) bool); ``sdc*_num / den*`` is the
+        image's share.
+    """
+    finite = torch.isfinite(logits).all(1)
+    (n1, d1), (n5, d5) = parts1, parts5
+    s1 = torch.where(clean_top1.to(finite.device) & finite, d1 - n1, torch.zeros_like(n1))
+    s5 = torch.where(clean_top5.to(finite.device) & finite, d5 - n5, torch.zeros_like(n5))
+    return s1, s5, ~finite
+
+
+def count_logits(logits: Tensor, labels: Tensor, reference: Tensor | None = None) -> Counts:
     """:class:`Counts` of one batch of logits (B, C) against labels (B,): exact sums of the
-    tie-aware credits and of the per-image float32 cross-entropy (module docstring)."""
+    tie-aware credits and of the per-image float32 cross-entropy (module docstring); with the
+    clean network's logits ``reference`` (B, C) also the exact SDC sums
+    (:func:`resilience_parts`). ``due`` is counted either way."""
     logits = logits.float()
     loss = F.cross_entropy(logits, labels, reduction="none")
-    return counts_from_parts(
-        *topk_credit_parts(logits, labels, 1),
-        *topk_credit_parts(logits, labels, min(5, logits.shape[1])),
-        loss,
-    )
+    p1 = topk_credit_parts(logits, labels, 1)
+    p5 = topk_credit_parts(logits, labels, min(5, logits.shape[1]))
+    c = counts_from_parts(*p1, *p5, loss)
+    if reference is None:
+        c.due = int((~torch.isfinite(logits).all(1)).sum())
+        return c
+    ok1, ok5 = reference_masks(reference, labels)
+    s1, s5, due = resilience_parts(logits, ok1, ok5, p1, p5)
+    add_resilience(c, s1, p1[1], s5, p5[1], due, int(ok1.sum()), int(ok5.sum()))
+    return c
+
+
+def add_resilience(c: Counts, s1: Tensor, d1: Tensor, s5: Tensor, d5: Tensor, due: Tensor, of1: int, of5: int) -> Counts:
+    """Set ``c``'s exact SDC / DUE sums from per-image parts (:func:`resilience_parts`) of the
+    same images ``c`` counts, and the SDC denominators ``of1`` / ``of5``; returns ``c``."""
+    c.sdc1, c.sdc5 = exact_credit_sum(s1, d1), exact_credit_sum(s5, d5)
+    c.due = int(due.sum())
+    c.sdc1_of, c.sdc5_of = of1, of5
+    return c
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -237,7 +324,8 @@ def evaluate(
 
     ``overrides`` maps full parameter names (``features.0.weight``) to replacement tensors;
     the model itself is never modified (``torch.func.functional_call``). Images and labels
-    are moved batch by batch to the model's device.
+    are moved batch by batch to the model's device. The SDC sums are against the model
+    itself (without overrides; an extra forward pass per batch when there are overrides).
 
     Raises:
         ValueError: the model is in training mode (BatchNorm/Dropout would change the result).
@@ -252,7 +340,8 @@ def evaluate(
         y = labels[start : start + batch_size].to(device, non_blocking=True)
         if overrides:
             logits = functional_call(model, dict(overrides), (x,), strict=False)
+            reference = model(x)
         else:
-            logits = model(x)
-        total += count_logits(logits, y)
+            logits = reference = model(x)
+        total += count_logits(logits, y, reference)
     return total

@@ -31,6 +31,7 @@ it once the final table is written (atomically, :func:`netperturb.core.io.write_
 from __future__ import annotations
 
 import dataclasses
+from fractions import Fraction
 import json
 import logging
 import os
@@ -236,15 +237,17 @@ class CellStore:
 
 
 def counts_to_json(counts: Any) -> dict[str, Any]:
-    """A :class:`~netperturb.core.evaluate.Counts` (any dataclass of JSON scalars) as a dict."""
-    return dataclasses.asdict(counts)
+    """A :class:`~netperturb.core.evaluate.Counts` (a dataclass of JSON scalars and exact
+    :class:`~fractions.Fraction` sums) as a dict; a Fraction is written as the string
+    ``"p/q"`` so that it reads back exactly."""
+    return {k: (f"{v.numerator}/{v.denominator}" if isinstance(v, Fraction) else v) for k, v in dataclasses.asdict(counts).items()}
 
 
 def counts_from_json(data: Mapping[str, Any]) -> Any:
     """The :class:`~netperturb.core.evaluate.Counts` of :func:`counts_to_json`, equal field by field."""
     from netperturb.core.evaluate import Counts
 
-    return Counts(**data)
+    return Counts(**{k: (Fraction(v) if isinstance(v, str) else v) for k, v in data.items()})
 
 
 def data_fingerprint(shard_dir: str | os.PathLike, split: str) -> dict[str, Any]:

@@ -24,10 +24,11 @@ from netperturb.perturb.base import Perturbation
 
 __all__ = ["COLUMNS", "LayerJob", "run_layer_job", "baseline_table", "layer_params"]
 
-#: Column order of every perturbation / baseline table.
+#: Column order of every perturbation / baseline table. ``sdc1``, ``sdc5``, ``due``: the resilience
+#: metrics against the clean network (:func:`netperturb.core.evaluate.resilience_sums`).
 COLUMNS = [
     "study", "dataset", "model", "arch", "layer", "layer_label", "layer_index",
-    "perturbation", "level", "repeat", "seed", "n_images", "top1", "top5", "loss",
+    "perturbation", "level", "repeat", "seed", "n_images", "top1", "top5", "loss", "sdc1", "sdc5", "due",
     "weights", "precision", "device", "netperturb_version",
 ]  # fmt: skip
 
@@ -99,6 +100,7 @@ def _row(
         "repeat": repeat,
         "seed": seed,
         **counts.metrics(),
+        **counts.resilience(),
         "weights": loaded.weights,
         "precision": precision,
         "device": device,
@@ -227,6 +229,7 @@ def baseline_table(
         "repeat": 0,
         "seed": int(study_seed),
         **counts.metrics(),
+        **counts.resilience(),
         "weights": loaded.weights,
         "precision": "fp32",
         "device": str(next(loaded.model.parameters()).device),

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from netperturb.core.evaluate import Counts, counts_from_parts, topk_credit_parts
+from netperturb.core.evaluate import Counts, add_resilience, counts_from_parts, resilience_parts, topk_credit_parts
 from netperturb.core.seeds import cell_generator
 from netperturb.perturb.base import Perturbation, _choose, n_chosen
 from netperturb.perturb.engine.graph import LayerSplit, widen
@@ -223,25 +223,47 @@ def choose_replicas(
 # --------------------------------------------------------------------------------------
 
 
-def _replica_counts(logits: Tensor, labels: Tensor, k: int) -> list[tuple[Tensor, ...]]:
-    """Per replica its per-image (top-1 num, den, top-5 num, den, loss), on the device (no
-    host sync): :func:`netperturb.core.evaluate.count_logits`'s parts on that replica's (B, C)
-    logits, so the exact sums agree with the other engines bit for bit."""
+def _replica_counts(
+    logits: Tensor, labels: Tensor, k: int, reference: tuple[Tensor, Tensor] | None = None
+) -> list[tuple[Tensor, ...]]:
+    """Per replica its per-image parts on the device (no host sync): top-1 (num, den), top-5
+    (num, den), loss, and with ``reference`` (the clean network's
+    :func:`~netperturb.core.evaluate.reference_masks` of the batch) the SDC numerators and the
+    DUE flags (:func:`~netperturb.core.evaluate.resilience_parts`). These are
+    :func:`netperturb.core.evaluate.count_logits`'s parts on that replica's (B, C) logits, so
+    the exact sums agree with the other engines bit for bit."""
     logits = logits.float()
     b = labels.shape[0]
     rep = labels.repeat(k)
     n1, d1 = topk_credit_parts(logits, rep, 1)
     n5, d5 = topk_credit_parts(logits, rep, min(5, logits.shape[1]))
+    if reference is not None:
+        ok1, ok5 = (m.repeat(k) for m in reference)
+        s1, s5, due = resilience_parts(logits, ok1, ok5, (n1, d1), (n5, d5))
+    else:
+        s1 = s5 = None
+        due = ~torch.isfinite(logits).all(1)
     out = []
     for r in range(k):
         sl = slice(r * b, (r + 1) * b)
         loss = F.cross_entropy(logits[sl], labels, reduction="none")
-        out.append((n1[sl].clone(), d1[sl].clone(), n5[sl].clone(), d5[sl].clone(), loss))
+        part = (n1[sl].clone(), d1[sl].clone(), n5[sl].clone(), d5[sl].clone(), loss, due[sl].clone())
+        if s1 is not None:
+            part += (s1[sl].clone(), s5[sl].clone())
+        out.append(part)
     return out
 
 
-def _to_counts(parts: Sequence[tuple[int, Tensor, Tensor, Tensor, Tensor, Tensor]]) -> Counts:
-    """Exact :class:`Counts` of one replica's per-batch parts ``(n, *_replica_counts(...)[r])``."""
+def _to_counts(parts: Sequence[tuple], of: Sequence[tuple[int, int]] | None = None) -> Counts:
+    """Exact :class:`Counts` of one replica's per-batch parts ``(n, *_replica_counts(...)[r])``;
+    ``of``: per batch the SDC denominators (clean top-1 correct, true class in the clean top 5),
+    used when the parts carry SDC numerators."""
     if not parts:
         return Counts()
-    return counts_from_parts(*(torch.cat([p[i] for p in parts]) for i in range(1, 6)))
+    cat = [torch.cat([p[i] for p in parts]) for i in range(1, len(parts[0]))]
+    c = counts_from_parts(*cat[:5])
+    if len(cat) > 6 and of is not None:
+        of1, of5 = (sum(o[j] for o in of) for j in (0, 1))
+        return add_resilience(c, cat[6], cat[1], cat[7], cat[3], cat[5], of1, of5)
+    c.due = int(cat[5].sum())
+    return c

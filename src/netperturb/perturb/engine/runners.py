@@ -15,11 +15,11 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm  # plain tqdm: tqdm.auto in a notebook kernel warns (IProgress) without ipywidgets
 
-from netperturb.core.evaluate import Counts, count_logits, evaluate
+from netperturb.core.evaluate import Counts, count_logits, evaluate, reference_masks
 from netperturb.core.layers import LayerInfo
 from netperturb.core.seeds import cell_generator
 from netperturb.perturb.base import Perturbation
-from netperturb.perturb.engine.graph import SplitError, _bn_stats, split_at_layer
+from netperturb.perturb.engine.graph import SplitError, _bn_stats, split_at_layer, widen_roles
 from netperturb.perturb.engine.precision import (
     _channels_last,
     check_precision,
@@ -32,6 +32,7 @@ from netperturb.perturb.engine.replicas import (
     available_memory,
     choose_replicas,
 )
+from netperturb.perturb.faults.activations import is_activation_fault
 from netperturb.perturb.knockouts import NodeKnockout, SynapseKnockout
 
 log = logging.getLogger("netperturb")
@@ -68,7 +69,8 @@ def _clean_counts(model, images, labels, preprocess, batch_size, precision) -> C
             x = preprocess(images[start : start + batch_size].to(device))
             if _channels_last(device, precision):
                 x = x.contiguous(memory_format=torch.channels_last)
-            total += count_logits(model(x), labels[start : start + batch_size].to(device))
+            logits = model(x)
+            total += count_logits(logits, labels[start : start + batch_size].to(device), logits)
     return total
 
 
@@ -83,9 +85,17 @@ def run_functional(
     ``skip``: indices of cells not to compute (finished earlier; None in the result);
     ``on_cells`` is called after each cell.
 
+    Activation faults run the whole network with a forward hook on the layer's output
+    (:func:`netperturb.perturb.engine.activations.run_hooked`).
+
     Returns:
         One :class:`Counts` per cell of ``job.cells()``, in that order.
     """
+    if is_activation_fault(job.perturbation):
+        from netperturb.perturb.engine.activations import run_hooked
+
+        return run_hooked(job, model, images, labels, preprocess, batch_size=batch_size, precision=precision,
+                          progress=progress, skip=skip, on_cells=on_cells)  # fmt: skip
     params = _layer_params(model, job.layer)
     names = job.layer.param_names()
     device = next(model.parameters()).device
@@ -124,7 +134,10 @@ def naive_cells(
     users run a grid: per cell, ``copy.deepcopy(model)``, perturb the copy in place with
     ``job.perturbation``, and run the full forward pass over ``batches()`` (a fresh
     iteration per cell: pre-processed (x, y) pairs, e.g. a DataLoader that decodes the
-    JPEGs again every time). fp32, no reuse of anything between cells. ``skip``: indices of
+    JPEGs again every time). fp32, no reuse of anything between cells, except the clean
+    ("golden") predictions the SDC metrics compare with: computed once, on the first pass.
+    Activation faults: a forward hook on the copy's layer output (after its BatchNorm when
+    one follows), fed each batch's image indices in iteration order. ``skip``: indices of
     cells not to compute (None in the result); ``on_cell(i)`` / ``on_cells([i], [counts])``
     are called after each cell.
 
@@ -133,6 +146,8 @@ def naive_cells(
     """
     device = next(model.parameters()).device
     out = []
+    golden: list[Tensor] = []
+    activation = is_activation_fault(job.perturbation)
     for i, (level, _repeat, seed) in enumerate(
         tqdm(list(job.cells()), desc=_desc(job) + " (naive)", disable=not progress, mininterval=5)
     ):
@@ -141,12 +156,26 @@ def naive_cells(
             continue
         net = copy.deepcopy(model)
         params = _layer_params(net, job.layer)
+        hook = None
+        offset = [0]
+        if activation:
+            def fault(_m, _inp, y, level=level, seed=seed):
+                index = torch.arange(offset[0], offset[0] + y.shape[0])
+                return job.perturbation.apply_activation(y, level, seed, index)
+
+            hook = net.get_submodule(job.layer.bn or job.layer.path).register_forward_hook(fault)
         with torch.no_grad():
             for role, t in job.perturbation(params, level, cell_generator(seed)).items():
                 params[role].copy_(t)
             counts = Counts()
-            for x, y in batches():
-                counts += count_logits(net(x.to(device)), y.to(device))
+            for bi, (x, y) in enumerate(batches()):
+                x = x.to(device)
+                if bi == len(golden):
+                    golden.append(model(x))
+                counts += count_logits(net(x), y.to(device), golden[bi])
+                offset[0] += y.shape[0]
+        if hook is not None:
+            hook.remove()
         out.append(counts)
         del net
         if on_cell is not None:
@@ -275,6 +304,14 @@ def run_fast(
             return run_functional(job, model, images, labels, preprocess, batch_size=batch_size,
                                   precision=precision, progress=progress, skip=skip, on_cells=on_cells)  # fmt: skip
 
+    if is_activation_fault(job.perturbation):
+        from netperturb.perturb.engine.activations import run_fast_activation
+
+        return run_fast_activation(
+            job, split, model, images, labels, preprocess, pre, labels_dev, batch_size=batch_size,
+            precision=precision, max_replicas=max_replicas, memory_fraction=memory_fraction, progress=progress,
+            plan=plan, skip=skip, on_cells=on_cells,
+        )  # fmt: skip
     builder = ReplicaBuilder(job.perturbation, split.clean_tensors())
 
     batches = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
@@ -349,6 +386,8 @@ def run_fast(
             if plan.cached_prefix and groups:
                 with autocast:
                     cache = [split.prefix(pre(s, e)) for s, e in batches]
+            # the clean network's predictions per batch, once (the SDC metrics compare with them)
+            reference, of = _reference(split, batches, cache, pre, labels_dev, autocast, no_autocast, precision, cl) if groups else ([], [])
             pending = submit(groups[0]) if groups else None
             for gi, group in enumerate(groups):
                 t0 = time.perf_counter()
@@ -392,11 +431,11 @@ def run_fast(
                     reps_live = [live[i].repeat(kk, *([1] * (live[i].ndim - 1))) for i in split.suffix_live]
                     with autocast:
                         logits = split.suffix(u, *reps_live)
-                    for r, c in enumerate(_replica_counts(logits, labels_dev[s:e], kk)):
+                    for r, c in enumerate(_replica_counts(logits, labels_dev[s:e], kk, reference[bi])):
                         parts[r].append((e - s, *c))
                     del u, reps_live, logits
                 for r, i in enumerate(group):
-                    results[i] = _to_counts(parts[r])
+                    results[i] = _to_counts(parts[r], of)
                 for j in copies[gi]:
                     results[j] = results[same_as[j]]
                 if on_cells is not None:
@@ -407,6 +446,31 @@ def run_fast(
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     return results
+
+
+def _reference(split, batches, cache, pre, labels_dev, autocast, no_autocast, precision, cl):
+    """Per batch, the clean network's :func:`~netperturb.core.evaluate.reference_masks`
+    through prefix (cached or recomputed), the clean unit and the suffix, in ``precision``;
+    and per batch the SDC denominators (images right in top-1, true class in the top 5)."""
+    wide = widen_roles([split.clean_tensors()], split)
+    if cl and wide["weight"].ndim == 4:
+        wide["weight"] = wide["weight"].contiguous(memory_format=torch.channels_last)
+    out = []
+    for bi, (s, e) in enumerate(batches):
+        if cache is not None:
+            live = cache[bi]
+        else:
+            with autocast:
+                live = split.prefix(pre(s, e))
+        with no_autocast:
+            x = live[split.unit_input]
+            u = split.unit(x.float() if precision != "fp32" else x, wide, 1)
+        if cl and u.ndim == 4:
+            u = u.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            logits = split.suffix(u, *[live[i].clone() for i in split.suffix_live])  # clones: cached, suffix may act in place
+        out.append(reference_masks(logits, labels_dev[s:e]))
+    return out, [(int(a.sum()), int(b.sum())) for a, b in out]
 
 
 def _deterministic(perturbation: Perturbation, level: float) -> bool:

@@ -1,0 +1,177 @@
+"""Activation faults in the engines (:mod:`netperturb.perturb.faults.activations`).
+
+Fast path: the weights do not change, so the clean prefix *and* the clean output of the
+layer (the unit: the layer and its BatchNorm) are computed once per batch; each cell applies
+its fault to that output and K cells share one suffix call on a K-fold batch. The reference
+paths run the whole network with a forward hook on the layer's output module.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Callable, Collection, Sequence
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from netperturb.core.evaluate import Counts, count_logits, reference_masks
+from netperturb.perturb.engine.graph import LayerSplit, widen_roles
+from netperturb.perturb.engine.precision import _channels_last, precision_context
+from netperturb.perturb.engine.replicas import _replica_counts, _to_counts, available_memory, choose_replicas
+
+__all__ = ["run_fast_activation", "run_hooked"]
+
+OnCells = Callable[[Sequence[int], Sequence[Counts]], None]
+
+
+def _desc(job) -> str:
+    return f"{job.model}:{job.layer.label}:{job.perturbation.name}"
+
+
+def _clean(model, images, labels, preprocess, batch_size, precision) -> Counts:
+    device = next(model.parameters()).device
+    total = Counts()
+    with torch.inference_mode(), precision_context(device, precision):
+        for start in range(0, len(labels), batch_size):
+            logits = model(preprocess(images[start : start + batch_size].to(device)))
+            total += count_logits(logits, labels[start : start + batch_size].to(device), logits)
+    return total
+
+
+def run_hooked(
+    job, model: nn.Module, images: Tensor, labels: Tensor, preprocess, *, batch_size: int = 256,
+    precision: str = "fp32", progress: bool = True, skip: Collection[int] = (), on_cells: OnCells | None = None,
+) -> list[Counts | None]:  # fmt: skip
+    """Per cell, the whole network with the fault applied by a forward hook on the layer's
+    output module (its BatchNorm when one follows it); the model is not modified (the hook
+    is removed). The SDC reference is the same network without the hook, per batch.
+    ``skip``: indices of cells not to compute (None in the result); ``on_cells`` is called
+    after each cell.
+
+    Returns:
+        One :class:`Counts` per cell of ``job.cells()``, in that order.
+    """
+    device = next(model.parameters()).device
+    module = model.get_submodule(job.layer.bn or job.layer.path)
+    fault = job.perturbation
+    out: list[Counts | None] = []
+    clean: Counts | None = None
+    for ci, (level, _repeat, seed) in enumerate(tqdm(list(job.cells()), desc=_desc(job), disable=not progress, mininterval=5)):
+        if ci in skip:
+            out.append(None)
+            continue
+        if level == 0:
+            clean = clean or _clean(model, images, labels, preprocess, batch_size, precision)
+            out.append(clean)
+            if on_cells is not None:
+                on_cells([ci], [clean])
+            continue
+        total = Counts()
+        with torch.inference_mode(), precision_context(device, precision):
+            for start in range(0, len(labels), batch_size):
+                x = preprocess(images[start : start + batch_size].to(device))
+                y = labels[start : start + batch_size].to(device)
+                reference = model(x)
+                index = torch.arange(start, start + y.shape[0])
+                hook = module.register_forward_hook(
+                    lambda _m, _i, o, level=level, seed=seed, index=index: fault.apply_activation(o, level, seed, index)
+                )
+                try:
+                    logits = model(x)
+                finally:
+                    hook.remove()
+                total += count_logits(logits, y, reference)
+        out.append(total)
+        if on_cells is not None:
+            on_cells([ci], [total])
+    return out
+
+
+def run_fast_activation(
+    job, split: LayerSplit, model: nn.Module, images: Tensor, labels: Tensor, preprocess, pre, labels_dev: Tensor,
+    *, batch_size: int, precision: str, max_replicas: int | None, memory_fraction: float, progress: bool, plan,
+    skip: Collection[int] = (), on_cells: OnCells | None = None,
+) -> list[Counts | None]:  # fmt: skip
+    """The fast engine for an activation fault (module docstring). ``pre(start, end)`` gives
+    the preprocessed batch on the device; ``split`` is the graph cut at ``job.layer``.
+    ``skip``: indices of cells not to compute (None in the result); ``on_cells`` is called
+    after each group of cells.
+
+    Returns:
+        One :class:`Counts` per cell of ``job.cells()``, in that order.
+    """
+    device = next(model.parameters()).device
+    cells = list(job.cells())
+    n = int(labels.shape[0])
+    fault = job.perturbation
+    cl = _channels_last(device, precision)
+    batches = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    perturbed = [i for i, (level, _, _) in enumerate(cells) if level != 0 and i not in skip]
+    zero = [i for i, (level, _, _) in enumerate(cells) if level == 0 and i not in skip]
+    budget = int(memory_fraction * available_memory(device))
+    cache_bytes = n * (split.live_bytes + split.unit_out_bytes)
+    plan.cached_prefix = cache_bytes <= budget // 2
+    if plan.cached_prefix:
+        budget -= cache_bytes
+    k = choose_replicas(split, min(batch_size, n), max(len(perturbed), 1), budget=budget, max_replicas=max_replicas)
+    plan.replicas = k
+    results: list[Counts | None] = [None] * len(cells)
+    if zero:
+        clean = _clean(model, images, labels, preprocess, batch_size, precision)
+        for i in zero:
+            results[i] = clean
+        if on_cells is not None:
+            on_cells(zero, [clean] * len(zero))
+    groups = [perturbed[i : i + k] for i in range(0, len(perturbed), k)]
+    autocast = precision_context(device, precision)
+    no_autocast = torch.autocast(device_type=device.type, enabled=False) if precision != "fp32" else nullcontext()
+    wide = widen_roles([split.clean_tensors()], split)
+
+    def clean_batch(s: int, e: int):
+        """(live values the suffix reads, clean unit output, reference masks) of one batch."""
+        with autocast:
+            live = split.prefix(pre(s, e))
+        with no_autocast:
+            x = live[split.unit_input]
+            u = split.unit(x.float() if precision != "fp32" else x, wide, 1)
+        rest = [live[i] for i in split.suffix_live]
+        with autocast:
+            # clones: the suffix may work in place (ReLU(inplace=True)) and u, rest are cached
+            uc = u.clone(memory_format=torch.channels_last if cl and u.ndim == 4 else torch.contiguous_format)
+            logits = split.suffix(uc, *[v.clone() for v in rest])
+        return rest, u, reference_masks(logits, labels_dev[s:e])
+
+    bar = tqdm(total=len(cells), desc=_desc(job), disable=not progress, mininterval=5)
+    bar.update(len(cells) - len(perturbed))
+    try:
+        with torch.inference_mode():
+            cache = [clean_batch(s, e) for s, e in batches] if plan.cached_prefix and groups else None
+            of: list[tuple[int, int]] | None = None
+            if cache is not None:
+                of = [(int(a.sum()), int(b.sum())) for _, _, (a, b) in cache]
+            for group in groups:
+                kk = len(group)
+                parts: list[list] = [[] for _ in group]
+                batch_of = []
+                for bi, (s, e) in enumerate(batches):
+                    rest, u, ref = cache[bi] if cache is not None else clean_batch(s, e)
+                    batch_of.append((int(ref[0].sum()), int(ref[1].sum())))
+                    index = torch.arange(s, e)
+                    faulty = torch.cat([fault.apply_activation(u, cells[i][0], cells[i][2], index) for i in group])
+                    if cl and faulty.ndim == 4:
+                        faulty = faulty.contiguous(memory_format=torch.channels_last)
+                    reps = [v.repeat(kk, *([1] * (v.ndim - 1))) for v in rest]
+                    with autocast:
+                        logits = split.suffix(faulty, *reps)
+                    for r, c in enumerate(_replica_counts(logits, labels_dev[s:e], kk, ref)):
+                        parts[r].append((e - s, *c))
+                    del faulty, reps, logits
+                for r, i in enumerate(group):
+                    results[i] = _to_counts(parts[r], of or batch_of)
+                if on_cells is not None:
+                    on_cells(group, [results[i] for i in group])
+                bar.update(kk)
+    finally:
+        bar.close()
+    return results  # type: ignore[return-value]

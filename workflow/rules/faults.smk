@@ -1,0 +1,125 @@
+# The hardware-fault study (config section `faults`): the fault-free reference network of every
+# model in every format the variants need (fp32, int8, ...), one job per model x layer x fault
+# variant (all levels x repeats inside), one tidy table, the report.
+# Plan and config checks: netperturb.studies.faults.plan; jobs: netperturb.studies.faults.jobs.
+
+from netperturb.studies.faults.plan import plan_faults
+
+FAULTS = config["faults"]
+FAULTS_DIR = study_dir("faults")
+try:
+    # bad fault options (format: int4, bits: [40] for fp32, a rate above 1, ...) stop the run here
+    FAULTS_PLAN = plan_faults(
+        config, num_classes=DATA_INFO["num_classes"], in_channels=DATA_INFO["in_channels"]
+    )
+except ConfigError as e:
+    raise WorkflowError(f"invalid config: {e}")
+
+FAULTS_RESOURCES = {k: FAULTS["resources"][k] for k in ("gpu", "mem_mb", "runtime")}
+FAULTS_COMMON = dict(
+    run=RUN,
+    dataset=DATASET,
+    seed=config["seed"],
+    split=DATA_INFO["eval_split"],
+    batch_size=FAULTS["batch_size"],
+    device=config["device"],
+)
+
+
+if "faults" in config["studies"]:
+    TARGETS += [
+        f"{FAULTS_DIR}/perturbation.csv",
+        f"{FAULTS_DIR}/perturbation.parquet",
+        f"{FAULTS_DIR}/report/faults.html",
+    ]
+
+
+# Evaluate one fault-free reference network: the model itself (fp32) or stored in a format.
+rule faults_baseline:
+    input:
+        checkpoint=model_checkpoint,
+        shards=shard_dir,
+    output:
+        f"{FAULTS_DIR}/baseline/{{model}}/{{reference}}.csv",
+    wildcard_constraints:
+        reference="|".join(FAULTS_PLAN.references()),
+    params:
+        source=model_source,
+        **FAULTS_COMMON,
+    resources:
+        **FAULTS_RESOURCES,
+    log:
+        f"logs/{RUN}/faults/baseline/{{model}}/{{reference}}.log",
+    conda:
+        GPU_CONDA_ENV
+    script:
+        "../scripts/faults/baseline.py"
+
+
+# All levels x repeats of one fault variant on one layer of one model.
+rule faults_perturb:
+    input:
+        checkpoint=model_checkpoint,
+        shards=shard_dir,
+    output:
+        f"{FAULTS_DIR}/runs/{{model}}/{{variant}}/{{layer}}.csv",
+    wildcard_constraints:
+        variant="|".join(map(re.escape, FAULTS["perturbations"])),
+    params:
+        source=model_source,
+        spec=lambda wildcards: FAULTS["perturbations"][wildcards.variant],
+        repeats=FAULTS["repeats"],
+        engine=FAULTS["engine"],
+        max_replicas=FAULTS["max_replicas"],
+        **FAULTS_COMMON,
+    threads: 1
+    resources:
+        **FAULTS_RESOURCES,
+    log:
+        f"logs/{RUN}/faults/perturb/{{model}}/{{variant}}/{{layer}}.log",
+    benchmark:
+        f"benchmarks/{RUN}/faults/perturb/{{model}}/{{variant}}/{{layer}}.tsv"
+    conda:
+        GPU_CONDA_ENV
+    script:
+        "../scripts/faults/perturb.py"
+
+
+# Concatenate the per-job tables (CSV + Parquet) and the reference networks' rows.
+rule faults_merge:
+    input:
+        runs=FAULTS_PLAN.job_tables(FAULTS_DIR),
+        baselines=FAULTS_PLAN.baseline_tables(FAULTS_DIR),
+    output:
+        csv=f"{FAULTS_DIR}/perturbation.csv",
+        parquet=f"{FAULTS_DIR}/perturbation.parquet",
+        baseline=f"{FAULTS_DIR}/baseline.csv",
+    log:
+        f"logs/{RUN}/faults/merge.log",
+    localrule: True
+    conda:
+        "../../envs/netperturb.yaml"
+    script:
+        "../scripts/faults/merge.py"
+
+
+# The report: accuracy and SDC against rate per layer, vulnerability ranking, fp32 vs int8,
+# bit positions, findings.
+rule faults_report:
+    input:
+        perturbation=rules.faults_merge.output.csv,
+        baseline=rules.faults_merge.output.baseline,
+        notebook=workflow.source_path("../../notebooks/faults.ipynb"),
+    output:
+        **report_outputs("faults", "Hardware faults"),
+    params:
+        run=RUN,
+        compare_rate=FAULTS["report"]["compare_rate"],
+        n_boot=FAULTS["report"]["n_boot"],
+    log:
+        f"logs/{RUN}/faults/report.log",
+    localrule: True
+    conda:
+        "../../envs/netperturb.yaml"
+    script:
+        "../scripts/common/render_report.py"
