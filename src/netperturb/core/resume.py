@@ -34,6 +34,7 @@ import dataclasses
 import json
 import logging
 import os
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
@@ -235,16 +236,25 @@ class CellStore:
                      self.output.name, self.reused, self.computed)  # fmt: skip
 
 
+def _enc(v: Any) -> Any:
+    return {"fraction": [v.numerator, v.denominator]} if isinstance(v, Fraction) else v
+
+
+def _dec(v: Any) -> Any:
+    return Fraction(*v["fraction"]) if isinstance(v, dict) and set(v) == {"fraction"} else v
+
+
 def counts_to_json(counts: Any) -> dict[str, Any]:
-    """A :class:`~netperturb.core.evaluate.Counts` (any dataclass of JSON scalars) as a dict."""
-    return dataclasses.asdict(counts)
+    """A :class:`~netperturb.core.evaluate.Counts` (any dataclass of ints, floats and exact
+    :class:`~fractions.Fraction` s, written ``{"fraction": [p, q]}``) as JSON data."""
+    return {k: _enc(v) for k, v in dataclasses.asdict(counts).items()}
 
 
 def counts_from_json(data: Mapping[str, Any]) -> Any:
     """The :class:`~netperturb.core.evaluate.Counts` of :func:`counts_to_json`, equal field by field."""
     from netperturb.core.evaluate import Counts
 
-    return Counts(**data)
+    return Counts(**{k: _dec(v) for k, v in data.items()})
 
 
 def data_fingerprint(shard_dir: str | os.PathLike, split: str) -> dict[str, Any]:
