@@ -58,6 +58,18 @@ def test_counts_survive_the_file_field_by_field(tmp_path):
     assert back.metrics()["top1"] == c.metrics()["top1"]
 
 
+def test_exact_fractions_survive_the_file(tmp_path):
+    from fractions import Fraction
+
+    from netperturb.core.resume import _dec, _enc
+
+    big = Fraction(2**80 + 1, 3**40)
+    s = CellStore(tmp_path / "o.csv", FP)
+    s.put([(("f",), {"top1": _enc(big), "n": 3})])
+    back = CellStore(tmp_path / "o.csv", FP).get(("f",))
+    assert _dec(back["top1"]) == big and type(_dec(back["top1"])) is Fraction and back["n"] == 3
+
+
 def test_torn_last_line_is_dropped_and_cut_off_before_the_next_append(tmp_path, caplog):
     out = tmp_path / "job.csv"
     s = CellStore(out, FP)

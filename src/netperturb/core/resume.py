@@ -31,10 +31,10 @@ it once the final table is written (atomically, :func:`netperturb.core.io.write_
 from __future__ import annotations
 
 import dataclasses
-from fractions import Fraction
 import json
 import logging
 import os
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
@@ -236,18 +236,25 @@ class CellStore:
                      self.output.name, self.reused, self.computed)  # fmt: skip
 
 
+def _enc(v: Any) -> Any:
+    return {"fraction": [v.numerator, v.denominator]} if isinstance(v, Fraction) else v
+
+
+def _dec(v: Any) -> Any:
+    return Fraction(*v["fraction"]) if isinstance(v, dict) and set(v) == {"fraction"} else v
+
+
 def counts_to_json(counts: Any) -> dict[str, Any]:
-    """A :class:`~netperturb.core.evaluate.Counts` (a dataclass of JSON scalars and exact
-    :class:`~fractions.Fraction` sums) as a dict; a Fraction is written as the string
-    ``"p/q"`` so that it reads back exactly."""
-    return {k: (f"{v.numerator}/{v.denominator}" if isinstance(v, Fraction) else v) for k, v in dataclasses.asdict(counts).items()}
+    """A :class:`~netperturb.core.evaluate.Counts` (any dataclass of ints, floats and exact
+    :class:`~fractions.Fraction` s, written ``{"fraction": [p, q]}``) as JSON data."""
+    return {k: _enc(v) for k, v in dataclasses.asdict(counts).items()}
 
 
 def counts_from_json(data: Mapping[str, Any]) -> Any:
     """The :class:`~netperturb.core.evaluate.Counts` of :func:`counts_to_json`, equal field by field."""
     from netperturb.core.evaluate import Counts
 
-    return Counts(**{k: (Fraction(v) if isinstance(v, str) else v) for k, v in data.items()})
+    return Counts(**{k: _dec(v) for k, v in data.items()})
 
 
 def data_fingerprint(shard_dir: str | os.PathLike, split: str) -> dict[str, Any]:
