@@ -151,7 +151,7 @@ def test_fetch_weights_checks_the_hash_and_leaves_nothing_behind(tmp_path):
         fetch_weights(bad.as_uri(), out / bad.name, "deadbeef", attempts=2, wait_s=0, progress=False)
     msg = str(e.value)
     assert bad.as_uri() in msg and str(out / bad.name) in msg and "deadbeef" in msg and digest in msg
-    assert sorted(p.name for p in out.iterdir()) == [good.name]  # no file, no .partial left
+    assert sorted(p.name for p in out.iterdir()) == [good.name, good.name + ".sha256"]  # the good file and its checksum sidecar; no bad file, no .partial left
     with pytest.raises(WeightsError, match=r"missing-abcd.pth.*after 1 attempt\(s\)"):
         fetch_weights((served / "missing-abcd.pth").as_uri(), out / "missing-abcd.pth", "abcd", attempts=3)
     # a network failure is retried (nothing listens on the port: connection refused each time)

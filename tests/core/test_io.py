@@ -71,7 +71,7 @@ def _job_csv(path, loss):
     from netperturb.perturb.grid import COLUMNS
 
     row = {c: "x" for c in COLUMNS} | {"layer_index": 1, "level": 1e40, "repeat": 0, "seed": 7, "n_images": 10,
-                                       "top1": 0.1, "top5": 0.5, "loss": loss}
+                                       "top1": 0.1, "top5": 0.5, "loss": loss, "sdc1": 0.0, "sdc5": 0.0, "due": 0.0}
     path.write_text(",".join(COLUMNS) + "\n" + ",".join(str(row[c]) for c in COLUMNS) + "\n")
 
 
