@@ -162,7 +162,7 @@ def test_fetch_weights_checks_the_hash_and_leaves_nothing_behind(tmp_path):
         port = sock.getsockname()[1]
     with pytest.raises(WeightsError, match=rf"127.0.0.1:{port}/net-abcd.pth.*after 2 attempt\(s\)"):
         fetch_weights(f"http://127.0.0.1:{port}/net-abcd.pth", out / "net-abcd.pth", "abcd", attempts=2, wait_s=0)
-    assert sorted(p.name for p in out.iterdir()) == [good.name]
+    assert sorted(p.name for p in out.iterdir()) == [good.name, good.name + ".sha256"]
 
 
 def test_resolve_model_source_and_config_errors():
