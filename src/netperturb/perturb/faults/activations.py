@@ -22,7 +22,7 @@ from torch import Tensor
 
 from netperturb.core.seeds import cell_generator
 from netperturb.perturb.base import Perturbation
-from netperturb.perturb.faults.bits import bit_positions, choose_bits, combine_masks, from_bits, image_seed, to_bits
+from netperturb.perturb.faults.bits import StuckValue, bit_positions, choose_bits, combine_masks, from_bits, image_seed, to_bits
 
 __all__ = ["ActivationFault", "ActivationBitFlip", "ActivationStuckAt", "ActivationNoise", "ACTIVATION_FAULTS",
            "is_activation_fault"]  # fmt: skip
@@ -124,7 +124,7 @@ class ActivationBitFlip(_ActivationBits):
         return patterns ^ masks
 
 
-class ActivationStuckAt(_ActivationBits):
+class ActivationStuckAt(StuckValue, _ActivationBits):
     """Stuck-at bits in a layer's output: the selection of :class:`ActivationBitFlip`, each
     chosen bit forced to ``value`` (0 or 1)."""
 
@@ -132,15 +132,7 @@ class ActivationStuckAt(_ActivationBits):
 
     def __init__(self, value: int = 1, **options):
         super().__init__(**options)
-        if value not in (0, 1) or isinstance(value, bool):
-            raise ValueError(f"value: {value!r}; allowed: 0, 1")
-        self.value = int(value)
-
-    def options(self) -> dict[str, Any]:
-        return {**super().options(), "value": self.value}
-
-    def _combine(self, patterns, masks):
-        return patterns | masks if self.value else patterns & ~masks
+        self._set_value(value)
 
 
 class ActivationNoise(ActivationFault):

@@ -29,7 +29,7 @@ from netperturb.perturb.base import _choose, n_chosen
 
 __all__ = [
     "FORMATS", "BIT_GROUPS", "GRANULARITIES", "Format", "bit_positions", "quantize_int8", "to_format",
-    "to_bits", "from_bits", "choose_bits", "image_seed",
+    "to_bits", "from_bits", "choose_bits", "image_seed", "StuckValue",
 ]  # fmt: skip
 
 
@@ -234,3 +234,21 @@ def image_seed(seed: int, index: int) -> int:
     depend on the batch it is in or on the job split."""
     digest = hashlib.sha256(f"{int(seed)}\x1f{int(index)}".encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1
+
+
+class StuckValue:
+    """Mixin of the stuck-at faults (weights and activations): the ``value`` (0 or 1) the
+    chosen bits are forced to; a chosen bit that already holds it is unchanged."""
+
+    value: int
+
+    def _set_value(self, value: int) -> None:
+        if value not in (0, 1) or isinstance(value, bool):
+            raise ValueError(f"value: {value!r}; allowed: 0, 1")
+        self.value = int(value)
+
+    def options(self) -> dict:
+        return {**super().options(), "value": self.value}  # type: ignore[misc]
+
+    def _combine(self, patterns: Tensor, masks: Tensor) -> Tensor:
+        return patterns | masks if self.value else patterns & ~masks

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from netperturb.perturb.base import Perturbation
 from netperturb.perturb.faults.bits import (
+    StuckValue,
     GRANULARITIES,
     bit_positions,
     check_format,
@@ -139,7 +140,7 @@ class BitFlip(_BitFault):
         return patterns ^ masks
 
 
-class StuckAt(_BitFault):
+class StuckAt(StuckValue, _BitFault):
     """Stuck-at bits at rate r: the same selection as :class:`BitFlip`, each chosen bit
     forced to ``value`` (0 or 1); a chosen bit that already holds ``value`` is unchanged.
     Source: the stuck-at fault model of memory cells (e.g. Reagen et al. 2018, Ares)."""
@@ -148,15 +149,7 @@ class StuckAt(_BitFault):
 
     def __init__(self, value: int = 1, **options):
         super().__init__(**options)
-        if value not in (0, 1) or isinstance(value, bool):
-            raise ValueError(f"value: {value!r}; allowed: 0, 1")
-        self.value = int(value)
-
-    def options(self) -> dict[str, Any]:
-        return {**super().options(), "value": self.value}
-
-    def _combine(self, patterns, masks):
-        return patterns | masks if self.value else patterns & ~masks
+        self._set_value(value)
 
 
 class MultiplicativeNoise(Perturbation):
