@@ -113,3 +113,16 @@ def test_report_renders_and_a_rerun_does_nothing(workdir):
     assert "The verdict depends on what" in html
     r = run(workdir, "-n")
     assert "Nothing to be done" in r.stdout + r.stderr
+
+
+@pytest.mark.workflow
+def test_the_paper_scale_config_validates_and_plans_every_run(tmp_path):
+    """config/shen2021-mnist.yaml as it is (`snakemake -n`, no MNIST files needed to plan):
+    one training, attack and perturbation job per lambda x seed."""
+    from conftest import job_counts
+
+    cfg = yaml.safe_load((REPO / "config" / "shen2021-mnist.yaml").read_text())
+    counts = job_counts(run(tmp_path, "-n", config=str(REPO / "config" / "shen2021-mnist.yaml")).stdout)
+    n_runs = len(cfg["shen2021"]["lambdas"]) * len(cfg["shen2021"]["seeds"])
+    assert n_runs == 20
+    assert counts["shen2021_train"] == counts["shen2021_attack"] == counts["shen2021_perturb"] == n_runs, counts
