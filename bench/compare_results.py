@@ -42,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"MISSING   {study}/{name}: {old if not old.exists() else new}")
             bad += 1
             continue
-        a = pd.read_csv(old, keep_default_na=False)
-        b = pd.read_csv(new, keep_default_na=False)
+        # NaN-aware: a NaN written as an empty field (before issue 13.1) equals one written "NaN"
+        a = pd.read_csv(old)
+        b = pd.read_csv(new)
         try:
             pd.testing.assert_frame_equal(a, b, check_exact=True)
             print(f"identical {study}/{name}: {len(b):,} rows x {b.shape[1]} columns")
