@@ -54,6 +54,8 @@ SLURM_JOBS = {  # rule -> the folder names of its SLURM logs (.snakemake/slurm_l
     "cheney2017_perturb": {"lenet5_gaussian_noise_features.0", "lenet5_gaussian_noise_classifier.4"},
 }
 GPU_RULES = {"cheney2017_baseline", "cheney2017_perturb"}
+#: rules that run in the GPU conda env and get the profile's CPUs per GPU (the fault study's too)
+GPU_ENV_RULES = GPU_RULES | {"faults_baseline", "faults_perturb"}
 
 
 def _slurm_unavailable() -> str | None:
@@ -378,9 +380,9 @@ def test_local_rules_and_the_gpu_env_match_the_profile():
     assert {env for env, _ in cpu.values()} == {"netperturb.yaml"}
     # gpu_env: exactly the rules the profile gives CPUs per GPU run in the CUDA env
     gpu = _rules({"gpu_env": True})
-    assert {r for r, (env, _) in gpu.items() if env == "netperturb-gpu.yaml"} == gpu_in_profile == GPU_RULES
-    assert {r: v for r, v in gpu.items() if r not in GPU_RULES} == {r: v for r, v in cpu.items() if r not in GPU_RULES}
-    assert not any(local for r, (_, local) in gpu.items() if r in GPU_RULES)
+    assert {r for r, (env, _) in gpu.items() if env == "netperturb-gpu.yaml"} == gpu_in_profile == GPU_ENV_RULES
+    assert {r: v for r, v in gpu.items() if r not in GPU_ENV_RULES} == {r: v for r, v in cpu.items() if r not in GPU_ENV_RULES}
+    assert not any(local for r, (_, local) in gpu.items() if r in GPU_ENV_RULES)
     spec = yaml.safe_load((REPO / "envs" / "netperturb-gpu.yaml").read_text())["dependencies"]
     cpu_spec = yaml.safe_load((REPO / "envs" / "netperturb.yaml").read_text())["dependencies"]
     assert "pytorch =2.14.1=cuda*" in spec and "torchvision =0.29.1=cuda*" in spec
