@@ -408,11 +408,7 @@ def run_fast(
                 plan.draw_seconds += time.perf_counter() - t0
                 parts: list[list] = [[] for _ in group]
                 for bi, (s, e) in enumerate(batches):
-                    if cache is not None:
-                        live = cache[bi]
-                    else:
-                        with autocast:
-                            live = split.prefix(pre(s, e))
+                    live = _prefix(split, cache, bi, pre, s, e, autocast)
                     with no_autocast:
                         x = live[split.unit_input]
                         x = x.float() if precision != "fp32" else x
@@ -448,6 +444,15 @@ def run_fast(
     return results
 
 
+def _prefix(split, cache, bi, pre, s, e, autocast):
+    """The live values of batch ``bi`` (images ``s:e``) below the perturbed layer: from the
+    prefix cache when there is one, else the prefix recomputed under ``autocast``."""
+    if cache is not None:
+        return cache[bi]
+    with autocast:
+        return split.prefix(pre(s, e))
+
+
 def _reference(split, batches, cache, pre, labels_dev, autocast, no_autocast, precision, cl):
     """Per batch, the clean network's :func:`~netperturb.core.evaluate.reference_masks`
     through prefix (cached or recomputed), the clean unit and the suffix, in ``precision``;
@@ -457,11 +462,7 @@ def _reference(split, batches, cache, pre, labels_dev, autocast, no_autocast, pr
         wide["weight"] = wide["weight"].contiguous(memory_format=torch.channels_last)
     out = []
     for bi, (s, e) in enumerate(batches):
-        if cache is not None:
-            live = cache[bi]
-        else:
-            with autocast:
-                live = split.prefix(pre(s, e))
+        live = _prefix(split, cache, bi, pre, s, e, autocast)
         with no_autocast:
             x = live[split.unit_input]
             u = split.unit(x.float() if precision != "fp32" else x, wide, 1)
