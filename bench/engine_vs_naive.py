@@ -53,7 +53,8 @@ from netperturb.core.evaluate import Counts, resolve_device  # noqa: E402
 from netperturb.core.layers import find_layers, select_layers  # noqa: E402
 from netperturb.core.preprocess import Preprocess  # noqa: E402
 from netperturb.core.seeds import cell_generator  # noqa: E402
-from netperturb.perturb.base import _choose, n_chosen  # noqa: E402
+from netperturb.perturb.base import n_chosen  # noqa: E402
+from netperturb.perturb.draws import choose_mask, stream_key  # noqa: E402
 from netperturb.perturb.engine.graph import macs_per_image, split_at_layer  # noqa: E402
 from netperturb.perturb.engine.runners import FastPlan, naive_cells, run_fast  # noqa: E402
 from netperturb.perturb.grid import LayerJob  # noqa: E402
@@ -163,11 +164,11 @@ def pytorchfi_cells(job, model, loader, layer_num, max_s, naive_cell_s):
             out.append(None)
             continue
         t = time.perf_counter()
-        net = _inject(pfi, layer_num, shape, _choose(n, k, g))
+        net = _inject(pfi, layer_num, shape, torch.nonzero(choose_mask(n, k, stream_key(g))).squeeze(1))
         if job.perturbation.include_bias and mod.bias is not None:
             b = net.get_submodule(job.layer.path).bias
             with torch.no_grad():
-                b.view(-1)[_choose(b.numel(), n_chosen(level, b.numel()), g)] = 0
+                b.view(-1)[choose_mask(b.numel(), n_chosen(level, b.numel()), stream_key(g))] = 0
         counts = Counts()
         with torch.no_grad():
             for x, y in loader:

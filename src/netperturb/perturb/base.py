@@ -27,8 +27,10 @@ _KEY_HIGH = 1 << 62
 
 
 def _choose(n: int, k: int, generator: torch.Generator) -> Tensor:
-    """k distinct indices out of range(n), uniformly without replacement.
+    """k distinct indices out of range(n), uniformly without replacement, from a CPU generator.
 
+    The fault models' sampler (:mod:`netperturb.perturb.faults.bits`); the knockouts use the
+    counter-based :func:`netperturb.perturb.draws.choose_mask`, made on the layer's device.
     Random-key selection: each of the n entries gets an independent uniform 62-bit key
     drawn from ``generator`` and the k entries with the smallest keys are chosen (a tie at
     the threshold, probability ~ n / 2**62, goes to the lower index, so exactly k are always

@@ -7,24 +7,31 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from netperturb.perturb.base import Perturbation, _choose, n_chosen
+from netperturb.perturb.base import Perturbation, n_chosen
+from netperturb.perturb.draws import choose_mask, stream_key
 
 __all__ = ["SynapseKnockout", "NodeKnockout"]
 
 
 def _zero_entries(t: Tensor, fraction: float, generator: torch.Generator) -> Tensor:
-    k = n_chosen(fraction, t.numel())
-    idx = _choose(t.numel(), k, generator).to(t.device)
-    out = t.detach().clone().reshape(-1)
-    out[idx] = 0
-    return out.reshape(t.shape)
+    mask = choose_mask(t.numel(), n_chosen(fraction, t.numel()), stream_key(generator), t.device)
+    return t.detach().masked_fill(mask.view(t.shape), 0)
+
+
+def knocked_units(n_out: int, fraction: float, generator: torch.Generator, device: torch.device) -> Tensor:
+    """int64 (floor(fraction * n_out),) on ``device``: the output units a node knockout zeroes
+    (increasing order), from one counter-based stream of ``generator``."""
+    mask = choose_mask(n_out, n_chosen(fraction, n_out), stream_key(generator), device)
+    return torch.nonzero(mask).squeeze(1)
 
 
 class SynapseKnockout(Perturbation):
     """Synapse knockout at fraction p: exactly floor(p * n) of the layer's n weight entries,
     chosen uniformly without replacement, are set to 0; with ``include_bias`` the biases are
     knocked out the same way in a separate draw (floor(p * n_bias) of them), as the authors'
-    code does.
+    code does. The choice is a counter-based draw on the weights' device
+    (:func:`netperturb.perturb.draws.choose_mask`, one stream key per tensor from
+    ``generator``): the same entries on every device.
 
     Level unit: fraction of weights, in [0, 1]. Source: Cheney et al. 2017, Sec. 2.2
     ("synapse knockout"); kreimanlab/neural_net_robustness ``synapse_knockout``.
@@ -71,8 +78,7 @@ class NodeKnockout(Perturbation):
 
     def _apply(self, params, level, generator):
         w = params["weight"]
-        n_out = w.shape[0]
-        idx = _choose(n_out, n_chosen(level, n_out), generator).to(w.device)
+        idx = knocked_units(w.shape[0], level, generator, w.device)
         out = {}
         new_w = w.detach().clone()
         new_w[idx] = 0

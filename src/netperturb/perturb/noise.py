@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from netperturb.perturb.base import Perturbation
+from netperturb.perturb.draws import normal, stream_key
 
 __all__ = ["GaussianNoise"]
 
@@ -16,8 +17,8 @@ __all__ = ["GaussianNoise"]
 def _add_noise(t: Tensor, sigma: float, generator: torch.Generator) -> Tensor:
     # the s.d. is taken on the CPU so that it (and the noise) does not depend on the device
     std = t.detach().cpu().double().std(unbiased=False).item() if t.numel() > 1 else 0.0
-    noise = torch.randn(t.shape, generator=generator, dtype=torch.float32)
-    return t.detach() + (noise * (sigma * std)).to(device=t.device, dtype=t.dtype)
+    noise = normal(stream_key(generator), t.shape, t.device)
+    return t.detach() + (noise * (sigma * std)).to(dtype=t.dtype)
 
 
 class GaussianNoise(Perturbation):
@@ -25,7 +26,8 @@ class GaussianNoise(Perturbation):
     Gaussian noise whose standard deviation is s times the population standard deviation
     (ddof = 0, as numpy's ``np.std`` in the authors' code) of the whole weight tensor. With
     ``include_bias`` the bias gets its own noise scaled by its own std (drawn after the
-    weight's). s = 0 is the identity.
+    weight's). s = 0 is the identity. The noise is a counter-based draw on the weights' device
+    (:func:`netperturb.perturb.draws.normal`, one stream key per tensor from ``generator``).
 
     Level unit: multiples of the layer's weight std, >= 0. Source: Cheney et al. 2017, Sec.
     2.3 ("weight perturbation" with Gaussian noise, sigma relative to the layer's weights).

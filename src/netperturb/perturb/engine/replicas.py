@@ -10,9 +10,10 @@ from torch import Tensor
 
 from netperturb.core.evaluate import Counts, add_resilience, counts_from_parts, resilience_parts, topk_credit_parts
 from netperturb.core.seeds import cell_generator
-from netperturb.perturb.base import Perturbation, _choose, n_chosen
+from netperturb.perturb.base import Perturbation, n_chosen
+from netperturb.perturb.draws import choose_mask, normal, stream_key
 from netperturb.perturb.engine.graph import LayerSplit, widen
-from netperturb.perturb.knockouts import NodeKnockout, SynapseKnockout
+from netperturb.perturb.knockouts import NodeKnockout, SynapseKnockout, knocked_units
 from netperturb.perturb.noise import GaussianNoise
 
 __all__ = ["ReplicaBuilder", "available_memory", "choose_replicas"]
@@ -27,11 +28,12 @@ class ReplicaBuilder:
     """Draws the perturbed tensors of cells and stacks them into the wide unit.
 
     For the built-in perturbations (exactly :class:`SynapseKnockout`, :class:`NodeKnockout`,
-    :class:`GaussianNoise`) the *draw* (random-key selection / ``randn`` on the cell's CPU
-    generator, in the same order as their ``_apply``) is separated from the *application*
-    (zero the chosen entries / add the noise, on the device), and the layer's weight s.d.
-    for the noise is computed once per job (on the CPU copy, so it does not depend on the
-    device). Any other :class:`~netperturb.perturb.base.Perturbation` is called as it is.
+    :class:`GaussianNoise`) the *draw* (the counter-based mask / noise of
+    :mod:`netperturb.perturb.draws`, made on the layer's device, stream keys taken from the
+    cell's generator in the same order as their ``_apply``) is separated from the
+    *application* (zero the chosen entries / add the noise into the wide buffer), and the
+    layer's weight s.d. for the noise is computed once per job (on the CPU copy, so it does
+    not depend on the device). Any other :class:`~netperturb.perturb.base.Perturbation` is called as it is.
     Either way the tensors equal ``perturbation(params, level, generator)`` bit for bit
     (tests check it).
     """
@@ -54,9 +56,10 @@ class ReplicaBuilder:
         return roles
 
     def draw(self, level: float, seed: int) -> dict[str, tuple[str, Tensor]]:
-        """role -> (op, CPU tensor) for one cell: ``("flat", idx)`` zero flat entries,
-        ``("rows", idx)`` zero rows, ``("add", delta)`` add, ``("set", tensor)`` replace.
-        Thread-safe (reads the parameters only). Level 0 returns ``{}``."""
+        """role -> (op, tensor on the parameters' device) for one cell: ``("mask", m)`` zero
+        the entries where the bool mask ``m`` (numel,) is True, ``("rows", idx)`` zero rows,
+        ``("add", delta)`` add, ``("set", tensor)`` replace. Thread-safe (reads the parameters
+        only). Level 0 returns ``{}``."""
         p = self.perturbation
         level = p.check_level(level)
         if level == 0:
@@ -66,11 +69,11 @@ class ReplicaBuilder:
         if self.kind == "synapse":
             roles = ["weight"] + (["bias"] if p.include_bias and self.params.get("bias") is not None else [])
             for role in roles:
-                n = self.params[role].numel()
-                out[role] = ("flat", _choose(n, n_chosen(level, n), g))
+                t = self.params[role]
+                out[role] = ("mask", choose_mask(t.numel(), n_chosen(level, t.numel()), stream_key(g), t.device))
         elif self.kind == "node":
             w = self.params["weight"]
-            idx = _choose(w.shape[0], n_chosen(level, w.shape[0]), g)
+            idx = knocked_units(w.shape[0], level, g, w.device)
             roles = ["weight", "bias"] + (["bn_weight", "bn_bias"] if p.bn_aware else [])
             for role in roles:
                 if self.params.get(role) is not None:
@@ -78,8 +81,7 @@ class ReplicaBuilder:
         elif self.kind == "noise":
             for role in self._noise_roles():
                 t = self.params[role]
-                noise = torch.randn(t.shape, generator=g, dtype=torch.float32)
-                out[role] = ("add", noise * (level * self._std[role]))
+                out[role] = ("add", normal(stream_key(g), t.shape, t.device).mul_(level * self._std[role]))
         else:
             new = p(self.params, level, g)
             out = {role: ("set", t) for role, t in new.items()}
@@ -106,10 +108,8 @@ class ReplicaBuilder:
             src = clean.detach()
             if op == "add":
                 out[role] = src + t.to(device=src.device, dtype=src.dtype)
-            elif op == "flat":
-                new = src.clone(memory_format=torch.contiguous_format)
-                new.view(-1).index_fill_(0, t.to(src.device), 0)
-                out[role] = new
+            elif op == "mask":
+                out[role] = src.masked_fill(t.to(src.device).view(src.shape), 0)
             else:  # rows
                 out[role] = src.clone().index_fill_(0, t.to(src.device), 0)
         return out
@@ -150,10 +150,11 @@ class ReplicaBuilder:
                 if op == "add":
                     torch.add(src, t.to(device=src.device, dtype=src.dtype), out=slot)
                     continue
+                if op == "mask":
+                    torch.where(t.to(src.device).view(src.shape), src.new_zeros(()), src, out=slot)
+                    continue
                 slot.copy_(t if op == "set" else src)
-                if op == "flat":
-                    slot.view(-1).index_fill_(0, t.to(src.device), 0)
-                elif op == "rows":
+                if op == "rows":
                     slot.index_fill_(0, t.to(src.device), 0)
             out[role] = wide
         return out
