@@ -81,7 +81,7 @@ QUICK = Sizes(images=8, levels=2, repeats=1, layers=["conv5", "fc8"], naive_laye
 def load_engine_vs_naive():
     """bench/engine_vs_naive.py as a module (bench/ is not a package)."""
     spec = importlib.util.spec_from_file_location("engine_vs_naive", REPO / "bench" / "engine_vs_naive.py")
-    mod = importlib.util.module_from_spec(spec)
+    mod = sys.modules["engine_vs_naive"] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
