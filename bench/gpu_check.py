@@ -27,10 +27,11 @@ test or a step fails (not for time, nor for a CPU/GPU difference, which it repor
     bash bench/gpu.sh --device cuda                 # the real check: < 8 min on one GPU
     bash bench/gpu.sh --device cpu --quick          # the dry path (CI): same steps, tiny sizes
 
-Sizes (``--quick``): 2,048 (16) images; engine grid 3 (2) levels x 2 (1) repeats over all
-(2) layers; naive on conv1, conv5, fc6, fc8 (the same 2 layers) at 3 (2) levels x 1 repeat;
-agreement on conv1, fc6, fc8 (fc8) with 256 (16) images. The sizes were chosen, not measured
-on a GPU: the step times are in the table, so the next run can resize them.
+Sizes, full (``--quick``): 2,048 (8) images; engine grid 3 (2) levels x 2 (1) repeats over all
+layers (conv5, fc8); naive on conv1, conv5, fc6, fc8 at 3 levels x 1 repeat (conv5, fc8 at 2
+levels: the same grid as step 2, so that one run gives both); agreement on conv1, fc6, fc8 (fc8)
+with 256 (8) images; every engine test (the quick ones, :data:`QUICK_TESTS`). The sizes were
+chosen, not measured on a GPU: the step times are in the table, so the next run can resize them.
 """
 
 from __future__ import annotations
