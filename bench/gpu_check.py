@@ -12,7 +12,7 @@ torchvision AlexNet (``torch.manual_seed(0)``) and the benchmark's own JPEG fold
 3. **naive** -- the same script with the naive loop, on a subset of layers (the naive loop
    decodes every JPEG again per cell, so all layers would not fit the time): seconds, ratio,
    and whether every cell's counts are identical;
-4. **agreement** -- a slice of the same grid (same seeds) through
+4. **agreement** -- a slice of the same grid (same seeds; evenly spaced images) through
    :func:`netperturb.perturb.engine.runners.run_fast` in fp32 on the device and on the CPU,
    compared cell by cell on the exact :class:`netperturb.core.evaluate.Counts` (``n``, top-1
    and top-5 credit as Fractions) and the largest mean-loss difference;
@@ -228,8 +228,9 @@ def run_agreement(evn, device, sizes: Sizes, seed: int) -> tuple[dict, float]:
     root = evn.write_jpeg_folder(REPO / "bench" / "out" / f"jpeg-{sizes.images}", sizes.images)
     ds = ImageFolder(str(root), transform=v2.Compose(evn.pil_transforms(None)))
     n = min(sizes.agree_images, len(ds))
-    images = torch.stack([ds[i][0] for i in range(n)])
-    labels = torch.tensor([ds[i][1] for i in range(n)], dtype=torch.long)
+    pick = range(0, len(ds), len(ds) // n)[:n]  # evenly spaced: every class (the folder is sorted by class)
+    images = torch.stack([ds[i][0] for i in pick])
+    labels = torch.tensor([ds[i][1] for i in pick], dtype=torch.long)
     torch.manual_seed(0)
     cpu_model = torchvision.models.get_model("alexnet", weights=None).eval().requires_grad_(False)
     dev_model = torchvision.models.get_model("alexnet", weights=None).eval().requires_grad_(False)
@@ -262,7 +263,7 @@ def device_label(device) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda", help="cuda (the check), cpu (dry path), or e.g. cuda:1")
-    ap.add_argument("--quick", action="store_true", help="tiny sizes (16 images, 2 layers, 2 levels): the dry path")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (8 images, 2 layers, 2 levels, 1 torch thread): the dry path")
     ap.add_argument("--out", default=None, help="folder for the table (default bench/tables; with --quick bench/out)")
     ap.add_argument("--seed", type=int, default=2017, help="study seed (as engine_vs_naive.py)")
     args = ap.parse_args(argv)
@@ -274,6 +275,8 @@ def main(argv=None) -> int:
 
     device = resolve_device(args.device)
     sizes = QUICK if args.quick else FULL
+    if args.quick:
+        torch.set_num_threads(1)  # 8 images: more threads only contend (2 cores: 52 CPU-s instead of 28)
     out_dir = Path(args.out) if args.out else REPO / "bench" / ("out" if args.quick else "tables")
     out_dir.mkdir(parents=True, exist_ok=True)
     work = REPO / "bench" / "out" / "gpu_check"
