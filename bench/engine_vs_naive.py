@@ -25,6 +25,8 @@ measured on the same device and precision) and the projected time of the same gr
     python bench/engine_vs_naive.py --images 64 --levels 3 --repeats 1     # a quick look
     python bench/engine_vs_naive.py --device cuda --images 2048 --precision bf16
 
+``bench/gpu.sh`` (the one-shot GPU check, ``bench/gpu_check.py``) runs it in fp32 and bf16 on a GPU.
+
 Without ``--image-dir`` it writes its own JPEG folder (scikit-learn's handwritten digits
 scaled to 224 x 224 with colour and noise, one folder per class); a folder of another size
 is resized (256) and centre-cropped (224) the way torchvision's ImageNet weights expect.

@@ -37,6 +37,21 @@ def job_counts(output: str) -> dict[str, int]:
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def engine_test_device() -> torch.device:
+    """The device the engine tests (tests/perturb/test_engine.py) put their models on:
+    ``NETPERTURB_TEST_DEVICE`` (``cpu`` when unset; ``cuda``, ``cuda:1`` or ``auto`` on a
+    GPU machine, as bench/gpu.sh sets it). No test needs a GPU: unset, everything runs on
+    the CPU.
+
+    Raises:
+        RuntimeError: a CUDA device was asked for and none is available (the tests then fail
+            to collect instead of quietly running on the CPU).
+    """
+    from netperturb.core.evaluate import resolve_device
+
+    return resolve_device(os.environ.get("NETPERTURB_TEST_DEVICE") or "cpu")
+
+
 class ConvBNNet(nn.Module):
     """conv(bias) -> BN -> ReLU -> conv(no bias) -> BN -> ReLU -> pool -> linear -> linear."""
 

@@ -1,10 +1,13 @@
-"""The fast engine computes exactly what the naive reference computes, on any graph shape."""
+"""The fast engine computes exactly what the naive reference computes, on any graph shape.
+
+The models run on ``NETPERTURB_TEST_DEVICE`` (default cpu; bench/gpu.sh sets cuda).
+"""
 
 import functools
 
 import pytest
 import torch
-from conftest import randomise_bn
+from conftest import engine_test_device, randomise_bn
 from torch import nn
 
 from netperturb.models.loaded import LoadedModel
@@ -25,6 +28,7 @@ from netperturb.core.seeds import cell_generator
 
 IMAGENET = Preprocess(scale=1 / 255, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), size=None)
 N_IMAGES = 8
+DEVICE = engine_test_device()  # the models' device; images and labels stay on the CPU
 
 # per architecture: input size, and layers that cover the graph shapes (a middle conv, a
 # conv followed by BN, a skip-connection branch, an inception branch, the last dense layer)
@@ -42,7 +46,7 @@ def make_loaded(arch: str) -> LoadedModel:
     """A random-init model (shared between tests: the engines never modify it, which
     test_engines_on_a_trained_network... checks)."""
     torch.manual_seed(0)
-    model = randomise_bn(get_model(arch, num_classes=10, in_channels=3)).eval().requires_grad_(False)
+    model = randomise_bn(get_model(arch, num_classes=10, in_channels=3)).eval().requires_grad_(False).to(DEVICE)
     return LoadedModel(model=model, preprocess=IMAGENET, arch=arch, weights="random", meta={})
 
 
@@ -52,7 +56,7 @@ def make_data(loaded: LoadedModel, size: int = 64):
     g = torch.Generator().manual_seed(1)
     x = torch.randint(0, 256, (N_IMAGES, 3, size, size), dtype=torch.uint8, generator=g)
     with torch.no_grad():
-        y = loaded.model(IMAGENET(x)).argmax(1)
+        y = loaded.model(IMAGENET(x.to(DEVICE))).argmax(1).cpu()
     y[::3] = torch.randint(0, 10, (len(y[::3]),), generator=g)
     return x, y
 
@@ -78,7 +82,7 @@ def assert_same(a, b, loss_rel=1e-5):
 
 def test_prefix_and_suffix_equal_the_full_forward_pass(model_case):
     arch, loaded, x, _ = model_case
-    inp = IMAGENET(x[:4])
+    inp = IMAGENET(x[:4].to(DEVICE))
     with torch.no_grad():
         ref = loaded.model(inp)
         layers = find_layers(loaded.model)
@@ -103,7 +107,7 @@ def test_engine_equals_naive_reference(model_case, name):
 
 def test_skip_and_branch_values_are_live_across_the_layer():
     loaded = make_loaded("resnet18")
-    x = IMAGENET(make_data(loaded, 64)[0][:2])
+    x = IMAGENET(make_data(loaded, 64)[0][:2].to(DEVICE))
     split = split_at_layer(loaded.model, {l.path: l for l in find_layers(loaded.model)}["layer2.0.downsample.0"], x)
     # the downsample branch adds back into the main branch: the main branch's output is live,
     # and the BatchNorm that follows the layer is computed inside the replicated unit
@@ -150,7 +154,7 @@ class Tricky(nn.Module):
 
 def tricky_loaded():
     torch.manual_seed(0)
-    return LoadedModel(randomise_bn(Tricky()).eval().requires_grad_(False), IMAGENET, "tricky", "random", {})
+    return LoadedModel(randomise_bn(Tricky()).eval().requires_grad_(False).to(DEVICE), IMAGENET, "tricky", "random", {})
 
 
 def test_grouped_conv_with_batchnorm_and_a_layer_called_twice():
@@ -189,6 +193,7 @@ def test_widen_keeps_each_replica_in_its_group():
     ids=repr,
 )
 def test_replica_tensors_equal_the_reference_perturbation_bit_for_bit(convbn, perturbation):
+    convbn = convbn.to(DEVICE)
     layer = find_layers(convbn)[0]  # conv with bias, followed by BN
     params = layer_params(convbn, layer)
     assert set(params) == {"weight", "bias", "bn_weight", "bn_bias"}
@@ -238,6 +243,7 @@ def test_unknown_perturbations_run_through_the_generic_path():
 
 def test_engines_on_a_trained_network_and_level_zero_is_the_clean_model(lenet_checkpoint, digits_shards):
     loaded = load_checkpoint(lenet_checkpoint)
+    loaded.model.to(DEVICE)
     x, y = load_split(digits_shards, "test")
     x, y = x[:300], y[:300]
     before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
@@ -255,6 +261,7 @@ def test_engines_on_a_trained_network_and_level_zero_is_the_clean_model(lenet_ch
 
 def test_mixed_precision_is_recorded_and_close_to_fp32(lenet_checkpoint, digits_shards):
     loaded = load_checkpoint(lenet_checkpoint)
+    loaded.model.to(DEVICE)
     x, y = load_split(digits_shards, "test")
     layer = find_layers(loaded.model)[1]
     j = LayerJob(study="t", dataset="digits", model="lenet5", layer=layer, perturbation=make_perturbation("gaussian_noise"),
@@ -268,19 +275,19 @@ def test_mixed_precision_is_recorded_and_close_to_fp32(lenet_checkpoint, digits_
 
 def test_perturbed_layer_computes_in_fp32_under_autocast():
     loaded = make_loaded("alexnet")
-    x = IMAGENET(make_data(loaded)[0][:2])
+    x = IMAGENET(make_data(loaded)[0][:2].to(DEVICE))
     split = split_at_layer(loaded.model, find_layers(loaded.model)[2], x)
     wide = {"weight": split.module.weight, "bias": split.module.bias}
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
         live = split.prefix(x)
-        with torch.autocast("cpu", enabled=False):
+        with torch.autocast(DEVICE.type, enabled=False):
             u = split.unit(live[split.unit_input].float(), wide, 1)
         assert live[split.unit_input].dtype == torch.bfloat16 and u.dtype == torch.float32
 
 
 def test_macs_are_counted_and_split_between_prefix_and_suffix():
     model = make_loaded("alexnet").model  # 10 classes: fc8 has 4096 x 10 MACs instead of 4096 x 1000
-    x = torch.randn(1, 3, 224, 224)
+    x = torch.randn(1, 3, 224, 224, device=DEVICE)
     layers = find_layers(model)
     totals, prefixes = [], []
     for layer in layers:
@@ -298,7 +305,7 @@ def test_macs_are_counted_and_split_between_prefix_and_suffix():
 
 def test_replicas_follow_the_memory_budget_and_the_cap():
     loaded = make_loaded("alexnet")
-    x = IMAGENET(make_data(loaded)[0][:2])
+    x = IMAGENET(make_data(loaded)[0][:2].to(DEVICE))
     split = split_at_layer(loaded.model, find_layers(loaded.model)[2], x)
     params = sum(t.numel() * t.element_size() for t in split.clean_tensors().values())
     per_replica = 8 * (3 * split.unit_out_bytes + split.suffix_peak_bytes) + 4 * params
