@@ -244,11 +244,13 @@ def run_fast(
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
         max_replicas: cap on K (None: memory only).
         memory_fraction: share of the free memory for replicas and the prefix cache.
-        draw_workers: CPU threads drawing cells (each cell has its own generator, so
-            they draw in parallel) while the device computes the previous group; 0 draws
-            in the main thread. Default: torch's intra-op thread count on the CPU (a job
-            whose time goes into drawing masks, e.g. synapse knockout of a large dense layer,
-            then uses every core it was given), up to 8 of the usable cores with a GPU.
+        draw_workers: threads drawing cells (each cell has its own generator, so they
+            draw in parallel) while the device computes the previous group; 0 draws in the
+            main thread. Default: torch's intra-op thread count on the CPU (a job whose time
+            goes into drawing masks, e.g. synapse knockout of a large dense layer, then uses
+            every core it was given); with a GPU none for the built-in perturbations (their
+            counter-based draws are kernels queued on the device,
+            :mod:`netperturb.perturb.draws`), else up to 8 of the usable cores.
         plan: filled with the decisions taken.
         skip: indices of cells not to compute (finished earlier; None in the result). The
             replica groups are formed over *all* cells as without ``skip`` and a group is
@@ -335,7 +337,10 @@ def run_fast(
     plan.replicas = k
     if draw_workers is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        draw_workers = torch.get_num_threads() if device.type == "cpu" else min(8, cores)
+        if device.type == "cpu":
+            draw_workers = torch.get_num_threads()
+        else:
+            draw_workers = 0 if builder.kind is not None else min(8, cores)
     plan.draw_workers = draw_workers
     log.info(
         "%s: fast engine, %d replicas per suffix call, prefix %s, %d batches of %d, %s",
