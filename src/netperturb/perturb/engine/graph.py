@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,12 +33,41 @@ def _is_tensor_node(node: fx.Node) -> bool:
     return isinstance(t, type) and issubclass(t, Tensor)
 
 
+class _TensorMeta(NamedTuple):
+    """Shape and dtype of a node's tensor value (``node.meta["tensor_meta"]``)."""
+
+    shape: torch.Size
+    dtype: torch.dtype
+
+
+def _meta_of(value):
+    """``_TensorMeta`` of a tensor, the same structure for tuples / lists / dicts of them, else None."""
+    if isinstance(value, Tensor):
+        return _TensorMeta(value.shape, value.dtype)
+    if isinstance(value, (list, tuple)):
+        return [_meta_of(v) for v in value] if isinstance(value, list) else tuple(_meta_of(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _meta_of(v) for k, v in value.items()}
+    return None
+
+
+class _ShapeRecorder(fx.Interpreter):
+    """Runs a traced graph and records each node's ``tensor_meta`` (shape, dtype). Does what
+    ``torch.fx.passes.shape_prop.ShapeProp`` does for this module, without its import of
+    sympy (about 5 s of CPU time in every job process that splits a network)."""
+
+    def run_node(self, n: fx.Node):
+        result = super().run_node(n)
+        n.meta["type"] = type(result)
+        n.meta["tensor_meta"] = _meta_of(result)
+        return result
+
+
 def _bytes_per_image(node: fx.Node, batch: int) -> int:
-    """Bytes per image of a node's value (tensors, or tuples/lists of them) from ShapeProp."""
-    from torch.fx.passes.shape_prop import TensorMetadata
+    """Bytes per image of a node's value (tensors, or tuples/lists of them), from its recorded shape."""
 
     def walk(m) -> int:
-        if isinstance(m, TensorMetadata):
+        if isinstance(m, _TensorMeta):
             return math.prod(m.shape) * torch.empty((), dtype=m.dtype).element_size()
         if isinstance(m, (list, tuple)):
             return sum(walk(v) for v in m)
@@ -197,8 +226,8 @@ _TRACES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictiona
 
 
 def _traced(model: nn.Module, example: Tensor) -> tuple[fx.GraphModule, Tensor]:
-    """``torch.fx.symbolic_trace(model)`` with every node's type and shape recorded
-    (``ShapeProp``) on ``example``, and the model's output on it. Cached per model and
+    """``torch.fx.symbolic_trace(model)`` with every node's shape and dtype recorded
+    (:class:`_ShapeRecorder`) on ``example``, and the model's output on it. Cached per model and
     example (and the version counters of its tensors, so an in-place change of the weights
     invalidates it): the jobs of one model in a process trace it once.
 
@@ -220,10 +249,8 @@ def _traced(model: nn.Module, example: Tensor) -> tuple[fx.GraphModule, Tensor]:
     except Exception as e:  # dynamic control flow, unsupported ops, ...
         raise SplitError(f"the model does not trace with torch.fx ({type(e).__name__}: {e})") from None
     try:
-        from torch.fx.passes.shape_prop import ShapeProp
-
         with torch.no_grad():
-            probe = ShapeProp(gm).propagate(example)
+            probe = _ShapeRecorder(gm).run(example)
     except Exception as e:
         raise SplitError(f"the traced graph does not run on the example ({type(e).__name__}: {e})") from None
     _TRACES[model] = (gm, example.clone(), probe, versions)
