@@ -350,3 +350,21 @@ def test_seed_independent_cells_are_computed_once_and_node_knockout_reuses_the_c
         assert [c.loss_sum for c in got] == pytest.approx([c.loss_sum for c in ref], rel=1e-5)
         at_one = [c for (level, _, _), c in zip(j.cells(), got) if level == 1.0]
         assert len(at_one) == 3 and all(c is at_one[0] for c in at_one)
+
+
+def test_splitting_a_network_does_not_import_sympy():
+    # torch.fx's ShapeProp imports sympy (~5 s of CPU time in every job process that splits a network)
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from netperturb.core.layers import find_layers\n"
+        "from netperturb.perturb.engine.graph import split_at_layer\n"
+        "m = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()\n"
+        "s = split_at_layer(m, find_layers(m)[1], torch.randn(2, 1, 4, 4))\n"
+        "assert s.unit_out_bytes == 3 * 4, s.unit_out_bytes\n"
+        "print('sympy' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
