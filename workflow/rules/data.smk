@@ -66,6 +66,7 @@ rule prepare_imagenet:
 
 # Train one configured model (config `models`, without `weights`) on the training split;
 # checkpoint + per-epoch test accuracy, in results/<run>/models/ for every study to use.
+# Its priority starts it before the independent jobs: most of the run's jobs wait for it.
 rule train:
     input:
         shards=shard_dir(),
@@ -79,6 +80,7 @@ rule train:
         run=RUN,
         device=config["device"],
     threads: 2
+    priority: 20
     log:
         f"logs/{RUN}/train/{{model}}.log",
     benchmark:
