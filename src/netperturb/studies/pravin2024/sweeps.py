@@ -17,6 +17,7 @@ from netperturb.core.resume import CellStore, counts_from_json, counts_to_json
 from netperturb.core.seeds import cell_seed
 from netperturb.perturb.engine.graph import SplitError
 from netperturb.perturb.filters import alpha_grid, make_filter, weight_range
+from netperturb.studies.pravin2024.batched import BatchedSweep, batchable
 from netperturb.studies.pravin2024.evaluator import AttackSpec, Evaluator
 from netperturb.studies.pravin2024.prefix import PrefixReuse
 
@@ -61,6 +62,62 @@ def _named(model: nn.Module) -> dict[str, Tensor]:
     return dict(model.named_parameters())
 
 
+class _Chunks:
+    """The points of a layer sweep that must be computed (in sweep order), evaluated K at a
+    time by a :class:`BatchedSweep` when the first of a chunk is asked for."""
+
+    def __init__(self, sweep: BatchedSweep, todo: list[tuple[int, str]], weight_of):
+        self.sweep, self.todo, self.weight_of = sweep, todo, weight_of
+        self.pos = 0
+        self.done: dict[str, tuple[Counts, Counts]] = {}
+
+    def counts_of(self, key: str):
+        def compute() -> tuple[Counts, Counts]:
+            if key not in self.done:
+                chunk = self.todo[self.pos : self.pos + self.sweep.k]
+                if not chunk or chunk[0][1] != key:
+                    raise RuntimeError("batched sweep: points asked for out of plan order")
+                self.pos += len(chunk)
+                counts = self.sweep.counts([self.weight_of(j) for j, _ in chunk])
+                self.done.update({kk: c for (_, kk), c in zip(chunk, counts)})
+            return self.done.pop(key)
+
+        return compute
+
+
+def _batched(ev: Evaluator, layer: LayerInfo, grid, point, store_key, store: CellStore | None, max_replicas: int):
+    """The :class:`_Chunks` of a layer sweep, or None where points run one at a time
+    (``max_replicas`` 1, PGD ``regenerate``, nothing to compute, or the graph cannot be
+    cut at the layer: logged). The plan replays :func:`_point`'s resume and the Evaluator's
+    cache: a point is computed iff it is not in ``store``, its zero set (cache key) was not
+    computed or stored earlier in the sweep, and it is not in the cache already."""
+    if max_replicas == 1 or not batchable(ev):
+        return None
+    todo, seen = [], set()
+    for j in range(len(grid)):
+        mask, _, seed = point(j)
+        key = ev.key({f"{layer.path}.weight": mask}, seed)
+        if store is not None and store_key(j) in store:
+            seen.add(key)
+        elif key not in seen and not ev.known(key):
+            seen.add(key)
+            todo.append((j, key))
+    if not todo:
+        return None
+    try:
+        sweep = BatchedSweep(ev, layer, max_replicas, len(todo))
+    except SplitError as e:
+        log.warning("%s: no batched sweep for %s, one point at a time (%s)", ev.model_key, layer.path, e)
+        return None
+    weight = _named(ev.model)[f"{layer.path}.weight"]
+
+    def weight_of(j: int) -> Tensor:
+        new = point(j)[1]
+        return weight if new is None else new
+
+    return _Chunks(sweep, todo, weight_of)
+
+
 def layer_sweep(
     ev: Evaluator,
     layer: LayerInfo,
@@ -72,6 +129,7 @@ def layer_sweep(
     bar: tqdm | None = None,
     reuse_prefix: bool = True,
     store: CellStore | None = None,
+    max_replicas: int = 8,
 ) -> list[dict]:
     """Per-layer mode: every filter in ``filters`` swept over ``steps`` points of this layer's
     weight range ``[min, max]`` (:func:`netperturb.perturb.filters.alpha_grid`); the other layers are
@@ -92,18 +150,46 @@ def layer_sweep(
         store: cell-level resume (:mod:`netperturb.core.resume`): points stored there
             (key ``("layer", layer path, filter name, step, alpha)``) are not evaluated
             again; every point evaluated is recorded there.
+        max_replicas: with ``reuse_prefix``, evaluate up to this many points at once as
+            replicas of the layer (:class:`~netperturb.studies.pravin2024.batched.BatchedSweep`;
+            FGSM in both modes, PGD in ``reuse`` mode; K also bounded by free memory);
+            1 = one point at a time through :class:`PrefixReuse`. Same numbers either way.
+            Points whose zero set was already evaluated (the Evaluator's cache, or ``store``)
+            are not evaluated again.
 
     Returns:
         rows of :data:`SWEEP_COLUMNS` (minus the provenance ones given in ``row``): two per
         point (``data`` clean and adversarial), filters in the given order, points in sweep
         order.
+
+    Raises:
+        ValueError: ``max_replicas`` < 1.
     """
+    if max_replicas < 1:
+        raise ValueError(f"layer_sweep: max_replicas must be >= 1, got {max_replicas}")
     name = f"{layer.path}.weight"
     weight = _named(ev.model)[name]
     w64 = weight.detach().double()  # the filters compare in float64; converted once
     lo, hi = weight_range(weight)
+    grid = []  # (filter, step, alpha, position) in sweep order
+    for kind in filters:
+        flt = make_filter(kind, lo=lo, hi=hi, steps=steps)
+        alphas, positions = alpha_grid(kind, lo, hi, steps)
+        grid += [(flt, i, alpha, pos) for i, (alpha, pos) in enumerate(zip(alphas, positions))]
+
+    def point(j: int):
+        flt, i, alpha, _ = grid[j]
+        mask = flt.mask(w64, alpha)
+        new = flt.zeroed(weight, mask) if bool(mask.any()) else None
+        return mask, new, cell_seed(ev.study_seed, ev.model_key, layer.path, flt.name, alpha, 0)
+
+    def store_key(j: int) -> tuple:
+        flt, i, alpha, _ = grid[j]
+        return ("layer", layer.path, flt.name, i, float(alpha))
+
+    batch = _batched(ev, layer, grid, point, store_key, store, max_replicas) if reuse_prefix else None
     path = None
-    if reuse_prefix:
+    if reuse_prefix and batch is None:
         try:
             path = PrefixReuse(ev, layer)
         except SplitError as e:
@@ -112,24 +198,20 @@ def layer_sweep(
     own = bar is None
     if own:
         bar = tqdm(total=len(filters) * steps, desc=f"{ev.model_key}:{layer.label}", disable=not progress, mininterval=5)
-    for kind in filters:
-        flt = make_filter(kind, lo=lo, hi=hi, steps=steps)
-        alphas, positions = alpha_grid(kind, lo, hi, steps)
-        for i, (alpha, pos) in enumerate(zip(alphas, positions)):
-            mask = flt.mask(w64, alpha)
-            new = flt.zeroed(weight, mask) if bool(mask.any()) else None
-            seed = cell_seed(ev.study_seed, ev.model_key, layer.path, flt.name, alpha, 0)
-            compute = None
-            if path is not None:
-                compute = lambda: path.counts(weight if new is None else new, seed)  # noqa: E731
-            counts = _point(ev, store, ("layer", layer.path, flt.name, i, float(alpha)),
-                            {} if new is None else {name: new}, {name: mask}, seed, compute)  # fmt: skip
-            base = {**(row or {}), "mode": "layer", "layer": layer.path, "layer_label": layer.label,
-                    "layer_index": layer.index, "perturbation": flt.name, "level": float(alpha),
-                    "position": float(pos), "step": i, "lo": lo, "hi": hi, "n_weights": weight.numel(),
-                    "n_filtered": int(mask.sum()), "seed": seed}  # fmt: skip
-            rows += _point_rows(base, counts, ev.attack)
-            bar.update()
+    for j, (flt, i, alpha, pos) in enumerate(grid):
+        mask, new, seed = point(j)
+        compute = None
+        if batch is not None:
+            compute = batch.counts_of(ev.key({name: mask}, seed))
+        elif path is not None:
+            compute = lambda: path.counts(weight if new is None else new, seed)  # noqa: E731
+        counts = _point(ev, store, store_key(j), {} if new is None else {name: new}, {name: mask}, seed, compute)
+        base = {**(row or {}), "mode": "layer", "layer": layer.path, "layer_label": layer.label,
+                "layer_index": layer.index, "perturbation": flt.name, "level": float(alpha),
+                "position": float(pos), "step": i, "lo": lo, "hi": hi, "n_weights": weight.numel(),
+                "n_filtered": int(mask.sum()), "seed": seed}  # fmt: skip
+        rows += _point_rows(base, counts, ev.attack)
+        bar.update()
     if own:
         bar.close()
     return rows
