@@ -87,10 +87,12 @@ class _Chunks:
 
 def _batched(ev: Evaluator, layer: LayerInfo, grid, point, store_key, store: CellStore | None, max_replicas: int):
     """The :class:`_Chunks` of a layer sweep, or None where points run one at a time
-    (``max_replicas`` 1, PGD ``regenerate``, nothing to compute, or the graph cannot be
-    cut at the layer: logged). The plan replays :func:`_point`'s resume and the Evaluator's
+    (``max_replicas`` 1, PGD ``regenerate``, nothing to compute). The plan replays :func:`_point`'s resume and the Evaluator's
     cache: a point is computed iff it is not in ``store``, its zero set (cache key) was not
-    computed or stored earlier in the sweep, and it is not in the cache already."""
+    computed or stored earlier in the sweep, and it is not in the cache already.
+
+    Raises:
+        SplitError: the graph cannot be cut at the layer."""
     if max_replicas == 1 or not batchable(ev):
         return None
     todo, seen = [], set()
@@ -104,11 +106,7 @@ def _batched(ev: Evaluator, layer: LayerInfo, grid, point, store_key, store: Cel
             todo.append((j, key))
     if not todo:
         return None
-    try:
-        sweep = BatchedSweep(ev, layer, max_replicas, len(todo))
-    except SplitError as e:
-        log.warning("%s: no batched sweep for %s, one point at a time (%s)", ev.model_key, layer.path, e)
-        return None
+    sweep = BatchedSweep(ev, layer, max_replicas, len(todo))
     weight = _named(ev.model)[f"{layer.path}.weight"]
 
     def weight_of(j: int) -> Tensor:
@@ -187,11 +185,12 @@ def layer_sweep(
         flt, i, alpha, _ = grid[j]
         return ("layer", layer.path, flt.name, i, float(alpha))
 
-    batch = _batched(ev, layer, grid, point, store_key, store, max_replicas) if reuse_prefix else None
-    path = None
-    if reuse_prefix and batch is None:
+    batch = path = None
+    if reuse_prefix:
         try:
-            path = PrefixReuse(ev, layer)
+            batch = _batched(ev, layer, grid, point, store_key, store, max_replicas)
+            if batch is None:
+                path = PrefixReuse(ev, layer)
         except SplitError as e:
             log.warning("%s: no clean-prefix reuse for %s, whole network per point (%s)", ev.model_key, layer.path, e)
     rows: list[dict] = []
