@@ -21,7 +21,7 @@ loss as exact floats, and the provenance columns) is identical across the paths.
 
     .venv/bin/python bench/filtering_sweep.py [--checkpoint results/digits/pravin2024/models/resnet18/init0/epoch4.pt]
         [--images 100] [--steps 25] [--threads 1] [--layers conv1 fc ...] [--modes regenerate reuse]
-        [--paths prefix batched] [--replicas 8] [--memory-formats]
+        [--paths prefix batched] [--replicas 4] [--memory-formats]
 
 Without ``--checkpoint`` the network is randomly initialised (torch.manual_seed(0)) and the
 images are random; with it, the checkpoint's network runs on the digits test images the
@@ -81,10 +81,10 @@ def _sweep(args, model, x, y, box, layer, mode, path):
     ev = Evaluator(model, x, y, AttackSpec(eps=args.eps, mode=mode), box=box, study_seed=args.seed,
                    model_key="bench", batch_size=args.batch_size)  # fmt: skip
     ev.x_adv()  # reuse mode: the fixed set is made once per job, outside the points
-    t = time.perf_counter()
+    t, c = time.perf_counter(), cpu_seconds()
     rows = layer_sweep(ev, layer, args.filters, args.steps, progress=False, reuse_prefix=path != "whole",
                        max_replicas=args.replicas if path == "batched" else 1)  # fmt: skip
-    return rows, time.perf_counter() - t
+    return rows, (time.perf_counter() - t, cpu_seconds() - c)
 
 
 def sweep_table(args, model, x, y, box) -> list[str]:
@@ -93,10 +93,15 @@ def sweep_table(args, model, x, y, box) -> list[str]:
     layers = select_layers(find_layers(model), args.layers)
     paths = args.paths
     lines = [f"{'layer':<8} {'path':<24} {'attack mode':<11} {'points':>6} "
-             + " ".join(f"{p + ' s/pt':>13}" for p in paths)
-             + f" {'ratio':>6} {'identical':>9}"]  # fmt: skip
+             + " ".join(f"{p + ' s/pt':>13}" for p in paths) + f" {'ratio':>6} "
+             + " ".join(f"{p + ' cpu-s/pt':>15}" for p in paths) + f" {'ratio':>6} {'identical':>9}"]  # fmt: skip
     print(lines[-1], flush=True)
-    totals = {m: [[0.0] * len(paths), 0, True] for m in args.modes}
+    totals = {m: [[(0.0, 0.0)] * len(paths), 0, True] for m in args.modes}
+
+    def cols(secs, n):
+        wall = " ".join(f"{t[0] / n:>13.3f}" for t in secs) + f" {secs[0][0] / secs[-1][0]:>6.2f} "
+        return wall + " ".join(f"{t[1] / n:>15.3f}" for t in secs) + f" {secs[0][1] / secs[-1][1]:>6.2f}"
+
     for mode in args.modes:
         for layer in layers:
             res, secs = [], []
@@ -108,15 +113,13 @@ def sweep_table(args, model, x, y, box) -> list[str]:
             # every row (counts, losses as exact floats, provenance) equal across the paths
             same = all(r == res[0] for r in res[1:])
             tot = totals[mode]
-            tot[0] = [a + b for a, b in zip(tot[0], secs)]
+            tot[0] = [(a[0] + b[0], a[1] + b[1]) for a, b in zip(tot[0], secs)]
             tot[1] += n
             tot[2] = tot[2] and same
-            lines.append(f"{layer.label:<8} {layer.path:<24} {mode:<11} {n:>6} " + " ".join(f"{t / n:>13.3f}" for t in secs)
-                         + f" {secs[0] / secs[-1]:>6.2f} {'yes' if same else 'NO':>9}")  # fmt: skip
+            lines.append(f"{layer.label:<8} {layer.path:<24} {mode:<11} {n:>6} {cols(secs, n)} {'yes' if same else 'NO':>9}")
             print(lines[-1], flush=True)
     for mode, (secs, n, same) in totals.items():
-        lines.append(f"{'total':<8} {'':<24} {mode:<11} {n:>6} " + " ".join(f"{t / n:>13.3f}" for t in secs)
-                     + f" {secs[0] / secs[-1]:>6.2f} {'yes' if same else 'NO':>9}")  # fmt: skip
+        lines.append(f"{'total':<8} {'':<24} {mode:<11} {n:>6} {cols(secs, n)} {'yes' if same else 'NO':>9}")
         print(lines[-1], flush=True)
     return lines
 
@@ -164,7 +167,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="points timed per memory format")
     ap.add_argument("--paths", nargs="+", default=["prefix", "batched"], choices=list(PATHS),
                     help="paths compared, side by side; ratio = first / last")
-    ap.add_argument("--replicas", type=int, default=8, help="max_replicas of the batched path (config pravin2024.max_replicas)")
+    ap.add_argument("--replicas", type=int, default=4, help="max_replicas of the batched path (config pravin2024.max_replicas)")
     ap.add_argument("--memory-formats", action="store_true", help="also the memory-format table (one point at a time)")
     ap.add_argument("--out", default="bench/out")
     args = ap.parse_args()
@@ -181,7 +184,8 @@ def main() -> None:
     ]
     print("\n".join(head), flush=True)
     lines = head + sweep_table(args, model, x, y, box)
-    lines += ["", f"s/pt = seconds per sweep point (clean + adversarial evaluation), all paths in the same process; "
+    lines += ["", f"s/pt = wall seconds per sweep point (clean + adversarial evaluation), cpu-s/pt = CPU seconds of the process "
+              f"(user + system) per point, all paths in the same process; "
               f"ratio = {args.paths[0]} / {args.paths[-1]}; identical = every row (top1, top5, loss, ...) equal.", ""]
     print("\n".join(lines[-3:]), flush=True)
     if args.memory_formats:

@@ -11,7 +11,7 @@ from torch import Tensor
 from netperturb.core.attacks import fgsm_step
 from netperturb.core.evaluate import Counts, count_logits
 from netperturb.core.layers import LayerInfo
-from netperturb.perturb.engine.graph import split_at_layer
+from netperturb.perturb.engine.graph import split_at_layer, widen_roles
 from netperturb.perturb.engine.replicas import available_memory, choose_replicas
 from netperturb.studies.pravin2024.evaluator import Evaluator, _batches
 
@@ -59,7 +59,7 @@ class BatchedSweep:
       network, each replica's rows through its own filtered layer.
     - ``reuse`` mode (FGSM or PGD): the prefix outputs of the clean images and of the fixed
       adversarial set are kept (B rows); per chunk the K replicas read the same input
-      (each replica its own :meth:`LayerSplit.unit_each` call) and the suffix runs on K * B
+      (each replica its own :meth:`LayerSplit.unit` call on it) and the suffix runs on K * B
       rows, twice.
 
     Every operation of a replica is the one of the per-point path on the same values, and
@@ -139,7 +139,10 @@ class BatchedSweep:
         live values (it may update one in place)."""
         sp = self.split
         x = live[sp.unit_input]
-        u = sp.unit_each(x if each else _rep(x, k), replicas)
+        if each:
+            u = sp.unit_each(x, replicas)
+        else:  # one input for all: each replica's unit reads it in place (no K-fold copy)
+            u = torch.cat([sp.unit(x, widen_roles([rep], sp), 1) for rep in replicas]) if k > 1 else sp.unit_each(x, replicas)
         if each:
             rest = [live[i].clone() for i in sp.suffix_live]
         else:

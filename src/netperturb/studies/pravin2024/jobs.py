@@ -255,7 +255,7 @@ def sweep_layers(
     device: str = "auto",
     channels_last: bool = True,
     reuse_prefix: bool = True,
-    max_replicas: int = 8,
+    max_replicas: int = 4,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Per-layer mode for some layers of one checkpoint: for each layer, every filter x

@@ -127,7 +127,7 @@ def layer_sweep(
     bar: tqdm | None = None,
     reuse_prefix: bool = True,
     store: CellStore | None = None,
-    max_replicas: int = 8,
+    max_replicas: int = 4,
 ) -> list[dict]:
     """Per-layer mode: every filter in ``filters`` swept over ``steps`` points of this layer's
     weight range ``[min, max]`` (:func:`netperturb.perturb.filters.alpha_grid`); the other layers are
