@@ -66,10 +66,20 @@ class _Chunks:
     """The points of a layer sweep that must be computed (in sweep order), evaluated K at a
     time by a :class:`BatchedSweep` when the first of a chunk is asked for."""
 
-    def __init__(self, sweep: BatchedSweep, todo: list[tuple[int, str]], weight_of):
-        self.sweep, self.todo, self.weight_of = sweep, todo, weight_of
+    def __init__(self, sweep: BatchedSweep, todo: list[tuple[int, str]], keys: list[str], point, weight: Tensor):
+        self.sweep, self.todo, self.keys, self._point, self.weight = sweep, todo, keys, point, weight
         self.pos = 0
         self.done: dict[str, tuple[Counts, Counts]] = {}
+        self._made: dict[int, tuple] = {}  # point -> (mask, new, seed) made for a chunk, until the sweep reads it
+
+    def point(self, j: int) -> tuple:
+        """``point(j)`` of the sweep, made once for the points a chunk computed."""
+        return self._made.pop(j) if j in self._made else self._point(j)
+
+    def weight_of(self, j: int) -> Tensor:
+        self._made[j] = self._point(j)
+        new = self._made[j][1]
+        return self.weight if new is None else new
 
     def counts_of(self, key: str):
         def compute() -> tuple[Counts, Counts]:
@@ -85,7 +95,8 @@ class _Chunks:
         return compute
 
 
-def _batched(ev: Evaluator, layer: LayerInfo, grid, point, store_key, store: CellStore | None, max_replicas: int):
+def _batched(ev: Evaluator, layer: LayerInfo, grid, w64: Tensor, point, store_key, store: CellStore | None,
+             max_replicas: int):  # fmt: skip
     """The :class:`_Chunks` of a layer sweep, or None where points run one at a time
     (``max_replicas`` 1, PGD ``regenerate``, nothing to compute). The plan replays :func:`_point`'s resume and the Evaluator's
     cache: a point is computed iff it is not in ``store``, its zero set (cache key) was not
@@ -95,10 +106,11 @@ def _batched(ev: Evaluator, layer: LayerInfo, grid, point, store_key, store: Cel
         SplitError: the graph cannot be cut at the layer."""
     if max_replicas == 1 or not batchable(ev):
         return None
-    todo, seen = [], set()
-    for j in range(len(grid)):
-        mask, _, seed = point(j)
-        key = ev.key({f"{layer.path}.weight": mask}, seed)
+    todo, seen, keys = [], set(), []
+    for j, (flt, _, alpha, _) in enumerate(grid):
+        mask = flt.mask(w64, alpha)
+        key = ev.key({f"{layer.path}.weight": mask}, cell_seed(ev.study_seed, ev.model_key, layer.path, flt.name, alpha, 0))
+        keys.append(key)
         if store is not None and store_key(j) in store:
             seen.add(key)
         elif key not in seen and not ev.known(key):
@@ -107,13 +119,7 @@ def _batched(ev: Evaluator, layer: LayerInfo, grid, point, store_key, store: Cel
     if not todo:
         return None
     sweep = BatchedSweep(ev, layer, max_replicas, len(todo))
-    weight = _named(ev.model)[f"{layer.path}.weight"]
-
-    def weight_of(j: int) -> Tensor:
-        new = point(j)[1]
-        return weight if new is None else new
-
-    return _Chunks(sweep, todo, weight_of)
+    return _Chunks(sweep, todo, keys, point, _named(ev.model)[f"{layer.path}.weight"])
 
 
 def layer_sweep(
@@ -188,7 +194,7 @@ def layer_sweep(
     batch = path = None
     if reuse_prefix:
         try:
-            batch = _batched(ev, layer, grid, point, store_key, store, max_replicas)
+            batch = _batched(ev, layer, grid, w64, point, store_key, store, max_replicas)
             if batch is None:
                 path = PrefixReuse(ev, layer)
         except SplitError as e:
@@ -198,10 +204,10 @@ def layer_sweep(
     if own:
         bar = tqdm(total=len(filters) * steps, desc=f"{ev.model_key}:{layer.label}", disable=not progress, mininterval=5)
     for j, (flt, i, alpha, pos) in enumerate(grid):
-        mask, new, seed = point(j)
+        mask, new, seed = batch.point(j) if batch is not None else point(j)
         compute = None
         if batch is not None:
-            compute = batch.counts_of(ev.key({name: mask}, seed))
+            compute = batch.counts_of(batch.keys[j])
         elif path is not None:
             compute = lambda: path.counts(weight if new is None else new, seed)  # noqa: E731
         counts = _point(ev, store, store_key(j), {} if new is None else {name: new}, {name: mask}, seed, compute)
