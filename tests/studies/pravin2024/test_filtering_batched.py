@@ -51,8 +51,9 @@ def _rows(net, x, y, spec, layer, k, steps=4, **kw):
     return layer_sweep(ev, layer, ["low", "high", "pulse"], steps, progress=False, max_replicas=k, **kw)
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("spec", list(SPECS))
+@pytest.mark.parametrize(
+    "spec, channels_last", [(s, False) for s in SPECS] + [("fgsm", True), ("reuse", True)]
+)  # fmt: skip
 def test_resnet_batched_rows_equal_one_point_at_a_time(resnet, spec, channels_last):
     net, x, y = resnet
     if channels_last:  # 1 input channel: the memory format of repeated inputs must be kept exactly
