@@ -64,8 +64,11 @@ class BatchedSweep:
 
     Every operation of a replica is the one of the per-point path on the same values, and
     each row of a batched convolution / matrix product is computed as in a batch of its own,
-    so the counts and losses equal those of the per-point path
-    (``tests/studies/pravin2024/test_filtering_batched.py`` checks equality, not closeness).
+    so on one CPU thread (the sweep jobs' setting) the counts and losses equal those of the
+    per-point path (``tests/studies/pravin2024/test_filtering_batched.py`` checks equality,
+    not closeness). With several threads (or on a GPU) a kernel may split its work by batch
+    size and round differently: losses then agree to float32 rounding, and an accuracy may
+    differ where a logit tie or the sign of a near-zero input gradient flips.
 
     Memory: K from :func:`netperturb.perturb.engine.choose_replicas` on half the free memory
     (:func:`netperturb.perturb.engine.available_memory`), capped by ``max_replicas``; the
