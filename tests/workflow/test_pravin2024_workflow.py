@@ -122,3 +122,8 @@ def test_bad_keys_name_the_key(tmp_path):
     r = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", "tiny.yaml", "-n"], cwd=tmp_path,
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode != 0 and "pravin2024.filters[0]" in r.stdout + r.stderr
+    bad = {**TINY, "pravin2024": {**TINY["pravin2024"], "max_replicas": 0}}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(bad))
+    r = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", "tiny.yaml", "-n"], cwd=tmp_path,
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode != 0 and "pravin2024.max_replicas" in r.stdout + r.stderr

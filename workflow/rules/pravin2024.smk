@@ -126,6 +126,7 @@ rule pravin2024_sweep_layers:
     params:
         layers=lambda wildcards: PRAVIN_PLAN.parts[wildcards.fmodel][wildcards.part],
         reuse_prefix=PRAVIN["reuse_prefix"],
+        max_replicas=PRAVIN["max_replicas"],
         filters=PRAVIN["filters"],
         steps=PRAVIN["steps"],
         eps=lambda wildcards: attack_eps(PRAVIN, wildcards.fmodel, PRAVIN_DATASET),

@@ -24,6 +24,6 @@ common = dict(
 )
 args = (snakemake.input.checkpoint, snakemake.input.shards, snakemake.output[0])
 if snakemake.rule == "pravin2024_sweep_layers":
-    sweep_layers(*args, layers=p.layers, reuse_prefix=p.reuse_prefix, **common)
+    sweep_layers(*args, layers=p.layers, reuse_prefix=p.reuse_prefix, max_replicas=p.max_replicas, **common)
 else:
     sweep_network(*args, layers=p.layers, grid=p.grid, **common)

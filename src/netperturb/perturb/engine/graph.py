@@ -150,6 +150,28 @@ class LayerSplit:
             )  # fmt: skip
         return _unwiden_output(y, k, self.groups, conv=isinstance(m, nn.Conv2d))
 
+    def unit_each(self, x: Tensor, replicas: Sequence[Mapping[str, Tensor]]) -> Tensor:
+        """The layer (and its BN) for k replicas, each on its *own* input.
+
+        :meth:`unit` feeds one input to every replica; here replica r reads rows
+        ``r * B .. (r + 1) * B`` of ``x`` (e.g. adversarial images made against replica r).
+        Each replica runs :meth:`unit` with K = 1 on its rows with its own tensors: the same
+        operation on the same shapes and memory formats as one replica alone, so every
+        replica's output equals it bit for bit (a grouped convolution or a batched matrix
+        product over replicas would use other kernels and round differently; chosen).
+
+        Args:
+            x: (k * B, ...) replica-major layer inputs.
+            replicas: k dicts role -> tensor, as :func:`widen_roles` takes them.
+
+        Returns:
+            (k * B, ...) replica-major, as :meth:`unit`.
+        """
+        k = len(replicas)
+        b = x.shape[0] // k
+        outs = [self.unit(x[r * b : (r + 1) * b], widen_roles([rep], self), 1) for r, rep in enumerate(replicas)]
+        return outs[0] if k == 1 else torch.cat(outs)
+
     def forward(self, x: Tensor) -> Tensor:
         """The clean network through prefix, unit (K = 1) and suffix: logits (B, classes).
         Equals ``model(x)``; the tests check it bit for bit."""

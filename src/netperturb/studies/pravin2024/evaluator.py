@@ -262,6 +262,23 @@ class Evaluator:
                                           batch_size=self.batch_size)  # fmt: skip
         return self._x_adv
 
+    def key(self, masks: Mapping[str, Tensor], seed: int) -> str:
+        """The cache key of a point: a hash of its non-empty zero sets (name -> bool mask of
+        the parameter's shape), and of ``seed`` where the attack draws (PGD with a random
+        start, ``regenerate``)."""
+        h = hashlib.sha256()
+        for name in sorted(masks):
+            m = masks[name]
+            if bool(m.any()):
+                h.update(name.encode() + b"\0" + np.packbits(m.detach().cpu().numpy().ravel()).tobytes())
+        if self.attack.name == "pgd" and self.attack.random_start and self.attack.mode == "regenerate":
+            h.update(str(seed).encode())
+        return h.hexdigest()
+
+    def known(self, key: str) -> bool:
+        """Whether the counts of the point with this :meth:`key` are cached."""
+        return key in self._cache
+
     def __call__(
         self,
         overrides: Mapping[str, Tensor],
@@ -274,14 +291,7 @@ class Evaluator:
         seed as well. ``compute`` computes the counts on a cache miss instead of the generic
         path (:func:`clean_and_adversarial` on the whole network), e.g.
         :meth:`PrefixReuse.counts` for the same overrides."""
-        h = hashlib.sha256()
-        for name in sorted(masks):
-            m = masks[name]
-            if bool(m.any()):
-                h.update(name.encode() + b"\0" + np.packbits(m.detach().cpu().numpy().ravel()).tobytes())
-        if self.attack.name == "pgd" and self.attack.random_start and self.attack.mode == "regenerate":
-            h.update(str(seed).encode())
-        key = h.hexdigest()
+        key = self.key(masks, seed)
         if key not in self._cache:
             if compute is not None:
                 self._cache[key] = compute()

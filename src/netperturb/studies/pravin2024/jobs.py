@@ -255,6 +255,7 @@ def sweep_layers(
     device: str = "auto",
     channels_last: bool = True,
     reuse_prefix: bool = True,
+    max_replicas: int = 4,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Per-layer mode for some layers of one checkpoint: for each layer, every filter x
@@ -264,7 +265,9 @@ def sweep_layers(
     One job sweeps several layers so that the model, the images and the process start-up
     (about 12 s of imports on a CPU) are paid once (``pravin2024.layers_per_job``).
     Each layer is evaluated with clean-prefix reuse (:class:`netperturb.studies.pravin2024.prefix.PrefixReuse`)
-    unless ``reuse_prefix`` is False; the numbers are the same either way.
+    unless ``reuse_prefix`` is False, up to ``max_replicas`` sweep points at once
+    (:class:`netperturb.studies.pravin2024.batched.BatchedSweep`; 1 = one at a time); the
+    numbers are the same either way.
 
     Cell-level resume (:mod:`netperturb.core.resume`): every evaluated sweep point is appended
     to ``<out_csv>.partial.jsonl``; a restarted job evaluates only the points missing there
@@ -290,7 +293,8 @@ def sweep_layers(
     with tqdm(total=len(infos) * len(filters) * steps, desc=f"{key} {len(infos)} layer(s)", disable=not progress,
               mininterval=5) as bar:  # fmt: skip
         for info in infos:
-            rows += layer_sweep(ev, info, filters, steps, row=row, bar=bar, reuse_prefix=reuse_prefix, store=store)
+            rows += layer_sweep(ev, info, filters, steps, row=row, bar=bar, reuse_prefix=reuse_prefix, store=store,
+                               max_replicas=int(max_replicas))  # fmt: skip
             log.info("%s: %s swept (%d points)", key, info.path, len(filters) * steps)
     df = sweep_frame(rows, device=str(dev))
     store.finish(df)

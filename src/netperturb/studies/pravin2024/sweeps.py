@@ -17,6 +17,7 @@ from netperturb.core.resume import CellStore, counts_from_json, counts_to_json
 from netperturb.core.seeds import cell_seed
 from netperturb.perturb.engine.graph import SplitError
 from netperturb.perturb.filters import alpha_grid, make_filter, weight_range
+from netperturb.studies.pravin2024.batched import BatchedSweep, batchable
 from netperturb.studies.pravin2024.evaluator import AttackSpec, Evaluator
 from netperturb.studies.pravin2024.prefix import PrefixReuse
 
@@ -61,6 +62,66 @@ def _named(model: nn.Module) -> dict[str, Tensor]:
     return dict(model.named_parameters())
 
 
+class _Chunks:
+    """The points of a layer sweep that must be computed (in sweep order), evaluated K at a
+    time by a :class:`BatchedSweep` when the first of a chunk is asked for."""
+
+    def __init__(self, sweep: BatchedSweep, todo: list[tuple[int, str]], keys: list[str], point, weight: Tensor):
+        self.sweep, self.todo, self.keys, self._point, self.weight = sweep, todo, keys, point, weight
+        self.pos = 0
+        self.done: dict[str, tuple[Counts, Counts]] = {}
+        self._made: dict[int, tuple] = {}  # point -> (mask, new, seed) made for a chunk, until the sweep reads it
+
+    def point(self, j: int) -> tuple:
+        """``point(j)`` of the sweep, made once for the points a chunk computed."""
+        return self._made.pop(j) if j in self._made else self._point(j)
+
+    def weight_of(self, j: int) -> Tensor:
+        self._made[j] = self._point(j)
+        new = self._made[j][1]
+        return self.weight if new is None else new
+
+    def counts_of(self, key: str):
+        def compute() -> tuple[Counts, Counts]:
+            if key not in self.done:
+                chunk = self.todo[self.pos : self.pos + self.sweep.k]
+                if not chunk or chunk[0][1] != key:
+                    raise RuntimeError("batched sweep: points asked for out of plan order")
+                self.pos += len(chunk)
+                counts = self.sweep.counts([self.weight_of(j) for j, _ in chunk])
+                self.done.update({kk: c for (_, kk), c in zip(chunk, counts)})
+            return self.done.pop(key)
+
+        return compute
+
+
+def _batched(ev: Evaluator, layer: LayerInfo, grid, w64: Tensor, point, store_key, store: CellStore | None,
+             max_replicas: int):  # fmt: skip
+    """The :class:`_Chunks` of a layer sweep, or None where points run one at a time
+    (``max_replicas`` 1, PGD ``regenerate``, nothing to compute). The plan replays :func:`_point`'s resume and the Evaluator's
+    cache: a point is computed iff it is not in ``store``, its zero set (cache key) was not
+    computed or stored earlier in the sweep, and it is not in the cache already.
+
+    Raises:
+        SplitError: the graph cannot be cut at the layer."""
+    if max_replicas == 1 or not batchable(ev):
+        return None
+    todo, seen, keys = [], set(), []
+    for j, (flt, _, alpha, _) in enumerate(grid):
+        mask = flt.mask(w64, alpha)
+        key = ev.key({f"{layer.path}.weight": mask}, cell_seed(ev.study_seed, ev.model_key, layer.path, flt.name, alpha, 0))
+        keys.append(key)
+        if store is not None and store_key(j) in store:
+            seen.add(key)
+        elif key not in seen and not ev.known(key):
+            seen.add(key)
+            todo.append((j, key))
+    if not todo:
+        return None
+    sweep = BatchedSweep(ev, layer, max_replicas, len(todo))
+    return _Chunks(sweep, todo, keys, point, _named(ev.model)[f"{layer.path}.weight"])
+
+
 def layer_sweep(
     ev: Evaluator,
     layer: LayerInfo,
@@ -72,6 +133,7 @@ def layer_sweep(
     bar: tqdm | None = None,
     reuse_prefix: bool = True,
     store: CellStore | None = None,
+    max_replicas: int = 4,
 ) -> list[dict]:
     """Per-layer mode: every filter in ``filters`` swept over ``steps`` points of this layer's
     weight range ``[min, max]`` (:func:`netperturb.perturb.filters.alpha_grid`); the other layers are
@@ -92,44 +154,69 @@ def layer_sweep(
         store: cell-level resume (:mod:`netperturb.core.resume`): points stored there
             (key ``("layer", layer path, filter name, step, alpha)``) are not evaluated
             again; every point evaluated is recorded there.
+        max_replicas: with ``reuse_prefix``, evaluate up to this many points at once as
+            replicas of the layer (:class:`~netperturb.studies.pravin2024.batched.BatchedSweep`;
+            FGSM in both modes, PGD in ``reuse`` mode; K also bounded by free memory);
+            1 = one point at a time through :class:`PrefixReuse`. Same numbers either way.
+            Points whose zero set was already evaluated (the Evaluator's cache, or ``store``)
+            are not evaluated again.
 
     Returns:
         rows of :data:`SWEEP_COLUMNS` (minus the provenance ones given in ``row``): two per
         point (``data`` clean and adversarial), filters in the given order, points in sweep
         order.
+
+    Raises:
+        ValueError: ``max_replicas`` < 1.
     """
+    if max_replicas < 1:
+        raise ValueError(f"layer_sweep: max_replicas must be >= 1, got {max_replicas}")
     name = f"{layer.path}.weight"
     weight = _named(ev.model)[name]
     w64 = weight.detach().double()  # the filters compare in float64; converted once
     lo, hi = weight_range(weight)
-    path = None
+    grid = []  # (filter, step, alpha, position) in sweep order
+    for kind in filters:
+        flt = make_filter(kind, lo=lo, hi=hi, steps=steps)
+        alphas, positions = alpha_grid(kind, lo, hi, steps)
+        grid += [(flt, i, alpha, pos) for i, (alpha, pos) in enumerate(zip(alphas, positions))]
+
+    def point(j: int):
+        flt, i, alpha, _ = grid[j]
+        mask = flt.mask(w64, alpha)
+        new = flt.zeroed(weight, mask) if bool(mask.any()) else None
+        return mask, new, cell_seed(ev.study_seed, ev.model_key, layer.path, flt.name, alpha, 0)
+
+    def store_key(j: int) -> tuple:
+        flt, i, alpha, _ = grid[j]
+        return ("layer", layer.path, flt.name, i, float(alpha))
+
+    batch = path = None
     if reuse_prefix:
         try:
-            path = PrefixReuse(ev, layer)
+            batch = _batched(ev, layer, grid, w64, point, store_key, store, max_replicas)
+            if batch is None:
+                path = PrefixReuse(ev, layer)
         except SplitError as e:
             log.warning("%s: no clean-prefix reuse for %s, whole network per point (%s)", ev.model_key, layer.path, e)
     rows: list[dict] = []
     own = bar is None
     if own:
         bar = tqdm(total=len(filters) * steps, desc=f"{ev.model_key}:{layer.label}", disable=not progress, mininterval=5)
-    for kind in filters:
-        flt = make_filter(kind, lo=lo, hi=hi, steps=steps)
-        alphas, positions = alpha_grid(kind, lo, hi, steps)
-        for i, (alpha, pos) in enumerate(zip(alphas, positions)):
-            mask = flt.mask(w64, alpha)
-            new = flt.zeroed(weight, mask) if bool(mask.any()) else None
-            seed = cell_seed(ev.study_seed, ev.model_key, layer.path, flt.name, alpha, 0)
-            compute = None
-            if path is not None:
-                compute = lambda: path.counts(weight if new is None else new, seed)  # noqa: E731
-            counts = _point(ev, store, ("layer", layer.path, flt.name, i, float(alpha)),
-                            {} if new is None else {name: new}, {name: mask}, seed, compute)  # fmt: skip
-            base = {**(row or {}), "mode": "layer", "layer": layer.path, "layer_label": layer.label,
-                    "layer_index": layer.index, "perturbation": flt.name, "level": float(alpha),
-                    "position": float(pos), "step": i, "lo": lo, "hi": hi, "n_weights": weight.numel(),
-                    "n_filtered": int(mask.sum()), "seed": seed}  # fmt: skip
-            rows += _point_rows(base, counts, ev.attack)
-            bar.update()
+    for j, (flt, i, alpha, pos) in enumerate(grid):
+        mask, new, seed = batch.point(j) if batch is not None else point(j)
+        compute = None
+        if batch is not None:
+            compute = batch.counts_of(batch.keys[j])
+        elif path is not None:
+            compute = lambda: path.counts(weight if new is None else new, seed)  # noqa: E731
+        counts = _point(ev, store, store_key(j), {} if new is None else {name: new}, {name: mask}, seed, compute)
+        base = {**(row or {}), "mode": "layer", "layer": layer.path, "layer_label": layer.label,
+                "layer_index": layer.index, "perturbation": flt.name, "level": float(alpha),
+                "position": float(pos), "step": i, "lo": lo, "hi": hi, "n_weights": weight.numel(),
+                "n_filtered": int(mask.sum()), "seed": seed}  # fmt: skip
+        rows += _point_rows(base, counts, ev.attack)
+        bar.update()
     if own:
         bar.close()
     return rows
