@@ -78,6 +78,7 @@ for _model, _epochs in PRAVIN_PLAN.checkpoints.items():
             run=RUN,
             device=config["device"],
         threads: 2
+        priority: 30  # the study's chain (train, sweeps, scores, retrain) is the run's longest: start it first
         resources:
             **PRAVIN_RESOURCES,
         log:
@@ -105,6 +106,7 @@ rule pravin2024_baseline:
         ),
         **PRAVIN_COMMON,
     threads: 1
+    priority: 30
     resources:
         **PRAVIN_RESOURCES,
     log:
@@ -132,6 +134,7 @@ rule pravin2024_sweep_layers:
         eps=lambda wildcards: attack_eps(PRAVIN, wildcards.fmodel, PRAVIN_DATASET),
         **PRAVIN_COMMON,
     threads: 1
+    priority: 30
     resources:
         **PRAVIN_RESOURCES,
     log:
@@ -159,6 +162,7 @@ rule pravin2024_sweep_network:
         eps=lambda wildcards: network_eps(PRAVIN, wildcards.fmodel, PRAVIN_DATASET),
         **PRAVIN_COMMON,
     threads: 1
+    priority: 30
     resources:
         **PRAVIN_RESOURCES,
     log:
@@ -212,6 +216,7 @@ rule pravin2024_retrain:
         eps=lambda wildcards: attack_eps(PRAVIN, wildcards.fmodel, PRAVIN_DATASET),
         **PRAVIN_COMMON,
     threads: 2
+    priority: 30
     resources:
         **PRAVIN_RESOURCES,
     log:
