@@ -46,6 +46,7 @@ rule cheney2017_baseline:
         **CHENEY_COMMON,
     resources:
         **CHENEY_RESOURCES,
+    priority: 25  # small jobs that finish a study: run them as soon as they can
     log:
         f"logs/{RUN}/cheney2017/baseline/{{model}}.log",
     conda:
@@ -93,6 +94,7 @@ rule cheney2017_merge:
         csv=f"{CHENEY_DIR}/perturbation.csv",
         parquet=f"{CHENEY_DIR}/perturbation.parquet",
         baseline=f"{CHENEY_DIR}/baseline.csv",
+    priority: 25
     log:
         f"logs/{RUN}/cheney2017/merge.log",
     localrule: True
@@ -116,6 +118,7 @@ rule cheney2017_report:
         metric=CHENEY["report"]["metric"],
         drop_level=CHENEY["report"]["drop_level"],
         ranksum_level=CHENEY["report"]["ranksum_level"],
+    priority: 25
     log:
         f"logs/{RUN}/cheney2017/report.log",
     localrule: True

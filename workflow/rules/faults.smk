@@ -48,6 +48,7 @@ rule faults_baseline:
         **FAULTS_COMMON,
     resources:
         **FAULTS_RESOURCES,
+    priority: 25
     log:
         f"logs/{RUN}/faults/baseline/{{model}}/{{reference}}.log",
     conda:
@@ -94,6 +95,7 @@ rule faults_merge:
         csv=f"{FAULTS_DIR}/perturbation.csv",
         parquet=f"{FAULTS_DIR}/perturbation.parquet",
         baseline=f"{FAULTS_DIR}/baseline.csv",
+    priority: 25
     log:
         f"logs/{RUN}/faults/merge.log",
     localrule: True
@@ -116,6 +118,7 @@ rule faults_report:
         run=RUN,
         compare_rate=FAULTS["report"]["compare_rate"],
         n_boot=FAULTS["report"]["n_boot"],
+    priority: 25
     log:
         f"logs/{RUN}/faults/report.log",
     localrule: True

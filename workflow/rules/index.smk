@@ -20,6 +20,7 @@ rule index:
         studies=config["studies"],
         config=config,
         snakemake_report=SNAKEMAKE_REPORT,
+    priority: 25
     log:
         f"logs/{RUN}/index.log",
     localrule: True

@@ -189,6 +189,7 @@ rule pravin2024_scores:
         tolerance=PRAVIN["tolerance"],
         metric=PRAVIN["metric"],
         score=PRAVIN["score"],
+    priority: 25
     log:
         f"logs/{RUN}/pravin2024/scores.log",
     localrule: True
@@ -237,6 +238,7 @@ rule pravin2024_merge_retraining:
     output:
         retraining=f"{PRAVIN_DIR}/retraining.csv",
         histories=f"{PRAVIN_DIR}/training.csv",
+    priority: 25
     log:
         f"logs/{RUN}/pravin2024/merge_retraining.log",
     localrule: True
@@ -265,6 +267,7 @@ rule pravin2024_report:
         metric=PRAVIN["metric"],
         score_normalise=PRAVIN["score"]["normalise"],
         score_baseline=PRAVIN["score"]["baseline"],
+    priority: 25
     log:
         f"logs/{RUN}/pravin2024/report.log",
     localrule: True

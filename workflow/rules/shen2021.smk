@@ -135,6 +135,7 @@ rule shen2021_merge:
         histograms_parquet=f"{SHEN_DIR}/histograms.parquet",
         robustness=f"{SHEN_DIR}/robustness.csv",
         perturbation=f"{SHEN_DIR}/perturbation.csv",
+    priority: 25
     log:
         f"logs/{RUN}/shen2021/merge.log",
     localrule: True
@@ -162,6 +163,7 @@ rule shen2021_report:
         report_eps=SHEN["attacks"]["report_eps"],
         end_fraction=SHEN["end_fraction"],
         regularized=SHEN["regularizer"]["layers"],
+    priority: 25
     log:
         f"logs/{RUN}/shen2021/report.log",
     localrule: True
