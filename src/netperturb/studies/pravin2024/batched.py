@@ -14,6 +14,7 @@ from netperturb.core.layers import LayerInfo
 from netperturb.perturb.engine.graph import split_at_layer, widen_roles
 from netperturb.perturb.engine.replicas import available_memory, choose_replicas
 from netperturb.studies.pravin2024.evaluator import Evaluator, _batches
+from netperturb.studies.pravin2024.prefix import saved_bytes
 
 __all__ = ["BatchedSweep", "batchable"]
 
@@ -114,14 +115,7 @@ class BatchedSweep:
         if b < len(self._kept):
             return self._kept[b]
         ev, sl = self.ev, self._slices[b]
-        saved = 0
-
-        def pack(t: Tensor) -> Tensor:
-            nonlocal saved
-            saved += t.numel() * t.element_size()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with saved_bytes() as saved:
             if self._fgsm:
                 xg = _rep(ev.x[sl].detach(), self.k).clone().requires_grad_(True)
                 with torch.enable_grad():
@@ -131,7 +125,7 @@ class BatchedSweep:
                 with torch.no_grad():
                     entry = (tuple(self.split.prefix(ev.x[sl])), tuple(self.split.prefix(ev.x_adv()[sl])))
                 values = (*entry[0], *entry[1])
-        size = saved + sum(t.numel() * t.element_size() for t in values)
+        size = saved[0] + sum(t.numel() * t.element_size() for t in values)
         if b == len(self._kept) and size * (b + 1) <= self._budget:
             self._kept.append(entry)
         return entry

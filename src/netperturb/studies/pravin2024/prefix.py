@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,21 @@ from netperturb.perturb.engine.graph import split_at_layer, widen_roles
 from netperturb.perturb.engine.replicas import available_memory
 from netperturb.studies.pravin2024.evaluator import Evaluator, _batches
 
-__all__ = ["PrefixReuse"]
+__all__ = ["PrefixReuse", "saved_bytes"]
+
+
+@contextmanager
+def saved_bytes() -> Iterator[list[int]]:
+    """Counts the bytes autograd saves for the backward pass inside the block (the kept
+    graph's memory): yields a one-element list whose value grows as tensors are saved."""
+    total = [0]
+
+    def pack(t: Tensor) -> Tensor:
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield total
 
 
 class PrefixReuse:
@@ -94,15 +109,8 @@ class PrefixReuse:
         if b < len(self._kept):
             return self._kept[b]
         ev, sl = self.ev, self._slices[b]
-        saved = 0
-
-        def pack(t: Tensor) -> Tensor:
-            nonlocal saved
-            saved += t.numel() * t.element_size()
-            return t
-
         xg = None
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with saved_bytes() as saved:
             if self._with_graph:
                 xg = ev.x[sl].detach().clone().requires_grad_(True)
                 with torch.enable_grad():
@@ -116,7 +124,7 @@ class PrefixReuse:
             with torch.no_grad():
                 live_adv = tuple(self.split.prefix(x_adv[sl]))
         entry = (xg, live, live_adv)
-        size = saved + sum(t.numel() * t.element_size() for t in (*live, *(live_adv or ())))
+        size = saved[0] + sum(t.numel() * t.element_size() for t in (*live, *(live_adv or ())))
         if b == len(self._kept) and size * (b + 1) <= self._budget:
             self._kept.append(entry)
         return entry
