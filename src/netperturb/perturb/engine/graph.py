@@ -54,7 +54,8 @@ def _meta_of(value):
 class _ShapeRecorder(fx.Interpreter):
     """Runs a traced graph and records each node's ``tensor_meta`` (shape, dtype). Does what
     ``torch.fx.passes.shape_prop.ShapeProp`` does for this module, without its import of
-    sympy (about 5 s of CPU time in every job process that splits a network)."""
+    sympy (487 modules; ~5 s of CPU time, measured on a loaded 2-core VM, in every job process
+    that splits a network)."""
 
     def run_node(self, n: fx.Node):
         result = super().run_node(n)
