@@ -8,6 +8,7 @@ from netperturb.core.report import (
     Finding, findings_frame, findings_markdown, html_problems, output_problems, run_index, software_versions,
     write_index,
 )  # fmt: skip
+from netperturb.core.findings import FINDING_COLUMNS, assess
 
 
 def test_html_problems_finds_words_and_paths_but_not_in_images():
@@ -32,10 +33,10 @@ def test_findings_markdown_and_frame():
     f = [Finding("A claim", "We found 3.", "holds", "s/t.csv"), Finding("B", "n/a", "not tested", "s/u.csv")]
     md = findings_markdown(f)
     assert md.startswith("## Findings\n") and '<strong style="color:#1a7f37">holds</strong> -- *A claim*' in md and "source: `s/t.csv`" in md
-    one = findings_markdown([f[0], Finding("C", "x", "mixed", "s/t.csv")])
+    one = findings_markdown([f[0], Finding("C", "x", "undetermined", "s/t.csv")])
     assert one.count("source:") == 1 and one.rstrip().endswith("<small>source: `s/t.csv`</small>")
     assert "No finding" in findings_markdown([])
-    assert list(findings_frame(f).columns) == ["claim", "found", "verdict", "source"]
+    assert list(findings_frame(f).columns) == FINDING_COLUMNS
 
 
 def test_index_links_what_exists_relative_to_the_run(tmp_path):
@@ -45,8 +46,10 @@ def test_index_links_what_exists_relative_to_the_run(tmp_path):
     (rep / "cheney2017.html").write_text("<html><head><title>Cheney et al.</title></head></html>")
     (rep / "cheney2017.ipynb").write_text("{}")
     (run / "cheney2017" / "perturbation.csv").write_text("a\n1\n")
-    findings_frame([Finding("Claim", "Found <x>", "does not hold", "cheney2017/perturbation.csv")]).to_csv(
-        rep / "tables" / "findings.csv", index=False)
+    findings_frame([Finding("Claim", "Found <x>", "does not hold", "cheney2017/perturbation.csv"),
+                    assess("Near chance", "conv1 0.35", "cheney2017/perturbation.csv", quantity="way", estimate=0.3,
+                           lo=0.12, hi=0.45, interval="95% bootstrap over repeats", n=20, threshold=0.2,
+                           direction="<")]).to_csv(rep / "tables" / "findings.csv", index=False)
     (run / "config.yaml").write_text("run: r\n")
     info = run_index(run, ["cheney2017", "shen2021"])
     assert info["cheney2017"]["report"] == "cheney2017/report/cheney2017.html"
@@ -56,6 +59,9 @@ def test_index_links_what_exists_relative_to_the_run(tmp_path):
     html = out.read_text()
     assert 'href="cheney2017/report/cheney2017.html"' in html and 'href="config.yaml"' in html
     assert 'href="cheney2017/perturbation.csv"' in html and "Found &lt;x&gt;" in html and "does not hold" in html
+    # the interval next to the number
+    assert "way: 0.300 [0.120, 0.450], n = 20; claim: &lt; 0.2 (95% bootstrap over repeats)" in html
+    assert '<span class="v undetermined">undetermined</span>' in html
     assert "Report: not made in this run" in html and "not made yet" in html and pd.__version__ in html
     assert str(tmp_path) not in html
     (run / "snakemake-report.html").write_text("x")

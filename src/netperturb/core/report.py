@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+# the findings model lives in netperturb.core.findings; its names stay importable from here
+from netperturb.core.findings import VERDICT_COLORS, Finding, findings_frame, findings_markdown
+
 __all__ = [
     "save_figure", "render_notebook", "output_problems", "html_problems",
-    "Finding", "findings_markdown", "findings_frame", "software_versions", "run_index", "write_index",
+    "Finding", "VERDICT_COLORS", "findings_markdown", "findings_frame", "software_versions", "run_index", "write_index",
     "find_browser", "take_screenshots",
 ]
 
@@ -123,45 +125,6 @@ def html_problems(html: str, forbidden: Iterable[str | os.PathLike] = ()) -> lis
     return problems
 
 
-@dataclass(frozen=True)
-class Finding:
-    """One line of a report's "Findings" block: a claim of the paper, what this run found, the
-    verdict, and the table the numbers come from (relative to the run's results folder)."""
-
-    claim: str
-    found: str
-    verdict: str  # holds / does not hold / mixed / not shown (no significant effect) / not tested
-    source: str
-
-
-# verdict colours (text, not emoji: headless browsers and many desktops lack an emoji font)
-VERDICT_COLORS = {"holds": "#1a7f37", "does not hold": "#cf222e", "mixed": "#9a6700", "not shown": "#9a6700",
-                  "not tested": "#6e7781"}  # fmt: skip
-
-
-def findings_markdown(findings: Sequence[Finding], title: str = "Findings") -> str:
-    """The block a report opens with: one entry per finding, the verdict first (coloured), then
-    the claim, this run's numbers and the source table."""
-    lines = [f"## {title}", ""]
-    if not findings:
-        lines.append("_No finding could be computed from this run's tables._")
-    one_source = len({f.source for f in findings}) == 1  # then named once, below the list
-    for f in findings:
-        color = VERDICT_COLORS.get(f.verdict, "#24292f")
-        lines.append(f'- <strong style="color:{color}">{f.verdict}</strong> -- *{f.claim}*  \n  {f.found}'
-                     + ("" if one_source else f"  \n  <small>source: `{f.source}`</small>"))
-    if findings and one_source:
-        lines += ["", f"<small>source: `{findings[0].source}`</small>"]
-    return "\n".join(lines) + "\n"
-
-
-def findings_frame(findings: Sequence[Finding]):
-    """The findings as a table (``claim, found, verdict, source``), e.g. for tables/findings.csv."""
-    import pandas as pd
-
-    return pd.DataFrame([asdict(f) for f in findings], columns=["claim", "found", "verdict", "source"])
-
-
 VERSION_PACKAGES = ("netperturb", "torch", "torchvision", "numpy", "pandas", "scipy", "matplotlib", "snakemake",
                     "papermill", "nbconvert")  # fmt: skip
 
@@ -183,6 +146,32 @@ def software_versions(packages: Sequence[str] = VERSION_PACKAGES) -> dict[str, s
         except PackageNotFoundError:
             out[p] = "not installed"
     return out
+
+
+def _finding_number(f: Mapping[str, Any]) -> str:
+    """``quantity: estimate [lo, hi], n = ...; claim: < threshold (interval)`` of one row of a
+    findings.csv (:data:`netperturb.core.findings.FINDING_COLUMNS`); "" for a row without an
+    estimate (not tested, or a findings.csv written before the intervals)."""
+    from netperturb.core.findings import format_interval
+
+    def num(key: str) -> float:
+        try:
+            return float(f.get(key, "nan"))
+        except (TypeError, ValueError):
+            return float("nan")
+
+    est = num("estimate")
+    if est != est:
+        return ""
+    text = format_interval(est, num("lo"), num("hi"))
+    n = num("n")
+    if n == n and n > 0:
+        text += f", n = {int(n)}"
+    thr, direction = num("threshold"), str(f.get("direction", "") or "")
+    if direction and thr == thr:
+        text += f"; claim: {direction} {thr:.3g}"
+    quantity, interval = str(f.get("quantity", "") or ""), str(f.get("interval", "") or "")
+    return (f"{quantity}: " if quantity else "") + text + (f" ({interval})" if interval else "")
 
 
 def _html_title(path: Path) -> str | None:
@@ -242,7 +231,7 @@ def write_index(
         f"<title>netperturb run {escape(run)}</title>",
         "<style>body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;line-height:1.45;color:#222}"
         "h1{margin-bottom:.2em}section{border-top:1px solid #ddd;margin-top:1.5em}ul{padding-left:1.3em}"
-        ".v{font-weight:600}.holds{color:#1a7f37}.does-not-hold{color:#cf222e}.mixed,.not-shown{color:#9a6700}"
+        ".v{font-weight:600}.holds{color:#1a7f37}.does-not-hold{color:#cf222e}.undetermined,.mixed,.not-shown{color:#9a6700}"
         ".not-tested{color:#777}table{border-collapse:collapse}td,th{padding:.15em .8em;text-align:left;border-bottom:1px solid #eee}"
         "small{color:#666}</style></head><body>",
         f"<h1>netperturb run <code>{escape(run)}</code></h1>",
@@ -260,8 +249,10 @@ def write_index(
             parts.append("<li>Findings:<ul>")
             for f in info["findings"]:
                 cls = str(f["verdict"]).replace(" ", "-")
+                number = _finding_number(f)
                 parts.append(f'<li><span class="v {cls}">{escape(str(f["verdict"]))}</span>: {escape(str(f["claim"]))}. '
-                             f"{escape(str(f['found']))} <small>({escape(str(f['source']))})</small></li>")
+                             + (f"<strong>{escape(number)}</strong>. " if number else "")
+                             + f"{escape(str(f['found']))} <small>({escape(str(f['source']))})</small></li>")
             parts.append("</ul></li>")
         if info["tables"]:
             parts.append("<li>Merged tables: " + ", ".join(link(t) for t in info["tables"]) + "</li>")
