@@ -68,6 +68,7 @@ rule cheney2017_perturb:
         source=model_source,
         options=lambda wildcards: CHENEY["perturbations"][wildcards.perturbation],
         repeats=CHENEY["repeats"],
+        focus=lambda wildcards: CHENEY_PLAN.focus.get(wildcards.perturbation),
         engine=CHENEY["engine"],
         precision=CHENEY["precision"],
         max_replicas=CHENEY["max_replicas"],

@@ -65,3 +65,33 @@ def test_partial_file_of_other_settings_is_not_reused(lenet_checkpoint, digits_s
     ref = tmp_path / "ref.csv"
     perturb_layer(lenet_checkpoint, digits_shards, ref, **kw)
     assert out.read_bytes() == ref.read_bytes()
+
+
+def test_extra_repeats_at_the_findings_level_extend_the_grid(lenet_checkpoint, digits_shards, tmp_path, caplog):
+    """``focus=(level, n)``: that level gets n repeats; its first ``repeats`` cells are the grid's
+    own (same seeds, same numbers), computed once; the other levels keep ``repeats``."""
+    import pandas as pd
+
+    from netperturb.studies.cheney2017.plan import plan_grid
+
+    kw = {**KW, **CASES["fast-synapse"]}
+    plain = tmp_path / "plain.csv"
+    perturb_layer(lenet_checkpoint, digits_shards, plain, **kw)
+    out = tmp_path / "focus.csv"
+    with caplog.at_level(logging.INFO, logger="netperturb"):
+        perturb_layer(lenet_checkpoint, digits_shards, out, **kw, focus=(0.5, 5))
+    a, b = pd.read_csv(plain), pd.read_csv(out)
+    assert b.groupby("level")["repeat"].apply(list).to_dict() == {0.0: [0, 1], 0.5: [0, 1, 2, 3, 4], 1.0: [0, 1]}
+    merged = b.merge(a, on=["level", "repeat"], suffixes=("", "_grid"))
+    assert len(merged) == len(a) and (merged["top1"] == merged["top1_grid"]).all() and (merged["seed"] == merged["seed_grid"]).all()
+    assert b[b["level"] == 0.5]["seed"].nunique() == 5  # new draws for the extra repeats
+    assert reuse_message(caplog).endswith(f"0 cells reused from an interrupted run, {6 + 3} computed")
+    # the plan: synapse knockout at the grid level nearest report.drop_level, when above repeats
+    cfg = {"models": {"lenet5": {"arch": "lenet5"}},
+           "cheney2017": {"layers": "all", "repeats": 5, "finding_repeats": 20, "report": {"drop_level": 0.72},
+                          "perturbations": {"synapse_knockout": {"levels": {"start": 0.0, "stop": 1.0, "step": 0.1}},
+                                            "gaussian_noise": {"levels": [0.0, 1.0]}}}}  # fmt: skip
+    plan = plan_grid(cfg, num_classes=10, in_channels=1)
+    assert plan.focus == {"synapse_knockout": (pytest.approx(0.7), 20)}
+    cfg["cheney2017"]["finding_repeats"] = 5
+    assert plan_grid(cfg, num_classes=10, in_channels=1).focus == {}

@@ -25,4 +25,5 @@ perturb_layer(
     engine=p.engine,
     precision=p.precision,
     max_replicas=p.max_replicas,
+    focus=p.focus,
 )

@@ -19,13 +19,32 @@ FULL_REMOVAL = ("synapse_knockout", "node_knockout")
 
 
 
-def summarize(df: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
-    """Mean, s.e.m. (ddof = 1; 0 for a single repeat) and count of ``metric`` over repeats,
-    per (model, layer, layer_label, layer_index, perturbation, level)."""
+def summarize(df: pd.DataFrame, metric: str = "top1", *, ci: float = 0.95, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Mean, s.d. (ddof = 1; 0 for a single repeat), s.e.m., count and a percentile bootstrap
+    interval of the mean over repeats (``lo``, ``hi``: :func:`netperturb.core.findings.bootstrap_mean`,
+    ``ci`` coverage, ``n_boot`` resamples, seeded) of ``metric``, per (model, layer,
+    layer_label, layer_index, perturbation, level). Cells with the same number of repeats are
+    bootstrapped together (one matrix product); a cell with one repeat, or with identical
+    repeats (level 0, full knockout), gets ``lo == hi == mean``.
+
+    Returns:
+        columns ``model, layer, layer_label, layer_index, perturbation, level, mean, sd, n,
+        sem, lo, hi``.
+    """
+    from netperturb.core.findings import bootstrap_mean
+
     keys = ["model", "layer", "layer_label", "layer_index", "perturbation", "level"]
     g = df.groupby(keys, sort=True)[metric]
     out = g.agg(mean="mean", sd=lambda s: s.std(ddof=1) if len(s) > 1 else 0.0, n="count").reset_index()
     out["sem"] = out["sd"] / np.sqrt(out["n"])
+    out["lo"], out["hi"] = out["mean"].to_numpy(float), out["mean"].to_numpy(float)
+    values = [v.to_numpy(float) for _, v in g]  # same order as ``out`` (both sorted by keys)
+    for n in sorted(set(out["n"])):
+        rows = np.flatnonzero(out["n"].to_numpy() == n)
+        if n < 2:
+            continue
+        _, lo, hi = bootstrap_mean(np.stack([values[i] for i in rows]), n_boot=n_boot, ci=ci, seed=seed)
+        out.loc[out.index[rows], "lo"], out.loc[out.index[rows], "hi"] = lo, hi
     return out
 
 
@@ -34,32 +53,42 @@ def _nearest_level(levels: np.ndarray, target: float) -> float:
 
 
 def relative_drop(
-    df: pd.DataFrame, baselines: pd.DataFrame, level: float = 0.7, metric: str = "top1"
-) -> pd.DataFrame:
+    df: pd.DataFrame, baselines: pd.DataFrame, level: float = 0.7, metric: str = "top1", *, ci: float = 0.95,
+    n_boot: int = 2000, seed: int = 0,
+) -> pd.DataFrame:  # fmt: skip
     """Relative drop 1 - acc(level) / acc(clean) of the mean over repeats, per model,
-    perturbation and layer. Where ``level`` is not on a perturbation's grid, the nearest
-    level is used and reported in ``level_used``.
+    perturbation and layer, with a percentile bootstrap interval over repeats (the clean
+    accuracy is one evaluation of the unperturbed network on the same images, a constant).
+    Where ``level`` is not on a perturbation's grid, the nearest level is used and reported
+    in ``level_used``.
 
     Args:
         df: tidy perturbation table (:data:`netperturb.perturb.grid.COLUMNS`).
         baselines: one row per model with ``model`` and ``metric``.
+        ci, n_boot, seed: the interval (:func:`netperturb.core.findings.bootstrap_mean`).
 
     Returns:
         columns ``model, perturbation, layer, layer_label, layer_index, level_used,
-        baseline, accuracy, relative_drop``.
+        baseline, accuracy, accuracy_lo, accuracy_hi, n_repeats, relative_drop, drop_lo,
+        drop_hi`` (drop bounds NaN when the clean accuracy is 0).
     """
+    from netperturb.core.findings import bootstrap_mean
+
     base = baselines.set_index("model")[metric]
     rows = []
     for (model, pert), sub in df.groupby(["model", "perturbation"], sort=True):
         lv = _nearest_level(np.sort(sub["level"].unique()), level)
         at = sub[np.isclose(sub["level"], lv)]
         for (idx, layer, label), cell in at.groupby(["layer_index", "layer", "layer_label"]):
-            acc = cell[metric].mean()
+            v = cell[metric].to_numpy(float)
+            acc, lo, hi = (float(x) for x in bootstrap_mean(v, n_boot=n_boot, ci=ci, seed=seed))
             b = float(base.loc[model])
+            drop = (lambda a: 1 - a / b if b > 0 else np.nan)
             rows.append(
                 {"model": model, "perturbation": pert, "layer": layer, "layer_label": label,
-                 "layer_index": idx, "level_used": lv, "baseline": b, "accuracy": acc,
-                 "relative_drop": 1 - acc / b if b > 0 else np.nan}
+                 "layer_index": idx, "level_used": lv, "baseline": b, "accuracy": acc, "accuracy_lo": lo,
+                 "accuracy_hi": hi, "n_repeats": len(v), "relative_drop": drop(acc), "drop_lo": drop(hi),
+                 "drop_hi": drop(lo)}
             )  # fmt: skip
     out = pd.DataFrame(rows)
     return out.sort_values(["model", "perturbation", "layer_index"]).reset_index(drop=True) if len(out) else out
@@ -193,8 +222,9 @@ def plot_accuracy_vs_level(
     palette: str = "viridis",
 ):
     """Cheney et al. 2017 Fig. 1 style: accuracy against level, one line per layer (colour
-    by depth), mean +/- s.e.m. over repeats as a band, a dashed chance line; one panel per
-    perturbation. Returns the matplotlib Figure."""
+    by depth), the mean over repeats with its 95% percentile bootstrap interval over repeats
+    as a band (:func:`summarize`), a dashed chance line; one panel per perturbation. Returns
+    the matplotlib Figure."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -210,7 +240,7 @@ def plot_accuracy_vs_level(
             if s.empty:
                 continue
             ax.plot(s["level"], s["mean"], marker="o", ms=3, lw=1.5, color=colors[lay["layer"]], label=lay["layer_label"])
-            ax.fill_between(s["level"], s["mean"] - s["sem"], s["mean"] + s["sem"], color=colors[lay["layer"]], alpha=0.25, lw=0)
+            ax.fill_between(s["level"], s["lo"], s["hi"], color=colors[lay["layer"]], alpha=0.25, lw=0)
         if chance is not None:
             ax.axhline(chance, ls="--", color="0.4", lw=1, label="chance")
         if baseline is not None:

@@ -11,6 +11,7 @@ levels, one job per model x layer x perturbation): :mod:`netperturb.studies.chen
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Mapping, Sequence
 
@@ -81,8 +82,13 @@ def perturb_layer(
     engine: str = "fast",
     precision: str = "fp32",
     max_replicas: int | None = None,
+    focus: tuple[float, int] | None = None,
 ) -> pd.DataFrame:
     """One perturbation job (model x layer x perturbation, all levels x repeats) -> CSV.
+
+    ``focus = (level, n)``: that level of the grid gets ``n`` repeats instead of ``repeats``
+    (config ``cheney2017.finding_repeats``: the findings' level); its first ``repeats`` cells are
+    the grid's own (same seeds), the others follow with repeat indices ``repeats .. n - 1``.
 
     ``checkpoint`` is a netperturb checkpoint, or with ``model_source`` (pretrained
     torchvision weights, :func:`netperturb.models.weights.resolve_model_source`) the weights file.
@@ -126,6 +132,12 @@ def perturb_layer(
         job, loaded, images, labels, batch_size=batch_size, progress=progress,
         engine=engine, precision=precision, max_replicas=max_replicas, store=store,
     )  # fmt: skip
+    if focus is not None and int(focus[1]) > int(repeats):
+        more = dataclasses.replace(job, levels=[float(focus[0])], repeats=int(focus[1]))  # the grid's cells are in the store
+        extra = run_layer_job(more, loaded, images, labels, batch_size=batch_size, progress=progress, engine=engine,
+                              precision=precision, max_replicas=max_replicas, store=store)  # fmt: skip
+        df = pd.concat([df, extra[extra["repeat"] >= int(repeats)]], ignore_index=True)
+        df = df.sort_values(["level", "repeat"], kind="stable").reset_index(drop=True)
     store.finish(df)
     return df
 

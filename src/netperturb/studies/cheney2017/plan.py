@@ -4,7 +4,7 @@ Errors name the config key."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from netperturb.core.config import expand_levels
@@ -21,10 +21,14 @@ class GridPlan:
     Attributes:
         layers: model name -> its selected layers (depth order).
         levels: perturbation name -> its levels.
+        focus: perturbation name -> (level, repeats): the findings' level of that
+            perturbation's grid gets this many repeats (``cheney2017.finding_repeats``, synapse
+            knockout at ``report.drop_level``); empty when not set or not above ``repeats``.
     """
 
     layers: dict[str, list[LayerInfo]]
     levels: dict[str, list[float]]
+    focus: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     def job_tables(self, out_dir: str) -> list[str]:
         """One CSV per (model, layer, perturbation) job: ``<out_dir>/runs/<model>/<perturbation>/<layer>.csv``."""
@@ -39,7 +43,8 @@ class GridPlan:
 def plan_grid(config: Mapping[str, Any], *, num_classes: int, in_channels: int) -> GridPlan:
     """Plan the grid of ``config`` (validated, defaults filled): every model of ``models``
     (its own ``layers`` if given, else ``cheney2017.layers``) x every perturbation of
-    ``cheney2017.perturbations``.
+    ``cheney2017.perturbations``; with ``cheney2017.finding_repeats`` above ``repeats``, synapse
+    knockout at the grid level nearest ``report.drop_level`` gets that many repeats (``focus``).
 
     Raises:
         ConfigError: unknown architecture, a layer selection that matches nothing, bad levels
@@ -61,4 +66,10 @@ def plan_grid(config: Mapping[str, Any], *, num_classes: int, in_channels: int) 
         p: expand_levels(o["levels"], key=f"cheney2017.perturbations.{p}.levels")
         for p, o in section["perturbations"].items()
     }
-    return GridPlan(layers, levels)
+    focus = {}
+    extra = section.get("finding_repeats")
+    if extra is not None and int(extra) > int(section["repeats"]) and levels.get("synapse_knockout"):
+        grid = levels["synapse_knockout"]
+        target = float(section.get("report", {}).get("drop_level", 0.7))
+        focus["synapse_knockout"] = (min(grid, key=lambda lv: abs(lv - target)), int(extra))
+    return GridPlan(layers, levels, focus)
