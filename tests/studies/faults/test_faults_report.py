@@ -73,3 +73,18 @@ def test_compare_bit_positions_and_findings():
     # without the variants a finding needs: "not tested"
     only = findings(df[df["perturbation"] == "fp32_man"], BASE, rate=1e-3)
     assert {x.verdict for x in only} == {"not tested"}
+
+
+def test_a_noisy_exponent_share_is_undetermined():
+    """The exponent share's interval comes from the repeats: three repeats that scatter widely
+    around a share above 90% leave the finding undetermined, with its interval in the table."""
+    df = table(
+        grid("fp32_word", "fp32", "all", "conv1", 1, [0.8, 0.8, 0.4, 0.1])
+        + grid("fp32_word", "fp32", "all", "fc6", 2, [0.8, 0.3, 0.1, 0.1])
+        + grid("fp32_exp", "fp32", "exponent", "conv1", 1, [0.8, 0.8, 0.45, 0.1], jitter=0.3)
+        + grid("fp32_exp", "fp32", "exponent", "fc6", 2, [0.8, 0.3, 0.1, 0.1])
+    )  # fmt: skip
+    f = {x.claim: x for x in findings(df, BASE, rate=1e-3, n_boot=500)}[EXPONENT_CLAIM]
+    # share (0.35 + 0.7) / (0.4 + 0.7) = 95%; repeats 0.15 / 0.45 / 0.75 put it anywhere in 68% .. 123%
+    assert f.estimate == pytest.approx(1.05 / 1.1) and f.lo < 0.9 < f.hi and f.verdict == "undetermined"
+    assert f.n == 3 and f.threshold == 0.9 and "bootstrap over repeats" in f.interval
