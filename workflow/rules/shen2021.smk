@@ -19,8 +19,11 @@ except ConfigError as e:
     raise WorkflowError(f"invalid config: {e}")
 SHEN_LAMS = dict(zip(SHEN_PLAN["lams"], SHEN["lambdas"]))
 SHEN_RUN = f"{SHEN_DIR}/runs/lam{{lam}}_seed{{seed}}"
+SHEN_CONTROL = f"{SHEN_DIR}/runs/shuffled_seed{{seed}}"
 # every lambda x seed, for expand()
 SHEN_RUNS = dict(lam=SHEN_PLAN["lams"], seed=SHEN_PLAN["seeds"])
+# the shuffled-label control runs, one per seed (none when shen2021.controls.shuffled_labels is off)
+SHEN_CONTROLS = dict(seed=SHEN_PLAN["seeds"] if SHEN["controls"]["shuffled_labels"] else [])
 
 
 if "shen2021" in config["studies"]:
@@ -49,12 +52,42 @@ rule shen2021_train:
         dataset=SHEN_DATASET,
         lam=lambda wildcards: SHEN_LAMS[wildcards.lam],
         options=SHEN,
+        shuffle_labels=False,
         device=config["device"],
     threads: 1
     log:
         f"logs/{RUN}/shen2021/train/lam{{lam}}_seed{{seed}}.log",
     benchmark:
         f"benchmarks/{RUN}/shen2021/train/lam{{lam}}_seed{{seed}}.tsv"
+    conda:
+        "../../envs/netperturb.yaml"
+    script:
+        "../scripts/shen2021/train.py"
+
+
+# The shuffled-label control of one seed: lambda 0, the training labels permuted, tracked the same way.
+rule shen2021_control:
+    input:
+        shards=f"resources/data/{SHEN_DATASET}/shards",
+    output:
+        checkpoint=f"{SHEN_CONTROL}/model.pt",
+        history=f"{SHEN_CONTROL}/history.csv",
+        tracking=f"{SHEN_CONTROL}/tracking.csv",
+        histograms=f"{SHEN_CONTROL}/histograms.csv",
+    wildcard_constraints:
+        seed=r"\d+",
+    params:
+        run=RUN,
+        dataset=SHEN_DATASET,
+        lam=0.0,
+        options=SHEN,
+        shuffle_labels=True,
+        device=config["device"],
+    threads: 1
+    log:
+        f"logs/{RUN}/shen2021/control/shuffled_seed{{seed}}.log",
+    benchmark:
+        f"benchmarks/{RUN}/shen2021/control/shuffled_seed{{seed}}.tsv"
     conda:
         "../../envs/netperturb.yaml"
     script:
@@ -123,12 +156,16 @@ rule shen2021_perturb:
 rule shen2021_merge:
     input:
         history=expand(rules.shen2021_train.output.history, **SHEN_RUNS),
-        tracking=expand(rules.shen2021_train.output.tracking, **SHEN_RUNS),
-        histograms=expand(rules.shen2021_train.output.histograms, **SHEN_RUNS),
+        tracking=expand(rules.shen2021_train.output.tracking, **SHEN_RUNS)
+        + expand(rules.shen2021_control.output.tracking, **SHEN_CONTROLS),
+        histograms=expand(rules.shen2021_train.output.histograms, **SHEN_RUNS)
+        + expand(rules.shen2021_control.output.histograms, **SHEN_CONTROLS),
+        control_history=expand(rules.shen2021_control.output.history, **SHEN_CONTROLS),
         robustness=expand(rules.shen2021_attack.output[0], **SHEN_RUNS),
         perturbation=expand(rules.shen2021_perturb.output[0], **SHEN_RUNS),
     output:
         history=f"{SHEN_DIR}/history.csv",
+        control_history=f"{SHEN_DIR}/control_history.csv",
         tracking=f"{SHEN_DIR}/tracking.csv",
         tracking_parquet=f"{SHEN_DIR}/tracking.parquet",
         histograms=f"{SHEN_DIR}/histograms.csv",
@@ -149,6 +186,7 @@ rule shen2021_merge:
 rule shen2021_report:
     input:
         history=rules.shen2021_merge.output.history,
+        control_history=rules.shen2021_merge.output.control_history,
         tracking=rules.shen2021_merge.output.tracking_parquet,
         histograms=rules.shen2021_merge.output.histograms_parquet,
         robustness=rules.shen2021_merge.output.robustness,

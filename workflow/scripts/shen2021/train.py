@@ -1,4 +1,5 @@
-"""Rule shen2021_train: one lambda x seed run of the Min-Max study (netperturb.minmax_study.train_run)."""
+"""Rules shen2021_train and shen2021_control: one lambda x seed run of the Min-Max study, or the
+shuffled-label control of a seed (netperturb.studies.shen2021.jobs.train_run)."""
 
 from netperturb.core.jobs import start_job
 from netperturb.studies.shen2021.jobs import train_run
@@ -25,4 +26,6 @@ train_run(
     interval=o["interval"],
     input_size=o.get("input_size"),
     device=p.device,
+    driftless_walk=o["controls"]["driftless_walk"],
+    shuffle_labels=p.shuffle_labels,
 )

@@ -44,8 +44,13 @@ def _agg(g) -> pd.DataFrame:
     return g.agg(mean="mean", sd=lambda s: s.std(ddof=1) if len(s) > 1 else np.nan, n="count")
 
 
-def _reading(df: pd.DataFrame, interval: str) -> pd.DataFrame:
-    """The rows of one interval reading (a table from before the readings is all ``current``)."""
+def _reading(df: pd.DataFrame, interval: str, control: str = "none") -> pd.DataFrame:
+    """The rows of one interval reading and one control (``none``: the trained runs; a table
+    from before the readings is all ``current``, one from before the controls all ``none``)."""
+    if "control" in df:
+        df = df[df["control"] == control]
+    elif control != "none":
+        df = df.iloc[:0]
     if "interval" not in df:
         if interval != "current":
             raise ValueError(f"this table has only the 'current' reading, asked for {interval!r}")
@@ -53,16 +58,20 @@ def _reading(df: pd.DataFrame, interval: str) -> pd.DataFrame:
     return df[df["interval"] == interval]
 
 
-def fuzziness_trajectory(tracking: pd.DataFrame, scope: str = "layer", interval: str = "current") -> pd.DataFrame:
+def fuzziness_trajectory(
+    tracking: pd.DataFrame, scope: str = "layer", interval: str = "current", control: str = "none"
+) -> pd.DataFrame:
     """Per run, layer and snapshot: ``fuzziness``, ``frac_ends``, ``frac_low``, ``frac_high``
     in the given scope (``kernel``: the mean over the layer's kernels, each in its own
-    interval) under one reading of the interval (:mod:`netperturb.studies.shen2021.intervals`).
+    interval) under one reading of the interval (:mod:`netperturb.studies.shen2021.intervals`),
+    of the trained runs (``control="none"``) or of one control (``"driftless walk"``,
+    ``"shuffled labels"``: :mod:`netperturb.studies.shen2021.controls`).
 
     Returns:
         columns ``lam, train_seed, layer, layer_label, layer_index, epoch, step, fuzziness,
         frac_ends, frac_low, frac_high`` (and ``frac_outside`` where the tracking has it).
     """
-    sub = _reading(tracking, interval)
+    sub = _reading(tracking, interval, control)
     sub = sub[sub["scope"] == scope]
     keys = ["lam", "train_seed", "layer", "layer_label", "layer_index", "epoch", "step"]
     cols = ["fuzziness", "frac_ends", "frac_low", "frac_high"] + (["frac_outside"] if "frac_outside" in sub else [])
@@ -70,8 +79,9 @@ def fuzziness_trajectory(tracking: pd.DataFrame, scope: str = "layer", interval:
 
 
 def fuzziness_change(
-    tracking: pd.DataFrame, scope: str = "layer", interval: str = "current", end_fraction: float = 0.1
-) -> pd.DataFrame:
+    tracking: pd.DataFrame, scope: str = "layer", interval: str = "current", end_fraction: float = 0.1,
+    control: str = "none",
+) -> pd.DataFrame:  # fmt: skip
     """Fuzziness and fraction near the ends at the reference and after the last epoch, per
     lambda and layer, mean and s.d. over seeds; ``delta`` = end - reference per seed;
     ``n_fell`` = seeds whose fuzziness ended below the reference.
@@ -81,10 +91,12 @@ def fuzziness_change(
     exist (no weight has a range yet); the reference is a driftless random walk of as many
     steps as the run took (:func:`~netperturb.studies.shen2021.intervals.random_walk_reference`
     with ``end_fraction``): F below it means the weights end nearer the extremes of the values
-    they took than diffusion alone would leave them (chosen).
+    they took than diffusion alone would leave them (chosen). ``control`` picks the trained
+    runs (``none``) or a control's rows (:func:`fuzziness_trajectory`); the seed-by-seed
+    comparison with the controls is :func:`~netperturb.studies.shen2021.controls.control_margins`.
 
     Returns:
-        columns ``interval, reference, lam, layer_index, layer_label, epochs, n_seeds,
+        columns ``interval, control, reference, lam, layer_index, layer_label, epochs, n_seeds,
         F0_mean, F0_sd, Fend_mean, Fend_sd, delta_mean, delta_sd, n_fell, ends0_mean,
         endsend_mean, outsideend_mean`` (``F0`` / ``ends0``: the reference's values;
         ``outsideend``: fraction of the weights beyond the interval after the last epoch,
@@ -92,7 +104,9 @@ def fuzziness_change(
     """
     from netperturb.studies.shen2021.intervals import random_walk_reference
 
-    traj = fuzziness_trajectory(tracking, scope, interval)
+    traj = fuzziness_trajectory(tracking, scope, interval, control)
+    if traj.empty:
+        return pd.DataFrame()
     last = traj["epoch"].max()
     idx = ["lam", "train_seed", "layer_index", "layer_label"]
     end = traj[traj["epoch"] == last].set_index(idx)
@@ -112,7 +126,7 @@ def fuzziness_change(
     for (lam, idx, label), g in both.groupby(level=["lam", "layer_index", "layer_label"], sort=True):
         sd = (lambda s: s.std(ddof=1) if len(s) > 1 else np.nan)
         rows.append(
-            {"interval": interval, "reference": reference,
+            {"interval": interval, "control": control, "reference": reference,
              "lam": lam, "layer_index": idx, "layer_label": label, "epochs": last, "n_seeds": len(g),
              "F0_mean": g["F0"].mean(), "F0_sd": sd(g["F0"]), "Fend_mean": g["Fend"].mean(), "Fend_sd": sd(g["Fend"]),
              "delta_mean": g["delta"].mean(), "delta_sd": sd(g["delta"]), "n_fell": int((g["delta"] < 0).sum()),
@@ -123,14 +137,18 @@ def fuzziness_change(
 
 
 def readings_change(tracking: pd.DataFrame, scope: str = "layer", end_fraction: float = 0.1) -> pd.DataFrame:
-    """:func:`fuzziness_change` under every reading of the interval in ``tracking``, stacked
-    (column ``interval``, in the order of
-    :data:`~netperturb.studies.shen2021.intervals.READINGS`): the side-by-side table of the
-    Min-Max verdicts."""
+    """:func:`fuzziness_change` under every reading of the interval in ``tracking`` and for the
+    trained runs and every control present, stacked (columns ``interval``, in the order of
+    :data:`~netperturb.studies.shen2021.intervals.READINGS`, and ``control``: ``none`` first,
+    then ``driftless walk``, ``shuffled labels``): the readings table of the Min-Max verdicts,
+    the controls' rows next to the trained runs'."""
+    from netperturb.studies.shen2021.controls import CONTROLS
     from netperturb.studies.shen2021.intervals import READINGS
 
     present = set(tracking["interval"]) if "interval" in tracking else {"current"}
-    frames = [fuzziness_change(tracking, scope, r, end_fraction) for r in READINGS if r in present]
+    controls = ["none"] + [c for c in CONTROLS if "control" in tracking and c in set(tracking["control"])]
+    frames = [fuzziness_change(tracking, scope, r, end_fraction, c) for r in READINGS if r in present for c in controls]
+    frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -207,6 +225,8 @@ def fuzziness_robustness(
     """
     from scipy.stats import pearsonr
 
+    if "control" in history:
+        history = history[history["control"] == "none"]
     last = history.loc[history.groupby("model")["epoch"].idxmax(), ["model", "lam", "train_seed", "reg_fuzziness"]]
     at = robustness[np.isclose(robustness["eps"], eps)][["model", "attack", metric]]
     pts = last.merge(at, on="model").rename(columns={"reg_fuzziness": "fuzziness", metric: "accuracy"})
@@ -294,7 +314,7 @@ def plot_histogram_evolution(
     interval. Returns the Figure."""
     import matplotlib.pyplot as plt
 
-    h = _reading(histograms, interval)
+    h = _reading(histograms, interval)  # the trained runs (control "none")
     h = h[h["scope"] == scope]
     lams = sorted(h["lam"].unique()) if lams is None else list(lams)
     layers = h.drop_duplicates("layer").sort_values("layer_index")[["layer", "layer_label"]].values.tolist()

@@ -14,13 +14,32 @@ the authors'):
   ``[-b, b]`` with ``b = 1 / sqrt(fan_in)`` (``reset_parameters`` calls
   ``kaiming_uniform_(w, a=sqrt(5))``: gain ``sqrt(2 / (1 + a^2)) = sqrt(1/3)``, bound
   ``gain * sqrt(3 / fan_in) = 1 / sqrt(fan_in)``; ``fan_in = in_channels / groups * kh * kw``
-  or ``in_features``, i.e. ``W[0].numel()``): ``mu = clamp((w_t + b) / (2 b), 0, 1)``. A
-  weight that left the interval counts as at its end (``frac_outside`` says how many did).
+  or ``in_features``, i.e. ``W[0].numel()``): ``mu = (w_t + b) / (2 b)`` for the weights
+  still inside ``[-b, b]``; a weight beyond the bound has no position (NaN, left out of the
+  fuzziness and the near-an-end fractions) and is counted in ``frac_outside`` instead.
+  **What it measures**: where the weights that stayed inside the initial interval sit within
+  it, and (``frac_outside``) how many left it. It used to count a weight beyond the bound as
+  at its end (``mu`` clamped, F = 0); then the fuzziness fell as soon as the spread of the
+  weights grew, which a driftless walk of the same steps also does, so that reading could
+  not separate learning from diffusion.
 - ``trajectory``: each weight's own range over training up to ``t``, over the values it took
   after every optimiser step and at initialisation:
   ``mu = (w_t - min_{s<=t} w_s) / (max_{s<=t} w_s - min_{s<=t} w_s)``; ``mu = 1`` means the
   weight is at the largest value it ever had, 0 at the smallest. NaN while the weight has
-  not moved (at initialisation every position is NaN).
+  not moved (at initialisation every position is NaN). **What it measures**: whether each
+  weight ends at an extreme of its own history; a weight that only diffuses also ends near
+  one (the last point of a random walk tends to lie near an end of its range), so this
+  reading means something only against the driftless walk control.
+
+``current`` **measures** the shape of the layer's weight distribution between its own
+extremes: F falls when the mass moves towards both tails (a bimodal layer), rises when it
+becomes bell-shaped; a few outliers widen the interval and raise F.
+
+**Controls** (:mod:`netperturb.studies.shen2021.controls`): every reading is also taken, at the
+same snapshots, on (a) the *driftless walk* -- the run's own per-step updates of each weight
+with random signs, tracked during the real run as a shadow copy of the tracked weights -- and
+(b) a network trained the same way on *shuffled labels*; a fall that these also show is
+diffusion or spread, not learning.
 
 Fuzziness and "near an end" are those of :mod:`netperturb.studies.shen2021.minmax` applied to
 each reading's ``mu``. Under ``current`` and ``init_bound`` Kaiming-uniform initial weights
@@ -130,8 +149,9 @@ def reading_position(
         run_min, run_max: ``trajectory``: the weight's running minimum and maximum, ``w``'s shape.
 
     Returns:
-        Tensor of ``w``'s shape in [0, 1]; NaN where the interval is degenerate (``current``:
-        max == min; ``trajectory``: a weight that never moved).
+        Tensor of ``w``'s shape in [0, 1]; NaN where the position is undefined (``current``:
+        max == min; ``init_bound``: a weight beyond the bound; ``trajectory``: a weight that
+        never moved).
 
     Raises:
         ValueError: unknown reading, or the reading's argument missing / of the wrong shape.
@@ -141,7 +161,9 @@ def reading_position(
     if reading == "init_bound":
         if bound is None or not bound > 0:
             raise ValueError(f"reading 'init_bound' needs bound > 0, got {bound}")
-        return ((w.detach() + bound) / (2 * bound)).clamp(0.0, 1.0)
+        w = w.detach()
+        mu = (w + bound) / (2 * bound)
+        return torch.where(w.abs() <= bound, mu, torch.full_like(mu, math.nan))
     if reading == "trajectory":
         if run_min is None or run_max is None or run_min.shape != w.shape or run_max.shape != w.shape:
             raise ValueError("reading 'trajectory' needs run_min and run_max of the weight's shape")

@@ -32,6 +32,7 @@ from netperturb.core.io import write_csv
 from netperturb.core.layers import find_layers, select_layers
 from netperturb.core.merge import merge_tables
 from netperturb.core.resume import CellStore, data_fingerprint, environment
+from netperturb.core.seeds import cell_seed
 from netperturb.core.training import TrainConfig, train_classifier
 from netperturb.datasets.shards import load_split, read_manifest
 from netperturb.models import get_model
@@ -39,13 +40,14 @@ from netperturb.models.checkpoints import load_checkpoint, save_checkpoint
 from netperturb.models.loading import model_preprocess
 from netperturb.perturb.grid import COLUMNS, LayerJob, run_layer_job
 from netperturb.perturb.registry import make_perturbation
+from netperturb.studies.shen2021.controls import SHUFFLED, TRAINED, WALK, shuffled_labels
 from netperturb.studies.shen2021.minmax import (
     FuzzinessRegularizer,
     WeightTracker,
     first_epoch_steps,
     robust_accuracy,
 )
-from netperturb.studies.shen2021.plan import run_name, seed_name
+from netperturb.studies.shen2021.plan import control_name, run_name, seed_name
 
 log = logging.getLogger("netperturb")
 
@@ -84,6 +86,8 @@ def train_run(
     input_size: int | None = None,
     device: str = "auto",
     progress: bool = True,
+    driftless_walk: bool = True,
+    shuffle_labels: bool = False,
 ) -> pd.DataFrame:
     """Train one run: cross-entropy + ``lam`` x mean fuzziness of the regularised layers
     (:class:`~netperturb.studies.shen2021.minmax.FuzzinessRegularizer`; ``lam = 0`` trains without the term,
@@ -106,6 +110,16 @@ def train_run(
         interval: readings of the interval tracked side by side (``current``, ``init_bound``,
             ``trajectory``: :mod:`netperturb.studies.shen2021.intervals`); the tracking and
             histogram tables get one block of rows per reading (column ``interval``).
+        driftless_walk: track the driftless walk control alongside
+            (:class:`~netperturb.studies.shen2021.controls.DriftlessWalk`, signs seeded from
+            the training seed alone, so every lambda of a seed gets the same signs): tracking
+            rows with ``control = "driftless walk"``.
+        shuffle_labels: the shuffled-label control instead of a trained run: the training
+            labels permuted once (:func:`~netperturb.studies.shen2021.controls.shuffled_labels`,
+            seeded from the training seed), the test labels kept (its test accuracy is
+            chance); ``model`` is :func:`~netperturb.studies.shen2021.plan.control_name`,
+            ``control = "shuffled labels"``, no walk. Same initialisation, data order,
+            optimiser and epochs as the trained run of that seed.
 
     Returns:
         The history table.
@@ -120,6 +134,10 @@ def train_run(
     cfg = TrainConfig.from_mapping(train_cfg, seed=int(seed))
     dev = resolve_device(device)
     train, test = load_split(shard_dir, "train"), load_split(shard_dir, "test")
+    if shuffle_labels:
+        if lam != 0:
+            raise ValueError(f"the shuffled-label control trains without the fuzziness term (lam 0), got lam {lam}")
+        train = (train[0], shuffled_labels(train[1], cell_seed(int(seed), seed_name(arch, seed), "", SHUFFLED, 0.0, 0)))
     in_channels = int(train[0].shape[1])
     torch.manual_seed(cfg.seed)  # the same initialisation for every lambda of this seed
     model = get_model(arch, num_classes=manifest["num_classes"], in_channels=in_channels).to(dev)
@@ -132,9 +150,13 @@ def train_run(
     )  # fmt: skip
     steps_per_epoch = math.ceil(len(train[1]) / cfg.batch_size)
     head = _head(study, dataset, arch, lam, seed)
+    if shuffle_labels:
+        head["model"] = control_name(arch, seed)
+    walk_seed = cell_seed(int(seed), seed_name(arch, seed), "", WALK, 0.0, 0) if driftless_walk and not shuffle_labels else None
     tracker = WeightTracker(
         tracked, steps_per_epoch, first_epoch_steps(first_epoch_points, steps_per_epoch),
         bins=bins, end_fraction=end_fraction, meta=head, readings=tuple(interval),
+        control=SHUFFLED if shuffle_labels else TRAINED, walk_seed=walk_seed,
     )  # fmt: skip
     reg_f: dict[int, float] = {}
 
@@ -148,13 +170,14 @@ def train_run(
         on_step=tracker.on_step, on_epoch_end=on_epoch_end, progress=progress,
     )  # fmt: skip
     history["reg_fuzziness"] = history["epoch"].map(reg_f)
-    for i, (k, v) in enumerate(head.items()):
+    for i, (k, v) in enumerate({**head, "control": SHUFFLED if shuffle_labels else TRAINED}.items()):
         history.insert(i, k, v)
     final = history.iloc[-1]
     save_checkpoint(
         checkpoint_out, model, arch=arch, num_classes=manifest["num_classes"], in_channels=in_channels,
         preprocess=preprocess,
         meta={"dataset": manifest["dataset"], "study": "shen2021", "lam": float(lam), "train_seed": int(seed),
+              "control": SHUFFLED if shuffle_labels else TRAINED,
               "train": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "max_shift", "seed",
                                                      "optimizer", "momentum")},
               "regularizer": {"layers": [l.path for l in reg_layers], "scope": term.scope, "eps": term.eps,
@@ -306,13 +329,26 @@ def merge_runs(
     inputs: Sequence[str | os.PathLike],
     out_csv: str | os.PathLike,
     out_parquet: str | os.PathLike | None = None,
+    *,
+    allow_empty: bool = False,
 ) -> pd.DataFrame:
     """Concatenate one kind of per-run table (history, tracking, histograms, robustness,
-    perturbation) into one, sorted by lam and seed (stable otherwise), as CSV (and Parquet).
+    perturbation; the shuffled-label controls' histories) into one, sorted by lam and seed
+    (stable otherwise), as CSV (and Parquet). With ``allow_empty`` and no inputs (e.g. the
+    controls switched off), an empty table with the columns ``model, lam, train_seed`` is written.
 
     Raises:
-        ValueError: no inputs, or a table without ``model, lam, train_seed`` (names the file).
+        ValueError: no inputs (without ``allow_empty``), or a table without ``model, lam,
+            train_seed`` (names the file).
     """
+    if allow_empty and not inputs:
+        from netperturb.core.io import write_parquet
+
+        empty = pd.DataFrame(columns=["model", *RUN_COLUMNS])
+        write_csv(empty, out_csv)
+        if out_parquet is not None:
+            write_parquet(empty, out_parquet)
+        return empty
     return merge_tables(
         inputs, out_csv, out_parquet, columns=("model", *RUN_COLUMNS), sort_by=RUN_COLUMNS, empty_is_nan=True
     )

@@ -363,6 +363,14 @@ class WeightTracker:
             maximum (:class:`~netperturb.studies.shen2021.intervals.RunningRange`), started
             at the first snapshot (call it at initialisation: ``on_epoch_end(0, ...)`` does)
             and updated after every optimiser step.
+        control: the value of the ``control`` column of this run's rows (``"none"``: the
+            trained run; ``"shuffled labels"``: the shuffled-label control,
+            :mod:`netperturb.studies.shen2021.controls`).
+        walk_seed: when set, the driftless walk control is tracked alongside
+            (:class:`~netperturb.studies.shen2021.controls.DriftlessWalk` with this seed,
+            started at the first snapshot, one step after every optimiser step): its
+            :func:`weight_stats` rows, every reading, come with ``control = "driftless
+            walk"`` at the same snapshots (no histograms).
     """
 
     layers: Sequence[LayerInfo]
@@ -372,29 +380,46 @@ class WeightTracker:
     end_fraction: float = 0.1
     meta: Mapping[str, Any] = field(default_factory=dict)
     readings: Sequence[str] = ("current",)
+    control: str = "none"
+    walk_seed: int | None = None
     ranges: RunningRange | None = field(default=None, init=False, repr=False)
+    walk: Any = field(default=None, init=False, repr=False)
+    walk_ranges: RunningRange | None = field(default=None, init=False, repr=False)
     _stats: list = field(default_factory=list, init=False, repr=False)
     _hists: list = field(default_factory=list, init=False, repr=False)
 
-    def _head(self, df: pd.DataFrame, epoch: float, step: int) -> pd.DataFrame:
-        head = {**self.meta, "epoch": float(epoch), "step": int(step)}
+    def _head(self, df: pd.DataFrame, epoch: float, step: int, control: str | None = None) -> pd.DataFrame:
+        head = {**self.meta, "control": control or self.control, "epoch": float(epoch), "step": int(step)}
         for i, (k, v) in enumerate(head.items()):
             df.insert(i, k, v)
         return df
 
     def snapshot(self, model: nn.Module, epoch: float, step: int) -> None:
-        """Record the model's weights now."""
+        """Record the model's weights now (and the driftless walk's, when tracked)."""
+        from netperturb.studies.shen2021.controls import WALK, DriftlessWalk
+
         if "trajectory" in self.readings and self.ranges is None:
             self.ranges = RunningRange(model, self.layers)
+        if self.walk_seed is not None and self.walk is None:
+            self.walk = DriftlessWalk(model, self.layers, self.walk_seed)
+            self.walk_ranges = RunningRange(self.walk, self.layers) if "trajectory" in self.readings else None
         kw = {"readings": self.readings, "ranges": self.ranges}
         self._stats.append(
             self._head(weight_stats(model, self.layers, end_fraction=self.end_fraction, **kw), epoch, step)
         )
         self._hists.append(self._head(weight_histograms(model, self.layers, bins=self.bins, **kw), epoch, step))
+        if self.walk is not None:
+            walk = weight_stats(self.walk, self.layers, end_fraction=self.end_fraction, readings=self.readings,
+                                ranges=self.walk_ranges)  # fmt: skip
+            self._stats.append(self._head(walk, epoch, step, WALK))
 
     def on_step(self, epoch: int, step: int, model: nn.Module) -> None:
         if self.ranges is not None:
             self.ranges.update(model)
+        if self.walk is not None:
+            self.walk.update(model)
+            if self.walk_ranges is not None:
+                self.walk_ranges.update(self.walk)
         if epoch == 1 and step in self.steps:
             self.snapshot(model, step / self.steps_per_epoch, step)
 

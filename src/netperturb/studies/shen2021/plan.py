@@ -8,7 +8,7 @@ from netperturb.core.config import expand_levels
 from netperturb.core.layers import select_layers
 from netperturb.core.seeds import canonical_level
 
-__all__ = ["run_name", "seed_name", "check_config"]
+__all__ = ["run_name", "seed_name", "control_name", "check_config"]
 
 
 def run_name(arch: str, lam: float, seed: int) -> str:
@@ -20,6 +20,12 @@ def run_name(arch: str, lam: float, seed: int) -> str:
 def seed_name(arch: str, seed: int) -> str:
     """``{arch}_seed{seed}``: what random draws are keyed on (the same for every lambda)."""
     return f"{arch}_seed{int(seed)}"
+
+
+def control_name(arch: str, seed: int) -> str:
+    """``{arch}_shuffled_seed{seed}``: the ``model`` of the shuffled-label control run of a
+    training seed (:func:`netperturb.studies.shen2021.jobs.train_run` with ``shuffle_labels``)."""
+    return f"{arch}_shuffled_seed{int(seed)}"
 
 
 def check_config(mm: Mapping[str, Any], *, num_classes: int, in_channels: int) -> dict[str, list]:
