@@ -189,6 +189,7 @@ rule pravin2024_scores:
         tolerance=PRAVIN["tolerance"],
         metric=PRAVIN["metric"],
         score=PRAVIN["score"],
+        seed=config["seed"],
     priority: 25
     log:
         f"logs/{RUN}/pravin2024/scores.log",
@@ -267,6 +268,9 @@ rule pravin2024_report:
         metric=PRAVIN["metric"],
         score_normalise=PRAVIN["score"]["normalise"],
         score_baseline=PRAVIN["score"]["baseline"],
+        score_n_boot=PRAVIN["score"]["n_boot"],
+        score_ci=PRAVIN["score"]["ci"],
+        seed=config["seed"],
     priority: 25
     log:
         f"logs/{RUN}/pravin2024/report.log",

@@ -16,4 +16,7 @@ merge_and_score(
     metric=snakemake.params.metric,
     normalise=snakemake.params.score["normalise"],
     baseline=snakemake.params.score["baseline"],
+    n_boot=snakemake.params.score["n_boot"],
+    ci=snakemake.params.score["ci"],
+    seed=snakemake.params.seed,
 )

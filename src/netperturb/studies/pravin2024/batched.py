@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from netperturb.core.attacks import fgsm_step
-from netperturb.core.evaluate import Counts, count_logits
+from netperturb.core.evaluate import Counts
+from netperturb.studies.pravin2024.images import ImageCounts, image_counts
 from netperturb.core.layers import LayerInfo
 from netperturb.perturb.engine.graph import split_at_layer, widen_roles
 from netperturb.perturb.engine.replicas import available_memory, choose_replicas
@@ -156,7 +157,7 @@ class BatchedSweep:
         ev, attack = self.ev, self.ev.attack
         clamp = ev.box if attack.clamp else None
         replicas = [{**self._tensors, "weight": w} for w in weights]
-        out = [[Counts(), Counts()] for _ in range(k)]
+        out = [[ImageCounts(), ImageCounts()] for _ in range(k)]
         for b, sl in enumerate(self._slices):
             yb = ev.y[sl]
             n = sl.stop - sl.start
@@ -166,7 +167,7 @@ class BatchedSweep:
                     for j, values in enumerate((live, live_adv)):
                         logits = self._logits(values, replicas, k, each=False)
                         for r in range(k):
-                            out[r][j] += count_logits(logits[r * n : (r + 1) * n], yb)
+                            out[r][j] += image_counts(logits[r * n : (r + 1) * n], yb)
                 continue
             xg, live = self._prefix(b)
             rows = k * n
@@ -186,6 +187,6 @@ class BatchedSweep:
             with torch.no_grad():
                 adv_logits = self._logits(self.split.prefix(xa), replicas, k, each=True)
             for r in range(k):
-                out[r][0] += count_logits(logits[r * n : (r + 1) * n], yb)
-                out[r][1] += count_logits(adv_logits[r * n : (r + 1) * n], yb)
+                out[r][0] += image_counts(logits[r * n : (r + 1) * n], yb)
+                out[r][1] += image_counts(adv_logits[r * n : (r + 1) * n], yb)
         return [(c, a) for c, a in out]

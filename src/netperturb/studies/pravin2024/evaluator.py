@@ -34,7 +34,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from netperturb.core.attacks import fgsm_with_logits, pgd
-from netperturb.core.evaluate import Counts, count_logits
+from netperturb.core.evaluate import Counts
+from netperturb.studies.pravin2024.images import ImageCounts, image_counts
 from netperturb.core.preprocess import Preprocess
 from netperturb.core.seeds import cell_generator, cell_seed
 from netperturb.studies.pravin2024.budgets import input_eps
@@ -195,14 +196,14 @@ def clean_and_adversarial(
         raise ValueError("attack mode 'reuse' needs the fixed adversarial set x_adv")
     forward = _forward(model, overrides)
     clamp = box if attack.clamp else None
-    clean, adv = Counts(), Counts()
+    clean, adv = ImageCounts(), ImageCounts()
     g = cell_generator(seed)
     for sl in _batches(len(y), batch_size):
         xb, yb = x[sl], y[sl]
         if x_adv is not None and attack.mode == "reuse":
             with torch.no_grad():
-                clean += count_logits(forward(xb), yb)
-                adv += count_logits(forward(x_adv[sl]), yb)
+                clean += image_counts(forward(xb), yb)
+                adv += image_counts(forward(x_adv[sl]), yb)
             continue
         if attack.name == "fgsm":
             logits, xa = fgsm_with_logits(forward, xb, yb, attack.budget(xb), clamp)
@@ -211,9 +212,9 @@ def clean_and_adversarial(
                 logits = forward(xb)
             xa = pgd(forward, xb, yb, attack.budget(xb), steps=attack.steps, step_size=attack.budget_step(xb),
                      random_start=attack.random_start, generator=g, clamp=clamp)  # fmt: skip
-        clean += count_logits(logits, yb)
+        clean += image_counts(logits, yb)
         with torch.no_grad():
-            adv += count_logits(forward(xa), yb)
+            adv += image_counts(forward(xa), yb)
     return clean, adv
 
 

@@ -20,6 +20,7 @@ from netperturb.studies.pravin2024.scores import CLASSES, SCORES, classify, filt
 __all__ = [
     "FILTER_TITLES",
     "CLASS_COLORS",
+    "MAP_CLASSES",
     "layer_role",
     "curve_means",
     "plot_layer_curves",
@@ -40,7 +41,10 @@ __all__ = [
 ]
 
 FILTER_TITLES = {"filter_low": "low (w <= alpha)", "filter_high": "high (w >= alpha)", "filter_pulse": "pulse (band at alpha)"}
-CLASS_COLORS = {"fragile": "#d6604d", "robust": "#bababa", "antifragile": "#4393c3"}
+CLASS_COLORS = {"fragile": "#d6604d", "robust": "#bababa", "antifragile": "#4393c3", "undetermined": "#f7f7f7"}
+#: The classes of the maps and tables: the paper's three and "undetermined" (the interval reaches
+#: into a neighbouring class, :func:`~netperturb.studies.pravin2024.intervals.classify_interval`).
+MAP_CLASSES = (*CLASSES, "undetermined")
 
 
 def layer_role(path: str, index: int) -> str:
@@ -229,7 +233,21 @@ def plot_score_heatmaps(scores: pd.DataFrame, model: str, *, tolerance: float | 
 
 
 def class_table(scores: pd.DataFrame, model: str, tolerance: float) -> pd.DataFrame:
-    """Class of the mean score over initialisations, per (filter, score, layer, epoch)."""
+    """Class per (filter, score, layer, epoch) of the per-layer mode: from the pooled table of
+    :func:`~netperturb.studies.pravin2024.intervals.pooled_scores` (a ``n_inits`` column: the
+    mean over initialisations with its interval; ``class`` may be ``undetermined``,
+    ``class_point`` is the class of the value alone), else the class of the mean score over
+    initialisations (no interval).
+
+    Returns:
+        columns ``perturbation, score, layer_index, layer_label, epoch, value, class`` (and
+        ``lo, hi, class_point, n_inits`` from a pooled table).
+    """
+    if "n_inits" in scores:
+        s = scores[(scores["model"] == model) & (scores["mode"] == "layer")]
+        cols = ["perturbation", "score", "layer_index", "layer_label", "epoch", "value", "lo", "hi", "class", "class_point",
+                "n_inits"]  # fmt: skip
+        return s[cols].sort_values(["perturbation", "score", "layer_index", "epoch"]).reset_index(drop=True)
     m = _score_means(scores, model)
     m["class"] = [classify(v, tolerance) for v in m["value"]]
     return m
@@ -244,8 +262,9 @@ def plot_class_maps(scores: pd.DataFrame, model: str, tolerance: float):
 
     m = class_table(scores, model, tolerance)
     filters = _filters(m)
-    code = {c: i for i, c in enumerate(CLASSES)}
-    cmap = ListedColormap([CLASS_COLORS[c] for c in CLASSES])
+    shown = MAP_CLASSES if (m["class"] == "undetermined").any() else CLASSES
+    code = {c: i for i, c in enumerate(shown)}
+    cmap = ListedColormap([CLASS_COLORS[c] for c in shown])
     n_layers = m["layer_index"].nunique()
     fig, axes = plt.subplots(len(filters), 3, figsize=(3.2 * 3, 0.22 * n_layers * len(filters) + 1.6 * len(filters)),
                              squeeze=False)  # fmt: skip
@@ -255,27 +274,34 @@ def plot_class_maps(scores: pd.DataFrame, model: str, tolerance: float):
             s["code"] = s["class"].map(code)
             wide = s.pivot_table(index=["layer_index", "layer_label"], columns="epoch", values="code")
             ax = axes[r][c]
-            ax.imshow(wide.to_numpy(dtype=float), cmap=cmap, vmin=-0.5, vmax=len(CLASSES) - 0.5, aspect="auto",
+            ax.imshow(wide.to_numpy(dtype=float), cmap=cmap, vmin=-0.5, vmax=len(shown) - 0.5, aspect="auto",
                       interpolation="nearest")  # fmt: skip
             ax.set_yticks(range(len(wide.index)), [lab for _, lab in wide.index], fontsize=7)
             ax.set_xticks(range(len(wide.columns)), [str(e) for e in wide.columns])
             ax.set_xlabel("epoch")
             ax.set_title(f"{FILTER_TITLES[flt]}: {score}", fontsize=9)
-    fig.legend([Patch(color=CLASS_COLORS[c]) for c in CLASSES], CLASSES, loc="lower center", ncol=3, frameon=False,
-               bbox_to_anchor=(0.5, -0.01))  # fmt: skip
-    fig.suptitle(f"{model}: classes (tolerance {tolerance:g})")
+    fig.legend([Patch(facecolor=CLASS_COLORS[c], edgecolor="0.6") for c in shown], shown, loc="lower center",
+               ncol=len(shown), frameon=False, bbox_to_anchor=(0.5, -0.01))  # fmt: skip
+    fig.suptitle(f"{model}: classes (tolerance {tolerance:g})"
+                 + ("; a class only where the interval over images excludes its neighbours" if "lo" in m else ""))  # fmt: skip
     fig.tight_layout(rect=(0, 0.03, 1, _below_title(fig)))
     return fig
 
 
-def full_filter_table(sweeps: pd.DataFrame, baseline: pd.DataFrame, *, metric: str = "top1") -> pd.DataFrame:
+def full_filter_table(
+    sweeps: pd.DataFrame, baseline: pd.DataFrame, *, metric: str = "top1", n_boot: int = 0, ci: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:  # fmt: skip
     """Accuracy with a layer fully filtered (every weight zeroed: the last point of the low
     filter's sweep) against the unfiltered network, per model, epoch and layer (mean over
-    initialisations), with :func:`layer_role`.
+    initialisations), with :func:`layer_role`; with ``n_boot > 0`` a percentile bootstrap
+    interval of the recovery over the evaluation images
+    (:func:`~netperturb.studies.pravin2024.intervals.recovery_replicates`).
 
     Returns:
         columns ``model, epoch, layer, layer_label, layer_index, role, clean, adversarial,
-        unfiltered_clean, unfiltered_adversarial, recovery`` (``clean / unfiltered_clean``).
+        unfiltered_clean, unfiltered_adversarial, recovery`` (``clean / unfiltered_clean``),
+        ``n_images``, ``recovery_lo, recovery_hi`` (NaN without an interval).
     """
     s = sweeps[(sweeps["mode"] == "layer") & (sweeps["perturbation"] == "filter_low")]
     s = s[s["position"] == s.groupby(["model", "epoch", "layer"])["position"].transform("max")]
@@ -286,6 +312,18 @@ def full_filter_table(sweeps: pd.DataFrame, baseline: pd.DataFrame, *, metric: s
     out = wide.merge(b.reset_index(), on=["model", "epoch"], how="left")
     out.insert(5, "role", [layer_role(p, i) for p, i in zip(out["layer"], out["layer_index"])])
     out["recovery"] = out["clean"] / out["unfiltered_clean"]
+    out["n_images"] = int(s["n_images"].iloc[0]) if len(s) and "n_images" in s else 0
+    out["recovery_lo"] = out["recovery_hi"] = np.nan
+    if n_boot > 0:
+        from netperturb.core.findings import percentile_interval
+        from netperturb.studies.pravin2024.intervals import recovery_replicates
+
+        base = layer_baseline(sweeps, baseline)
+        for (model, epoch), g in out.groupby(["model", "epoch"]):
+            reps = recovery_replicates(sweeps, base, model=model, epoch=int(epoch), layers=list(g["layer"]), metric=metric,
+                                       n_boot=n_boot, seed=seed)  # fmt: skip
+            for i, layer in zip(g.index, g["layer"]):
+                out.loc[i, ["recovery_lo", "recovery_hi"]] = percentile_interval(reps[layer], ci)
     return out.sort_values(["model", "epoch", "layer_index"]).reset_index(drop=True)
 
 
@@ -310,7 +348,7 @@ def layers_by_class(classes: pd.DataFrame, filter: str, score: str, epoch: int) 
     """{class: [layer labels]} at one filter, score and epoch (from :func:`class_table`)."""
     s = classes[(classes["perturbation"] == filter) & (classes["score"] == score) & (classes["epoch"] == epoch)]
     s = s.sort_values("layer_index")
-    return {c: list(s.loc[s["class"] == c, "layer_label"]) for c in CLASSES}
+    return {c: list(s.loc[s["class"] == c, "layer_label"]) for c in (MAP_CLASSES if "lo" in s else CLASSES)}
 
 
 def layer_baseline(sweeps: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:

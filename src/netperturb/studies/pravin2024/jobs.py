@@ -191,7 +191,7 @@ def _sweep_store(out_csv, job: str, loaded: LoadedModel, dev: torch.device, *, s
     cell per sweep point), fingerprinted by everything its numbers depend on."""
     return CellStore(out_csv, {
         "job": f"pravin2024.{job}", "weights": loaded.weights, "data": data_fingerprint(shard_dir, split),
-        "n_images": n_images, **settings, **environment(dev),
+        "n_images": n_images, "per_image_credits": True, **settings, **environment(dev),
     })  # fmt: skip
 
 
@@ -356,15 +356,21 @@ def merge_and_score(
     metric: str = "top1",
     normalise: str = "first_point",
     baseline: str = "density",
+    n_boot: int = 0,
+    ci: float = 0.95,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Merge the sweep and baseline tables, compute the filtering scores
     (:func:`netperturb.studies.pravin2024.scores.filtering_scores` with ``normalise`` and
-    ``baseline``, ``pravin2024.score.*``) and write all three. Returns the scores."""
+    ``baseline``, ``pravin2024.score.*``; with ``n_boot > 0`` their bootstrap intervals over
+    the evaluation images, ``pravin2024.score.n_boot`` / ``.ci``, resamples from ``seed``)
+    and write all three. Returns the scores."""
     sw = concat_tables(sweeps, SWEEP_COLUMNS)
     sw = sw.sort_values(["model", "init", "epoch", "mode", "layer_index", "perturbation", "step", "data"],
                         kind="stable").reset_index(drop=True)  # fmt: skip
     base = concat_tables(baselines, SWEEP_COLUMNS).sort_values(["model", "init", "epoch", "data"]).reset_index(drop=True)
-    scores = filtering_scores(sw, base, tolerance=tolerance, metric=metric, normalise=normalise, baseline=baseline)
+    scores = filtering_scores(sw, base, tolerance=tolerance, metric=metric, normalise=normalise, baseline=baseline,
+                              n_boot=n_boot, ci=ci, seed=seed)  # fmt: skip
     write_csv(sw, sweeps_csv)
     write_parquet(sw, sweeps_parquet)
     write_csv(base, baseline_csv)

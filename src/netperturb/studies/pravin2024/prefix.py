@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from netperturb.core.attacks import fgsm_step, pgd
-from netperturb.core.evaluate import Counts, count_logits
+from netperturb.core.evaluate import Counts
+from netperturb.studies.pravin2024.images import ImageCounts, image_counts
 from netperturb.core.layers import LayerInfo
 from netperturb.core.seeds import cell_generator
 from netperturb.perturb.engine.graph import split_at_layer, widen_roles
@@ -135,15 +136,15 @@ class PrefixReuse:
         ``seed`` is the point's seed (PGD's random start)."""
         ev, attack = self.ev, self.ev.attack
         clamp = ev.box if attack.clamp else None
-        clean, adv = Counts(), Counts()
+        clean, adv = ImageCounts(), ImageCounts()
         g = cell_generator(seed)
         for b, sl in enumerate(self._slices):
             xg, live, live_adv = self._prefix(b)
             yb = ev.y[sl]
             if live_adv is not None:  # reuse mode
                 with torch.no_grad():
-                    clean += count_logits(self._logits(live, weight), yb)
-                    adv += count_logits(self._logits(live_adv, weight), yb)
+                    clean += image_counts(self._logits(live, weight), yb)
+                    adv += image_counts(self._logits(live_adv, weight), yb)
                 continue
             if attack.name == "fgsm":
                 leaves = [v.detach().requires_grad_(v.requires_grad) for v in live]  # storage shared, never written
@@ -161,7 +162,7 @@ class PrefixReuse:
                 xb = ev.x[sl]
                 xa = pgd(self._forward(weight), xb, yb, attack.budget(xb), steps=attack.steps, step_size=attack.budget_step(xb),
                          random_start=attack.random_start, generator=g, clamp=clamp)  # fmt: skip
-            clean += count_logits(logits, yb)
+            clean += image_counts(logits, yb)
             with torch.no_grad():
-                adv += count_logits(self._forward(weight)(xa), yb)
+                adv += image_counts(self._forward(weight)(xa), yb)
         return clean, adv

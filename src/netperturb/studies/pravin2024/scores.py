@@ -79,9 +79,14 @@ __all__ = ["SCORE_COLUMNS", "SCORES", "CLASSES", "NORMALISE", "BASELINE", "filte
 #: Columns of the score table (one row per group and score).
 SCORE_COLUMNS = [
     "study", "dataset", "model", "arch", "init", "epoch", "mode", "layer", "layer_label", "layer_index",
-    "perturbation", "filter", "score", "value", "class", "tolerance", "n_points", "metric",
-    "baseline_clean", "baseline_adversarial", "normalise", "baseline",
+    "perturbation", "filter", "score", "value", "lo", "hi", "interval", "n_images", "class", "class_point",
+    "tolerance", "n_points", "metric", "baseline_clean", "baseline_adversarial", "normalise", "baseline",
 ]  # fmt: skip
+#: ``lo, hi``: the percentile bootstrap interval of ``value`` over the evaluation images
+#: (:mod:`netperturb.studies.pravin2024.intervals`; NaN without per-image credits or with
+#: ``n_boot = 0``); ``class``: the class the interval allows (``undetermined`` when it reaches
+#: into a neighbouring class; the class of ``value`` when there is no interval);
+#: ``class_point``: the class of ``value`` alone (the paper's rule).
 
 SCORES = ("clean", "adversarial", "difference")
 CLASSES = ("fragile", "robust", "antifragile")
@@ -198,8 +203,16 @@ def filtering_scores(
     metric: str = "top1",
     normalise: str = "first_point",
     baseline: str = "density",
-) -> pd.DataFrame:
-    """The three filtering scores of every (model, init, epoch, mode, layer, filter) curve.
+    n_boot: int = 0,
+    ci: float = 0.95,
+    seed: int = 0,
+    return_replicates: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, dict]:
+    """The three filtering scores of every (model, init, epoch, mode, layer, filter) curve,
+    with a percentile bootstrap interval over the evaluation images when ``n_boot > 0``
+    (:mod:`netperturb.studies.pravin2024.intervals`: the same ``n_boot`` resamples of the
+    images, from ``seed``, for every curve and both of its data sets; needs the per-image
+    credits of the sweep table, ``top1_images`` / ``top5_images``).
 
     Args:
         sweeps: tidy sweep table (:data:`SWEEP_COLUMNS`, ``data`` clean and adversarial;
@@ -212,15 +225,26 @@ def filtering_scores(
         metric: ``top1`` or ``top5``.
         normalise: :data:`NORMALISE` (``pravin2024.score.normalise``).
         baseline: :data:`BASELINE` (``pravin2024.score.baseline``).
+        n_boot: image resamples of the interval (0: no interval, ``lo``/``hi`` NaN and
+            ``class`` the class of the value).
+        ci: coverage of the interval.
+        seed: seed of the image resamples.
+        return_replicates: also return the replicates, ``{(model, init, epoch, mode, layer,
+            perturbation): {score: (n_boot,) array}}`` (for
+            :func:`~netperturb.studies.pravin2024.intervals.pooled_scores`).
 
     Returns:
         :data:`SCORE_COLUMNS`, one row per curve and score (``clean``, ``adversarial``,
-        ``difference``).
+        ``difference``) (and the replicates, see ``return_replicates``).
 
     Raises:
         ValueError: unknown ``normalise`` / ``baseline``, a curve has no baseline, or its
-            clean and adversarial points differ.
+            clean and adversarial points differ; ``n_boot > 0`` on a sweep table without
+            per-image credits.
     """
+    from netperturb.core.findings import percentile_interval, resample_counts
+    from netperturb.studies.pravin2024.intervals import classify_interval, curve_credits, score_replicates
+
     if normalise not in NORMALISE:
         raise ValueError(f"score normalise {normalise!r} not in {NORMALISE}")
     if baseline not in BASELINE:
@@ -228,7 +252,8 @@ def filtering_scores(
     by_eps = "eps" in sweeps.columns and "eps" in baselines.columns
     index = ["model", "init", "epoch"] + (["eps"] if by_eps else [])
     base = baselines.pivot_table(index=index, columns="data", values=metric, aggfunc="first")
-    rows = []
+    rows, replicates, counts_of = [], {}, {}
+    interval = f"{ci:.0%} percentile bootstrap over evaluation images ({n_boot} resamples)" if n_boot > 0 else ""
     for key, g in sweeps.groupby(_GROUP, sort=True):
         rec = dict(zip(_GROUP, key))
         where = tuple(rec[k] for k in index[:3]) + ((float(g["eps"].iloc[0]),) if by_eps else ())
@@ -248,13 +273,31 @@ def filtering_scores(
             remaining = np.full(len(t), math.nan)
         values = _curve_scores(t, wide["clean"].to_numpy(), wide["adversarial"].to_numpy(), remaining, a_c, a_a,
                                normalise, baseline)  # fmt: skip
+        n_img = int(g["n_images"].iloc[0]) if "n_images" in g else 0
+        bounds = {}
+        if n_boot > 0:
+            og, adv = curve_credits(g, "clean", metric), curve_credits(g, "adversarial", metric)
+            if n_img not in counts_of:
+                counts_of[n_img] = resample_counts(n_img, n_boot, seed).astype(float)
+            w = counts_of[n_img]
+            ac_b = aa_b = np.full(n_boot, math.nan)
+            if normalise == "clean" or baseline == "constant":
+                bsub = baselines.loc[(baselines[index] == pd.Series(dict(zip(index, where)))).all(axis=1)]
+                ac_b, aa_b = (w @ curve_credits(bsub.assign(position=0.0), d, metric)[0] / n_img for d in ("clean", "adversarial"))
+            reps = score_replicates(t, w @ og.T / n_img, w @ adv.T / n_img, remaining, ac_b, aa_b, normalise, baseline)
+            replicates[tuple(rec[k] for k in ("model", "init", "epoch", "mode", "layer", "perturbation"))] = reps
+            bounds = {k: tuple(float(x) for x in percentile_interval(v, ci)) for k, v in reps.items()}
         kind = next((k for k, cls in FILTERS.items() if cls.name == rec["perturbation"]), rec["perturbation"])
         for score, value in values.items():
-            rows.append({**rec, "filter": kind, "score": score, "value": value, "class": classify(value, tolerance),
-                         "tolerance": tolerance, "n_points": len(t), "metric": metric,
+            lo, hi = bounds.get(score, (math.nan, math.nan))
+            point = classify(value, tolerance)
+            rows.append({**rec, "filter": kind, "score": score, "value": value, "lo": lo, "hi": hi, "interval": interval,
+                         "n_images": n_img, "class": classify_interval(lo, hi, tolerance) if n_boot > 0 else point,
+                         "class_point": point, "tolerance": tolerance, "n_points": len(t), "metric": metric,
                          "baseline_clean": a_c, "baseline_adversarial": a_a, "normalise": normalise,
                          "baseline": baseline})  # fmt: skip
-    return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+    out = pd.DataFrame(rows, columns=SCORE_COLUMNS)
+    return (out, replicates) if return_replicates else out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,12 +13,13 @@ from tqdm import tqdm  # plain tqdm: tqdm.auto in a notebook kernel warns (IProg
 from netperturb import __version__
 from netperturb.core.evaluate import Counts
 from netperturb.core.layers import LayerInfo
-from netperturb.core.resume import CellStore, counts_from_json, counts_to_json
+from netperturb.core.resume import CellStore
 from netperturb.core.seeds import cell_seed
 from netperturb.perturb.engine.graph import SplitError
 from netperturb.perturb.filters import alpha_grid, make_filter, weight_range
 from netperturb.studies.pravin2024.batched import BatchedSweep, batchable
 from netperturb.studies.pravin2024.evaluator import AttackSpec, Evaluator
+from netperturb.studies.pravin2024.images import counts_from_stored, counts_json, encode_credits
 from netperturb.studies.pravin2024.prefix import PrefixReuse
 
 log = logging.getLogger("netperturb")
@@ -31,15 +32,19 @@ SWEEP_COLUMNS = [
     "study", "dataset", "model", "arch", "init", "epoch", "mode", "layer", "layer_label", "layer_index",
     "perturbation", "level", "position", "step", "lo", "hi", "n_weights", "n_filtered",
     "data", "attack", "eps", "attack_mode", "repeat", "seed", "n_images", "top1", "top5", "loss",
-    "weights", "precision", "device", "netperturb_version",
+    "top1_images", "top5_images", "weights", "precision", "device", "netperturb_version",
 ]  # fmt: skip
+#: ``top1_images`` / ``top5_images``: every evaluation image's credit at the point, encoded
+#: (:func:`netperturb.studies.pravin2024.images.encode_credits`): what the bootstrap over images
+#: of the filtering scores resamples (:mod:`netperturb.studies.pravin2024.intervals`).
 
 
 def _point_rows(base: dict, counts: tuple[Counts, Counts], attack: AttackSpec) -> list[dict]:
     rows = []
     for data, c in zip(("clean", "adversarial"), counts):
         rows.append({**base, "data": data, "attack": attack.name, "eps": attack.eps, "attack_mode": attack.mode,
-                     "repeat": 0, **c.metrics()})  # fmt: skip
+                     "repeat": 0, **c.metrics(), "top1_images": encode_credits(c, "top1"),
+                     "top5_images": encode_credits(c, "top5")})  # fmt: skip
     return rows
 
 
@@ -51,10 +56,10 @@ def _point(ev: Evaluator, store: CellStore | None, key: tuple, overrides, masks,
     if store is None:
         return ev(overrides, masks, seed, compute)
     if key in store:
-        stored = tuple(counts_from_json(d) for d in store.get(key))
+        stored = tuple(counts_from_stored(d) for d in store.get(key))
         return ev(overrides, masks, seed, lambda: stored)
     counts = ev(overrides, masks, seed, compute)
-    store.put([(key, [counts_to_json(c) for c in counts])])
+    store.put([(key, [counts_json(c) for c in counts])])
     return counts
 
 
