@@ -4,7 +4,8 @@
 # Per-layer **synapse knockout** (a fraction of weight entries set to 0), **node knockout**
 # (a fraction of output units removed with their biases) and **Gaussian weight noise**
 # (s.d. = level x the layer's weight s.d.), every Conv2d and Linear layer, several repeats
-# per level. Accuracy is a fraction in [0, 1]; bands are +/- s.e.m. over repeats.
+# per level. Accuracy is a fraction in [0, 1]; bands are 95% percentile bootstrap intervals of the
+# mean over repeats.
 # Source: arXiv 1703.08245, Fig. 1; the authors' code kreimanlab/neural_net_robustness.
 # This page shows results only: the executed notebook `cheney2017.ipynb` beside it holds the code.
 
@@ -27,9 +28,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
+from netperturb.core.findings import findings_frame, findings_markdown
 from netperturb.core.merge import read_table
-from netperturb.core.report import findings_frame, findings_markdown, save_figure
-from netperturb.studies.cheney2017.findings import findings
+from netperturb.core.report import save_figure
+from netperturb.studies.cheney2017.findings import finding_cells, findings, repeats_table
 from netperturb.studies.cheney2017.figures import (
     baseline_check,
     first_layer_ranksum,
@@ -49,6 +51,8 @@ chance = {"top1": 1 / num_classes, "top5": min(5, num_classes) / num_classes}
 found = findings(df, base, num_classes=num_classes, level=drop_level, metric=metric)
 findings_frame(found).to_csv(Path(tables) / "findings.csv", index=False)
 display(Markdown(findings_markdown(found)))
+need = repeats_table(finding_cells(df, base, num_classes=num_classes, level=drop_level, metric=metric))
+need.to_csv(Path(tables) / "repeats_needed.csv", index=False)
 display(Markdown(f"**{len(df):,} cells**: {len(models)} models, {df['perturbation'].nunique()} perturbations, "
                  f"{df.groupby('model')['layer'].nunique().sum()} layers, {df['repeat'].nunique()} repeats, "
                  f"{int(df['n_images'].iloc[0])} test images; device {df['device'].iloc[0]}, precision {df['precision'].iloc[0]}."))
@@ -57,10 +61,10 @@ display(Markdown(f"**{len(df):,} cells**: {len(models)} models, {df['perturbatio
 # ## Accuracy against perturbation level, per layer
 #
 # One line per layer, coloured by depth (dark: input side, yellow: output side); each point is
-# the mean over repeats, and the shaded band around a line is +/- one standard error of that
-# mean over the repeats (different random knockouts / noise draws at the same level): a wide
-# band means the result depends on which weights were hit. Dashed: chance; dotted: the clean
-# network.
+# the mean over repeats, and the shaded band around a line is the 95% percentile bootstrap
+# interval of that mean over the repeats (different random knockouts / noise draws at the same
+# level, resampled with replacement): a wide band means the result depends on which weights
+# were hit. Dashed: chance; dotted: the clean network.
 
 # %%
 for model in models:
@@ -99,7 +103,9 @@ if len(check):
 # %% [markdown]
 # ## Relative drop at the chosen level
 #
-# `1 - accuracy(level) / accuracy(clean)`, mean over repeats; rows are layers in depth order.
+# `1 - accuracy(level) / accuracy(clean)`, mean over repeats; rows are layers in depth order. The
+# second table gives each drop with its 95% percentile bootstrap interval over repeats and the
+# number of repeats behind it.
 
 # %%
 drop = relative_drop(df, base, level=drop_level, metric=metric)
@@ -107,7 +113,22 @@ drop.to_csv(Path(tables) / "relative_drop.csv", index=False)
 wide = drop.pivot_table(index=["model", "layer_index", "layer_label"], columns="perturbation", values="relative_drop")
 levels_used = drop.groupby("perturbation")["level_used"].first().to_dict()
 display(Markdown("Levels used: " + ", ".join(f"{k} {v:g}" for k, v in levels_used.items())))
-wide.style.format("{:.1%}").background_gradient(cmap="Reds", vmin=0, vmax=1)
+display(wide.style.format("{:.1%}").background_gradient(cmap="Reds", vmin=0, vmax=1))
+drop.assign(interval=[f"{d:.1%} [{a:.1%}, {b:.1%}] (n = {n})" for d, a, b, n in
+                      zip(drop["relative_drop"], drop["drop_lo"], drop["drop_hi"], drop["n_repeats"])]).pivot_table(
+    index=["model", "layer_index", "layer_label"], columns="perturbation", values="interval", aggfunc="first")
+
+# %% [markdown]
+# ## Repeats the findings need
+#
+# The power helper (`netperturb.core.findings.repeats_needed`): from the spread of the repeats at
+# the findings' level, how many repeats would make the 95% t interval of the mean clear the
+# finding's threshold (relative drop 30% for the top layers; 20% of the way from chance to
+# clean for conv1) if the mean and the s.d. stayed what this run shows. `inf`: the mean sits
+# on the threshold; a number at or below `n_repeats`: this run has enough.
+
+# %%
+need.style.format({"threshold": "{:g}", "mean": "{:.3f}", "sd": "{:.3f}", "repeats_needed": "{:g}"}).hide(axis="index")
 
 # %% [markdown]
 # ## First conv layer against every other layer (Wilcoxon rank-sum)

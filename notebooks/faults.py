@@ -28,8 +28,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
+from netperturb.core.findings import findings_frame, findings_markdown
 from netperturb.core.merge import read_table
-from netperturb.core.report import findings_frame, findings_markdown, save_figure
+from netperturb.core.report import save_figure
 from netperturb.studies.faults.figures import (
     bit_positions_table,
     compare_at_rate,

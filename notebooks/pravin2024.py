@@ -22,6 +22,9 @@ tolerance = 0.05
 metric = "top1"
 score_normalise = "first_point"
 score_baseline = "density"
+score_n_boot = 1000
+score_ci = 0.95
+seed = 2017
 
 # %%
 from pathlib import Path
@@ -30,15 +33,19 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
+from netperturb.core.findings import findings_frame, findings_markdown
 from netperturb.core.merge import read_table
-from netperturb.core.report import findings_frame, findings_markdown, save_figure
+from netperturb.core.report import save_figure
 from netperturb.studies.pravin2024.findings import findings
+from netperturb.studies.pravin2024.intervals import images_table, pooled_scores, recovery_replicates
+from netperturb.studies.pravin2024.scores import filtering_scores
 from netperturb.studies.pravin2024.figures import (
     FILTER_TITLES,
     MANY_LAYERS,
     class_table,
     definition_classes,
     full_filter_table,
+    layer_baseline,
     layers_by_class,
     network_definition_table,
     plot_class_maps,
@@ -61,9 +68,22 @@ chance = 1 / num_classes if metric == "top1" else min(5, num_classes) / num_clas
 models = list(dict.fromkeys(sw["model"]))
 
 # %%
-# Findings: the paper's claims checked on this run's tables (netperturb.studies.pravin2024.findings)
-found = findings(pd.concat([class_table(sc, m, tolerance).assign(model=m) for m in models]),
-                 full_filter_table(sw, base, metric=metric),
+# Findings: the paper's claims checked on this run's tables, with intervals over the evaluation
+# images (netperturb.studies.pravin2024.findings, .intervals)
+_, reps = filtering_scores(sw, base, tolerance=tolerance, metric=metric, normalise=score_normalise, baseline=score_baseline,
+                           n_boot=score_n_boot, ci=score_ci, seed=seed, return_replicates=True)
+pooled = pooled_scores(sc, reps, tolerance=tolerance, ci=score_ci, seed=seed)
+pooled.to_csv(Path(tables) / "scores_pooled.csv", index=False)
+full = full_filter_table(sw, base, metric=metric, n_boot=score_n_boot, ci=score_ci, seed=seed)
+full.to_csv(Path(tables) / "fully_filtered.csv", index=False)
+rec = {}
+for (model, epoch), g in full.groupby(["model", "epoch"]):
+    res = g[g["role"] == "residual branch"]
+    if len(res) and score_n_boot > 0:
+        rec[(model, int(epoch))] = recovery_replicates(sw, layer_baseline(sw, base), model=model, epoch=int(epoch),
+                                                       layers=list(res["layer"]), metric=metric, n_boot=score_n_boot, seed=seed)
+classes = pd.concat([class_table(pooled, m, tolerance).assign(model=m) for m in models])
+found = findings(classes, full, tolerance=tolerance, recovery_replicates=rec, ci=score_ci,
                  definition=f"scores: normalise {score_normalise}, baseline {score_baseline}")
 findings_frame(found).to_csv(Path(tables) / "findings.csv", index=False)
 display(Markdown(findings_markdown(found)))
@@ -169,18 +189,36 @@ for model in models:
     plt.close(fig)
 
 # %% [markdown]
-# ## Classes: fragile, robust, antifragile
+# ## Classes: fragile, robust, antifragile -- or undetermined
+#
+# Every score has a 95% percentile bootstrap interval over the evaluation images (the images of
+# a checkpoint resampled with replacement, the same resample for every point and both curves,
+# `scores.csv` columns `lo`, `hi`; with several initialisations the mean over them, each
+# resample drawing initialisations too: `tables/scores_pooled.csv`). A (layer, filter) pair gets
+# a class only when its interval excludes the neighbouring classes; otherwise it is
+# **undetermined** (white). `class_point` keeps the class of the score alone (the paper's rule).
 
 # %%
-classes = pd.concat([class_table(sc, m, tolerance).assign(model=m) for m in models])
 classes.to_csv(Path(tables) / "classes.csv", index=False)
 for model in models:
-    fig = plot_class_maps(sc, model, tolerance)
+    fig = plot_class_maps(pooled, model, tolerance)
     save_figure(fig, Path(figures) / f"{model}_classes")
     display(fig)
     plt.close(fig)
 counts = classes.groupby(["model", "perturbation", "score", "epoch", "class"]).size().unstack("class", fill_value=0)
 display(counts)
+display(Markdown("Against the classes of the point scores alone:"))
+display(classes.groupby(["model", "score", "epoch", "class_point"]).size().unstack("class_point", fill_value=0))
+for model in models:
+    c = classes[(classes["model"] == model) & (classes["epoch"] == classes.loc[classes["model"] == model, "epoch"].max())]
+    if "lo" in c:
+        display(Markdown(f"{model}, last checkpoint: every score with its 95% interval over the evaluation images "
+                         "(the class it allows in brackets: F fragile, R robust, A antifragile, ? undetermined):"))
+        short = {"fragile": "F", "robust": "R", "antifragile": "A", "undetermined": "?"}
+        c = c.assign(cell=[f"{v:+.3f} [{lo:+.3f}, {hi:+.3f}] {short.get(k, k)}" for v, lo, hi, k in
+                           zip(c["value"], c["lo"], c["hi"], c["class"])])
+        display(c.pivot_table(index=["layer_index", "layer_label"], columns=["perturbation", "score"], values="cell",
+                              aggfunc="first"))
 rows = []
 for model in models:
     last = int(classes.loc[classes["model"] == model, "epoch"].max())
@@ -193,6 +231,19 @@ layer_classes = pd.DataFrame(rows)
 layer_classes.to_csv(Path(tables) / "layers_by_class.csv", index=False)
 display(Markdown("Layers by class at the last checkpoint:"))
 layer_classes.style.hide(axis="index")
+
+# %% [markdown]
+# ## How many evaluation images do the classes need?
+#
+# Measured from this run's intervals: per score, the half-width of the intervals (median and
+# 90th percentile over the curves) and the images per sweep point that would bring it down to
+# the tolerance (`images_needed`: `n * (half-width / tolerance)^2`, the `1 / sqrt(n)` law of a
+# mean), with the fraction of curves classed undetermined at this run's images per point.
+
+# %%
+need = images_table(sc, tolerance)
+need.to_csv(Path(tables) / "images_needed.csv", index=False)
+need.style.format(precision=3).hide(axis="index")
 
 # %% [markdown]
 # ## The classes under both score definitions
@@ -222,15 +273,15 @@ layer_def.style.hide(axis="index")
 # ## Fully filtered layers
 #
 # Accuracy with every weight of one layer set to zero (the last point of the low filter), against
-# the unfiltered network; `recovery` = clean accuracy / unfiltered clean accuracy. In a ResNet a
+# the unfiltered network; `recovery` = clean accuracy / unfiltered clean accuracy, with its 95% bootstrap
+# interval over the evaluation images (`recovery_lo`, `recovery_hi`). In a ResNet a
 # residual-branch convolution can be removed while the identity shortcut carries the signal; the
 # stem convolution cannot.
 
 # %%
-full = full_filter_table(sw, base, metric=metric)
-full.to_csv(Path(tables) / "fully_filtered.csv", index=False)
 display(full.groupby(["model", "epoch", "role"])[["clean", "adversarial", "recovery"]].mean().style.format(precision=3))
-full.style.format(precision=3, subset=["clean", "adversarial", "unfiltered_clean", "unfiltered_adversarial", "recovery"]).hide(axis="index")
+full.style.format(precision=3, subset=["clean", "adversarial", "unfiltered_clean", "unfiltered_adversarial", "recovery",
+                                       "recovery_lo", "recovery_hi"]).hide(axis="index")
 
 # %% [markdown]
 # ## Selective retraining

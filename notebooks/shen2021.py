@@ -12,6 +12,7 @@
 run = "digits"
 dataset = "digits"
 history = "results/digits/shen2021/history.csv"
+control_history = "results/digits/shen2021/control_history.csv"
 tracking = "results/digits/shen2021/tracking.parquet"
 histograms = "results/digits/shen2021/histograms.parquet"
 robustness = "results/digits/shen2021/robustness.csv"
@@ -30,8 +31,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from netperturb.core.report import findings_frame, findings_markdown, save_figure
-from netperturb.studies.shen2021.findings import findings
+from netperturb.core.findings import findings_frame, findings_markdown
+from netperturb.core.report import save_figure
+from netperturb.studies.shen2021.controls import control_margins
+from netperturb.studies.shen2021.findings import READING_NAMES, findings, margin_summary
+from netperturb.studies.shen2021.link import robustness_link
 from netperturb.studies.shen2021.figures import (
     fuzziness_change,
     fuzziness_robustness,
@@ -45,9 +49,9 @@ from netperturb.studies.shen2021.figures import (
     readings_change,
     robust_summary,
 )
-from netperturb.studies.shen2021.findings import FALL_CLAIM, READING_NAMES
 
 hist = pd.read_csv(history)
+controls_hist = pd.read_csv(control_history)
 track = pd.read_parquet(tracking)
 hists = pd.read_parquet(histograms)
 rob = pd.read_csv(robustness)
@@ -67,15 +71,25 @@ def show(fig, name):
 
 
 # %%
-# Findings: the paper's claims checked on this run's tables (netperturb.studies.shen2021.findings)
+# Findings: the paper's claims checked on this run's tables, against the controls (netperturb.studies.shen2021.findings)
 readings = readings_change(track, "layer", end_fraction)
 readings.to_csv(Path(tables) / "fuzziness_change_readings.csv", index=False)
-found = findings(readings, fuzziness_robustness(hist, rob, report_eps)[1])
+present = [r for r in READING_NAMES if r in set(track["interval"])]
+margins = pd.concat([control_margins(track, r) for r in present], ignore_index=True)
+margins.to_csv(Path(tables) / "fuzziness_margins.csv", index=False)
+points, corr = fuzziness_robustness(hist, rob, report_eps)
+link = robustness_link(points.assign(eps=report_eps))
+link.to_csv(Path(tables) / "robustness_link.csv", index=False)
+found = findings(margins, link, readings=present)
 findings_frame(found).to_csv(Path(tables) / "findings.csv", index=False)
 display(Markdown(findings_markdown(found)))
+ctl = controls_hist[controls_hist["epoch"] == controls_hist["epoch"].max()] if len(controls_hist) else controls_hist
 display(Markdown(f"**{hist['model'].nunique()} runs** of {hist['arch'].iloc[0]} on {dataset}: lambda in {[float(l) for l in lams]}, "
                  f"seeds {[int(s) for s in seeds]}, {epochs} epochs; {track['epoch'].nunique()} weight snapshots per run; "
-                 f"regularised layers {regularized}; device {rob['device'].iloc[0]}."))
+                 f"regularised layers {regularized}; device {rob['device'].iloc[0]}. Controls: "
+                 + (f"{len(ctl)} shuffled-label runs (test top-1 {ctl['test_top1'].min():.3f}-{ctl['test_top1'].max():.3f}, "
+                    f"chance {1 / num_classes:.3f})" if len(ctl) else "no shuffled-label runs")
+                 + (", the driftless walk of every run." if "driftless walk" in set(track.get("control", [])) else ", no driftless walk.")))
 
 # %% [markdown]
 # ## Fuzziness against epoch, per layer (layer interval, then kernel intervals)
@@ -102,20 +116,27 @@ show(plot_fuzziness_vs_epoch(track, "kernel", "fuzziness"), "fuzziness_vs_epoch_
 # Attacks: white-box FGSM and L-inf PGD on the test split, eps in units of the [0, 1] pixel range.
 
 # %% [markdown]
-# ## The verdict depends on what "the interval" is
+# ## The verdict depends on what "the interval" is, and on the controls
 #
 # The paper does not say (in the parts we could read) which interval the weights move away
 # from the centre of, so the same runs are read three ways (`netperturb.studies.shen2021.intervals`):
 #
 # - **current**: the layer's own `[min W, max W]` at each snapshot (the reading of every other
-#   section of this page, and of the loss term);
-# - **init_bound**: the fixed interval of PyTorch's default initialisation, `+/- 1/sqrt(fan_in)`
-#   (a weight that left it counts as at its end);
+#   section of this page, and of the loss term); it measures the shape of the weight
+#   distribution between its own extremes;
+# - **init_bound**: the fixed interval of PyTorch's default initialisation, `+/- 1/sqrt(fan_in)`:
+#   where the weights still inside it sit; the weights that left it are counted in
+#   "beyond the bound", not as at an end (counting them as F = 0 made the fuzziness fall whenever
+#   the spread grew, for a driftless walk too);
 # - **trajectory**: each weight's own range over the values it took so far; `mu = 1` means it is
-#   at the largest value it ever had. It has no value at initialisation, so its reference is a
-#   driftless random walk of as many steps (whose last point already lies nearer the ends of its
-#   range than a uniform draw: F below 1/2); below that reference = the weights drift to an
-#   extreme rather than diffuse.
+#   at the largest value it ever had. Its table reference is a Monte Carlo driftless random walk of
+#   as many steps; the real test is the run's own driftless walk below.
+#
+# Every reading is also taken on two **controls** with the same optimiser, epochs and seeds
+# (`netperturb.studies.shen2021.controls`): the **driftless walk** (each weight takes the run's
+# own update at every step with a random sign: the same step sizes and spread, no drift) and a
+# network trained on **shuffled labels** (it learns nothing that generalises). A fall that the
+# controls show too is diffusion or spread, not learning.
 #
 # Plain training (lambda = 0), layer scope, mean over seeds; `n_fell` = seeds in which F ended
 # below the reference. Near an end = `mu` within `end_fraction` of 0 or 1.
@@ -123,12 +144,27 @@ show(plot_fuzziness_vs_epoch(track, "kernel", "fuzziness"), "fuzziness_vs_epoch_
 # %%
 r0 = readings[readings["lam"] == 0]
 display(Markdown("\n".join(
-    f"- **{READING_NAMES[r]}** (reference: {g['reference'].iloc[0]}): "
+    f"- **{READING_NAMES[r]}**, {c} (reference: {g['reference'].iloc[0]}): "
     + "; ".join(f"{x.layer_label} F {x.F0_mean:.3f} -> {x.Fend_mean:.3f} ({x.n_fell}/{x.n_seeds}), "
-                f"near an end {x.ends0_mean:.0%} -> {x.endsend_mean:.0%}" for x in g.itertuples())
-    for r, g in r0.groupby("interval", sort=False))))
-r0.pivot_table(index=["layer_index", "layer_label"], columns="interval", values=["F0_mean", "Fend_mean", "n_fell"],
+                f"near an end {x.ends0_mean:.0%} -> {x.endsend_mean:.0%}"
+                + (f", beyond the bound {x.outsideend_mean:.0%}" if r == "init_bound" else "") for x in g.itertuples())
+    for (r, c), g in r0.groupby(["interval", "control"], sort=False))))
+r0.pivot_table(index=["layer_index", "layer_label"], columns=["interval", "control"], values="Fend_mean",
                sort=False).style.format(precision=3)
+
+# %% [markdown]
+# ### Margins against the controls, seed by seed
+#
+# For each reading, conv and dense layer: the trained run's own fall `F_0 - F_end` and
+# `F_end(control) - F_end(trained)` for each control, paired by seed (the runs of a seed start
+# from the same weights); mean over seeds with a 95% Student t interval over seeds. Above 0 by
+# more than the interval: the trained weights end less fuzzy than the comparator. The finding
+# of a reading holds only when every conv layer's margins all do.
+
+# %%
+msum = margin_summary(margins)
+msum.to_csv(Path(tables) / "fuzziness_margins_summary.csv", index=False)
+msum.style.format(precision=3, subset=[c for c in msum.columns if c.endswith(("mean", "lo", "hi"))]).hide(axis="index")
 
 # %%
 for reading in [r for r in ("init_bound", "trajectory") if r in set(track.get("interval", []))]:
@@ -206,15 +242,18 @@ robust.style.format(precision=3).hide(axis="index")
 # ## Fuzziness against robust accuracy
 #
 # One point per run (every lambda and seed): the final fuzziness of the regularised layers against
-# the accuracy at `report_eps`. Pearson and Spearman correlations with two-sided p-values over all
-# runs, and within each lambda where there are at least 3 seeds (lambda drives both variables, so
-# the across-lambda correlation alone does not show a mechanism).
+# the accuracy at `report_eps`. Lambda drives both variables, so the correlation pooled over every
+# run shows what the loss term does, not a link; the finding reads the link with lambda held
+# fixed (`netperturb.studies.shen2021.link`): the **partial correlation controlling for lambda**
+# (both variables centred within each lambda; 95% Fisher z interval) and the **seed pairs within
+# each lambda** (does the less fuzzy run of a pair have the higher accuracy?). The pooled and
+# per-lambda Pearson / Spearman correlations follow for reference.
 
 # %%
-points, corr = fuzziness_robustness(hist, rob, report_eps)
 points.to_csv(Path(tables) / "fuzziness_vs_robust_points.csv", index=False)
 corr.to_csv(Path(tables) / "fuzziness_robust_correlation.csv", index=False)
 show(plot_fuzziness_vs_robust(points, corr), "fuzziness_vs_robust")
+display(link.style.format(precision=3).hide(axis="index"))
 corr.style.format(precision=3).hide(axis="index")
 
 # %% [markdown]
@@ -237,8 +276,7 @@ auc.style.format(precision=3).hide(axis="index")
 # %%
 out = []
 for f in found:
-    if f.claim.startswith(FALL_CLAIM):
-        out.append(f"- **Min-Max property (lambda = 0), {f.claim[len(FALL_CLAIM) + 2:-1] or 'current interval'}**: {f.verdict}.")
+    out.append(f"- **{f.claim}**: {f.verdict}" + (f" ({f.quantity} {f.summary}; {f.interval})." if f.summary else "."))
 if len(c0):
     fell = c0[c0["delta_mean"] < 0]["layer_label"].tolist()
     rose = c0[c0["delta_mean"] >= 0]["layer_label"].tolist()
@@ -248,8 +286,8 @@ for r in robust[robust["lam"] > 0].itertuples():
     out.append(f"- **{r.attack.upper()} at eps {r.eps:g}, lambda {r.lam:g}**: {pm(r.mean, r.sd)} "
                f"vs lambda 0: difference {pm(r.diff_mean, r.diff_sd)} (higher in {r.n_higher}/{r.n_seeds} seeds).")
 for r in corr[corr["subset"] == "all runs"].itertuples():
-    out.append(f"- **Correlation, {r.attack.upper()}** (n = {r.n}): Pearson r = {r.pearson_r:.2f} (p = {r.pearson_p:.2g}), "
-               f"Spearman rho = {r.spearman_rho:.2f} (p = {r.spearman_p:.2g}); negative = less fuzzy, more robust.")
+    out.append(f"- **Pooled correlation, {r.attack.upper()}** (n = {r.n}, every lambda: driven by lambda): Pearson r = "
+               f"{r.pearson_r:.2f} (p = {r.pearson_p:.2g}), Spearman rho = {r.spearman_rho:.2f} (p = {r.spearman_p:.2g}).")
 a = auc[auc["lam"] > 0].groupby("lam")["diff_mean"].mean()
 for lam, d in a.items():
     out.append(f"- **Internal perturbation, lambda {lam:g}**: mean accuracy over levels, layers and perturbations "
