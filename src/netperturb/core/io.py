@@ -2,7 +2,7 @@
 
 Every output of the workflow is written to a temporary file in the same folder and renamed
 into place (``os.replace`` is atomic on POSIX), so an interrupted job never leaves a half
-file that a rerun would trust (DESIGN.md, "Reliability rules").
+file that a rerun would trust (the Design page of the docs, "Reliability rules").
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def _fsync(path: Path, *, directory: bool = False) -> None:
 def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write ``df`` as CSV (no index) atomically.
 
-    A missing value of a numeric column is written ``NaN`` (DESIGN.md, "Tidy results": never
+    A missing value of a numeric column is written ``NaN`` (the Design page of the docs, "Result schema": never
     an empty field, which a reader would take for a string); ``inf`` / ``-inf`` as such. A
     missing value of a text column stays an empty field (e.g. ``layers_trained`` of the
     ``none`` retraining strategy), so text columns read back as text.

@@ -7,7 +7,7 @@ so a cell's numbers do not depend on which other cells run in the same process. 
 :class:`CellStore` records every finished cell in ``<output>.partial.jsonl`` as soon as it (or
 its group) is done; a job that is killed, preempted or timed out and then started again
 computes only the cells missing there, and writes the same final table, byte for byte, as an
-uninterrupted run (DESIGN.md, "Reliability rules"; issue 13).
+uninterrupted run (the Design page of the docs, "Reliability rules").
 
 File format (JSON lines, append-only, UTF-8)::
 

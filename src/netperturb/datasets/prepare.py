@@ -61,7 +61,7 @@ def prepare_imagenet_dataset(
             raise ValueError(f"datasets.imagenet.{key}: not set")
         if not os.path.exists(options[key]):
             raise FileNotFoundError(
-                f"datasets.imagenet.{key}: {options[key]} does not exist (see README, 'The paper configuration')"
+                f"datasets.imagenet.{key}: {options[key]} does not exist (see docs/studies/cheney2017.md, 'The paper configuration (ImageNet)')"
             )
     devkit = options.get("devkit")
     if val_dir and devkit and not os.path.exists(devkit):

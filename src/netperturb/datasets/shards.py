@@ -1,6 +1,6 @@
 """Decoded datasets as uint8 shards (the preprocessing that goes with them: :mod:`netperturb.core.preprocess`).
 
-DESIGN.md, "Performance design" 1: images are decoded once into uint8 tensors
+The Design page of the docs, "The engine" 1: images are decoded once into uint8 tensors
 (N x C x H x W) with int64 labels, written as shards with a manifest; everything a model
 needs on top of that (scaling to [0, 1], a resize, mean/std normalisation) is done on the
 device by :class:`~netperturb.core.preprocess.Preprocess`.

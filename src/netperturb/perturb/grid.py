@@ -1,8 +1,8 @@
 """One perturbation job: one model x one layer x one perturbation, every level x repeat.
 
 This is the unit of work of the workflow's ``cheney2017_perturb`` rule (and of
-``shen2021_perturb``; DESIGN.md, "Data flow"). The result is a tidy table, one row per
-(level, repeat) cell, with the columns of :data:`COLUMNS` (DESIGN.md, "Tidy results").
+``shen2021_perturb``; the Design page of the docs, "Data flow"). The result is a tidy table, one row per
+(level, repeat) cell, with the columns of :data:`COLUMNS` (the Design page of the docs, "Result schema").
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from netperturb.perturb.base import Perturbation
 __all__ = ["COLUMNS", "LayerJob", "run_layer_job", "baseline_table", "layer_params"]
 
 #: Column order of every perturbation / baseline table. ``sdc1``, ``sdc5``, ``due``: the resilience
-#: metrics against the clean network (:func:`netperturb.core.evaluate.resilience_sums`).
+#: metrics against the clean network (:func:`netperturb.core.evaluate.resilience_parts`).
 COLUMNS = [
     "study", "dataset", "model", "arch", "layer", "layer_label", "layer_index",
     "perturbation", "level", "repeat", "seed", "n_images", "top1", "top5", "loss", "sdc1", "sdc5", "due",

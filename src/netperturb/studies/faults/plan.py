@@ -93,7 +93,7 @@ def make_variant(name: str, spec: Mapping[str, Any], key: str) -> tuple[Variant,
     try:
         pert = cls(**options)
     except TypeError as e:
-        raise ConfigError(f"{key}: {fault} does not take these options ({e}); see config/README.md") from None
+        raise ConfigError(f"{key}: {fault} does not take these options ({e}); see config/schema.yaml, faults.perturbations") from None
     except ValueError as e:
         raise ConfigError(f"{key}.{e}") from None
     levels = expand_levels(spec["levels"], key=f"{key}.levels")

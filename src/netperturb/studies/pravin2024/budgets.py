@@ -6,13 +6,13 @@ own normalised input space: ``ToTensor()`` (pixels in [0, 1]) then ``Normalize(m
 One eps in their units is ``eps * std_c`` of the pixel range [0, 1] in channel ``c``. Their
 loaders (``loadDataset`` / ``loadImageNetTiny``):
 
-==============  =========================================  ===============================
-dataset         their normalisation                        1 unit of their eps, in pixels
-==============  =========================================  ===============================
-MNIST           ``Normalize((0.1307,), (0.3081,))``         0.3081
-CIFAR-10        ``Normalize((0.5,) * 3, (0.5,) * 3)``       0.5
-Tiny ImageNet   none (``ImageNetTiny(..., transform=None)``) 1 (pixels assumed in [0, 1])
-==============  =========================================  ===============================
+==============  ============================================  ===============================
+dataset         their normalisation                           1 unit of their eps, in pixels
+==============  ============================================  ===============================
+MNIST           ``Normalize((0.1307,), (0.3081,))``           0.3081
+CIFAR-10        ``Normalize((0.5,) * 3, (0.5,) * 3)``         0.5
+Tiny ImageNet   none (``ImageNetTiny(..., transform=None)``)  1 (pixels assumed in [0, 1])
+==============  ============================================  ===============================
 
 The config gives budgets in **pixel units** (a fraction of the [0, 1] pixel range, the same
 perturbation whatever a dataset's normalisation); :func:`authors_eps_to_pixel` converts the

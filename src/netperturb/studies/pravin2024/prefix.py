@@ -35,7 +35,7 @@ def saved_bytes() -> Iterator[list[int]]:
 
 
 class PrefixReuse:
-    """Clean-prefix reuse for the sweep of one layer (DESIGN.md, "Performance design", 2).
+    """Clean-prefix reuse for the sweep of one layer (the Design page of the docs, "The engine", 2).
 
     Every point of a per-layer sweep changes only that layer, so the part of the network
     below it (the *prefix*) sees the same images at every point. The network's ``torch.fx``

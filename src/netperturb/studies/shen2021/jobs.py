@@ -264,8 +264,8 @@ def perturb_run(
         :data:`netperturb.perturb.grid.COLUMNS` plus ``lam, train_seed``.
 
     Raises:
-        LayerSelectionError: the selection matches nothing; ValueError: bad perturbation,
-        option or level.
+        LayerSelectionError: the selection matches nothing.
+        ValueError: bad perturbation, option or level.
     """
     from netperturb.perturb.grid import baseline_table
 
