@@ -40,6 +40,8 @@ source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-n
 # reference/_generated/: written at build time (config_reference), included by reference/configuration.md
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints", "jupyter_execute", "reference/_generated"]
 root_doc = "index"
+# commands and options stay as typed: no "--" -> en dash, no curly quotes
+smartquotes = False
 
 # MyST: fenced directives, $math$, definition lists, heading anchors for [text](page.md#anchor)
 myst_enable_extensions = ["colon_fence", "deflist", "dollarmath", "attrs_inline"]
@@ -104,7 +106,7 @@ html_theme_options = {
     "navbar_align": "left",
     "show_toc_level": 2,
     "navigation_with_keys": False,
-    "header_links_before_dropdown": 7,
+    "header_links_before_dropdown": 6,
     "secondary_sidebar_items": ["page-toc"],
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
@@ -183,8 +185,29 @@ def _prose_attribute(self):
     return "", self.__class__([first, *rest], self._config).lines()
 
 
+def _hide_values() -> None:
+    """Module constants are described by their ``#:`` comments; their values (dicts of classes,
+    long lists) would bury the API pages. Sphinx 9 takes ``no-value`` for a lone ``autodata``
+    only, not for the members of an ``automodule``: set it on every documenter's options.
+    If autodoc's internals change, the values are shown again (nothing breaks)."""
+    try:
+        from sphinx.ext.autodoc import _directive, _directive_options
+    except ImportError:
+        return
+    original = _directive_options._process_documenter_options
+
+    def process(*, obj_type, default_options, options):
+        result = original(obj_type=obj_type, default_options=default_options, options=options)
+        if hasattr(result, "no_value"):
+            result.no_value = True
+        return result
+
+    _directive._process_documenter_options = process
+
+
 def setup(app):
     from sphinx.ext.napoleon.docstring import GoogleDocstring
 
     GoogleDocstring._consume_inline_attribute = _prose_attribute
+    _hide_values()
     app.connect("missing-reference", _resolve_short_name)

@@ -81,8 +81,7 @@ def _ref_path(ref: str) -> str:
 
 
 def _code(text: str) -> str:
-    """An inline code span for a table cell (pipes escaped)."""
-    text = text.replace("|", "\\|")
+    """An inline code span."""
     ticks = "``" if "`" in text else "`"
     pad = " " if "`" in text else ""
     return f"{ticks}{pad}{text}{pad}{ticks}"
@@ -234,8 +233,10 @@ def _anchor(path: str) -> str:
 
 
 def render(schema: dict[str, Any], source: str = "config/schema.yaml") -> str:
-    """The reference as MyST Markdown: a table of the top-level keys, then one section (with
-    a ``config-<group>`` label) and one table per group (``datasets``, ``models``, each study)."""
+    """The reference as MyST Markdown: the top-level keys, then one section (with a
+    ``config-<group>`` label) per group (``datasets``, ``models``, each study); every key is a
+    definition-list entry with the anchor ``config-<dotted-path>`` (``<`` ``>`` and dots as
+    ``-``): its type, default and unit, then its meaning."""
     keys = schema_keys(schema)
     groups: dict[str, list[ConfigKey]] = {}
     top = schema.get("properties", {})
@@ -248,26 +249,29 @@ def render(schema: dict[str, Any], source: str = "config/schema.yaml") -> str:
         "",
     ]
 
-    def table(rows: list[ConfigKey]) -> None:
-        lines.append("| key | type | default | unit | meaning |")
-        lines.append("|---|---|---|---|---|")
+    def entries(rows: list[ConfigKey]) -> None:
+        # a definition list, one entry per key: the key (with an anchor), then "type ·
+        # default · unit", then the meaning (a table of five columns does not fit the page)
         for k in rows:
             meaning = markdown_text(k.description)
             if k.ref:
                 meaning += f" (the keys of {_code(k.ref)})"
-            lines.append(f"| {_code(k.path)} | {k.kind} | {k.default} | {markdown_text(k.unit)} | {meaning} |")
-        lines.append("")
+            lines.append(f"{_code(k.path)}{{#{_anchor(k.path)}}}")
+            lines.append(f": {k.kind} · default: {k.default} · unit: {markdown_text(k.unit)}")
+            lines.append("")
+            lines.append(f"  {meaning}")
+            lines.append("")
 
     if "" in groups:
         lines += ["(config-top-level)=", "## Top-level keys", "",
                   "Shared by every study.", ""]  # fmt: skip
-        table(groups.pop(""))
+        entries(groups.pop(""))
     for name, rows in groups.items():
         head, rest = rows[0], rows[1:]
         lines += [f"({_anchor(name)})=", f"## `{name}`", "", markdown_text(head.description), ""]
         lines.append(f"Type: {head.kind}; default: {head.default}.")
         lines.append("")
-        table(rest)
+        entries(rest)
     return "\n".join(lines)
 
 

@@ -45,12 +45,15 @@ def test_a_key_without_description_is_found_and_stops_the_generator(schema, tmp_
 
 
 def _rows(text: str) -> dict[str, list[str]]:
-    """key -> cells of its table row (type, default, unit, meaning)."""
+    """key -> [type, default, unit, meaning] of its definition-list entry."""
     rows = {}
-    for line in text.splitlines():
-        m = re.match(r"^\| `([^`]+)` \| (.*) \|$", line)
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"^`([^`]+)`\{#config-[a-z0-9-]+\}$", line)
         if m:
-            rows[m.group(1)] = re.split(r" (?<!\\)\| ", m.group(2))
+            head = re.match(r"^: (.*) · default: (.*) · unit: (.*)$", lines[i + 1])
+            assert head and lines[i + 2] == "" and lines[i + 3].startswith("  "), lines[i:i + 4]
+            rows[m.group(1)] = [*head.groups(), lines[i + 3].strip()]
     return rows
 
 
@@ -86,7 +89,7 @@ def test_every_number_has_a_unit_or_is_a_count_seed_or_rate(schema):
 
 def test_prose_is_escaped_and_code_stays_code():
     assert cr.markdown_text("results/<run>/ and fc* | `a|b` and `x`") == (
-        "results/\\<run\\>/ and fc\\* \\| `a\\|b` and `x`"
+        "results/\\<run\\>/ and fc\\* \\| `a|b` and `x`"
     )
     assert cr.type_text({"type": "integer", "minimum": 1, "maximum": 8}, {}) == "integer in [1, 8]"
     assert cr.type_text({"type": ["number", "null"], "exclusiveMinimum": 0}, {}) == "number > 0 or `null`"

@@ -43,10 +43,13 @@ class _Page(HTMLParser):
 
 
 def broken_links(site: Path) -> list[str]:
-    """``page: link (why)`` for every internal link of the HTML files under ``site`` whose file
-    does not exist, or whose ``#anchor`` is not an id of the target page."""
+    """``page: link (why)`` for every internal link of the HTML pages under ``site`` whose file
+    does not exist, or whose ``#anchor`` is not an id of the target page. ``_static/`` holds
+    the theme's files (one of them a Jinja template named .html), not pages."""
     pages: dict[Path, _Page] = {}
     for html in sorted(site.rglob("*.html")):
+        if "_static" in html.relative_to(site).parts:
+            continue
         p = _Page()
         p.feed(html.read_text(encoding="utf-8", errors="replace"))
         pages[html.resolve()] = p
@@ -67,7 +70,7 @@ def broken_links(site: Path) -> list[str]:
                 bad.append(f"{rel}: {link} (no such file)")
                 continue
             anchor = unquote(parts.fragment)
-            if anchor and target.suffix == ".html" and anchor not in pages[target].ids:
+            if anchor and target in pages and anchor not in pages[target].ids:
                 bad.append(f"{rel}: {link} (no id {anchor!r} in {target.name})")
     return bad
 
