@@ -56,7 +56,7 @@ test: env
 # unresolved cross-reference is an error (-W -n), --keep-going reports all of them at once.
 DOCS_OUT ?= docs/_build/html
 docs: env
-	$(BIN)/sphinx-build -W --keep-going -n -b html docs $(DOCS_OUT)
+	$(BIN)/sphinx-build -W --keep-going -n -b html -d docs/_build/doctrees docs $(DOCS_OUT)
 	@echo "docs: $(DOCS_OUT)/index.html"
 
 lint: env
