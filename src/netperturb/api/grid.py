@@ -88,7 +88,7 @@ def run_grid(
     data: DataSpec,
     *,
     perturbations: Mapping[str, Mapping[str, Any]],
-    layers: str | Iterable[str] = "all",
+    layers: str | Iterable[str | LayerInfo] = "all",
     repeats: int = 5,
     seed: int = 2017,
     engine: str = "fast",
@@ -130,7 +130,8 @@ def run_grid(
         perturbations: name -> ``{"levels": [...], **options}`` (:func:`grid_perturbation`),
             e.g. ``{"synapse_knockout": {"levels": [0, 0.5, 1]}, "bit_flip": {"levels": [0,
             1e-4], "bits": "exponent"}}``.
-        layers: ``"all"`` or module paths / labels / globs (``["conv*", "fc8"]``).
+        layers: ``"all"``, or module paths / labels / globs (``["conv*", "fc8"]``) or
+            :class:`~netperturb.core.layers.LayerInfo` s of :func:`netperturb.layers`.
         repeats: independent draws per level, >= 1.
         seed: the study seed every cell seed derives from (the config's ``seed``).
         engine: ``"fast"`` (clean prefix once per batch, K replicas per suffix call),
@@ -174,6 +175,8 @@ def run_grid(
     if not perturbations:
         raise ValueError("perturbations: give at least one, e.g. {'synapse_knockout': {'levels': [0, 0.5, 1]}}")
     stream = as_stream(data, preprocess=preprocess, batch_size=batch_size)
+    if not isinstance(layers, str):
+        layers = [l.path if isinstance(l, LayerInfo) else l for l in layers]
     chosen: list[LayerInfo] = select_layers(find_layers(model), layers)
     if not chosen:
         raise ValueError(f"layers: {type(model).__name__} has no perturbable (Conv2d / Linear) layer")

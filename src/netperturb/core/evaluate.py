@@ -335,7 +335,8 @@ def evaluate(
     itself (without overrides; an extra forward pass per batch when there are overrides).
 
     Raises:
-        ValueError: the model is in training mode (BatchNorm/Dropout would change the result).
+        ValueError: the model is in training mode (BatchNorm/Dropout would change the result);
+            uint8 images with ``preprocess=None``.
     """
     if model.training:
         raise ValueError("evaluate() needs the model in eval() mode")

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["Batch", "ImageStream", "TensorStream", "LoaderStream", "as_stream", "DataSpec"]
+__all__ = ["Batch", "ImageStream", "TensorStream", "LoaderStream", "as_stream", "n_batches", "DataSpec"]
 
 #: What a preprocess is: uint8 images (B, C, H, W) on the device -> model input (float).
 PreprocessFn = Callable[[Tensor], Tensor]
@@ -191,12 +191,23 @@ class LoaderStream(ImageStream):
                              "make the DataLoader with shuffle=False")  # fmt: skip
         self.loader = loader
         self.preprocess = preprocess
-        self.batch_size = int(loader.batch_size or getattr(loader.batch_sampler, "batch_size", 1) or 1)
+        self._batch_size = loader.batch_size or getattr(loader.batch_sampler, "batch_size", None)
+
+    @property
+    def batch_size(self) -> int:  # type: ignore[override]
+        """The DataLoader's batch size; for one that yields whole batches itself
+        (``batch_size=None``), the size of its first batch."""
+        if self._batch_size is None:
+            first = next(iter(self.loader), None)
+            self._batch_size = int(torch.as_tensor(first[1]).shape[0]) if isinstance(first, (tuple, list)) and len(first) > 1 else 1
+        return int(self._batch_size)
 
     @property
     def n(self) -> int | None:
+        if self.loader.batch_sampler is None:  # the loader yields whole batches: their sizes are unknown
+            return None
         try:
-            n = len(self.loader.sampler) if self.loader.batch_sampler is not None else len(self.loader.dataset)
+            n = len(self.loader.sampler)
         except TypeError:  # an IterableDataset without __len__
             return None
         if getattr(self.loader, "drop_last", False):
