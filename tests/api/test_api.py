@@ -195,6 +195,9 @@ def test_a_format_fault_never_silently_changes_every_weight(net_data):
     assert (ref.features[3].weight != w).float().mean() > 0.9  # storing in int8 changes nearly every weight
     with npt.perturbed(ref, "conv2", "bit_flip", 0.0, seed=1, format="int8", granularity="channel") as a:
         assert a.changed == {}
+    tiny = 1e-9  # a rate that flips no bit of the layer (4e-5 flips expected) changes no weight
+    with npt.perturbed(ref, "conv2", "bit_flip", tiny, seed=1, format="int8", granularity="channel") as a:
+        assert a.changed == {"weight": 0}
     clean = npt.evaluate(ref, loader)
     with npt.perturbed(ref, "conv2", "bit_flip", 0.01, seed=9, format="int8", granularity="channel") as a:
         n = w.numel()
@@ -204,6 +207,10 @@ def test_a_format_fault_never_silently_changes_every_weight(net_data):
                       perturbations={"bf8": {"perturbation": "bit_flip", "format": "int8", "granularity": "channel",
                                              "levels": [0.0, 0.01]}})  # fmt: skip
     assert df["perturbation"].tolist() == ["bf8", "bf8"]
+    none = npt.run_grid(model, loader, layers=["conv2"], repeats=1, seed=4, engine="naive",
+                        perturbations={"bf8": {"perturbation": "bit_flip", "format": "int8", "granularity": "channel",
+                                               "levels": [0.0, tiny]}})  # fmt: skip
+    assert none["top1"].tolist() == [clean.top1] * 2 and none["sdc1"].tolist() == [0.0, 0.0]
     assert df.iloc[0]["top1"] == clean.top1  # level 0 is the int8 network, not the fp32 one
     seed = df.iloc[1]["seed"]
     with npt.perturbed(ref, "conv2", "bit_flip", 0.01, seed=int(seed), format="int8", granularity="channel"):
