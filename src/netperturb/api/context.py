@@ -81,7 +81,7 @@ def stored_format(t: Tensor, format: str, granularity: str = "tensor") -> bool:
     return bool(torch.equal(to_format(t.detach(), format, granularity), t.detach()))
 
 
-def _check_format(model: nn.Module, info: LayerInfo, pert: Perturbation, params: dict[str, Tensor]) -> None:
+def _check_format(info: LayerInfo, pert: Perturbation, params: dict[str, Tensor]) -> None:
     """A weight bit fault in fp16 / bf16 / int8 acts only on weights stored in that format;
     on others it would change every weight (the storing itself) at a rate that flips no bit."""
     fmt = getattr(pert, "format", "fp32")
@@ -187,7 +187,7 @@ def perturbed(
             _ACTIVE[model] -= 1
         return
     params = layer_params(model, info)
-    _check_format(model, info, pert, params)
+    _check_format(info, pert, params)
     saved = {role: t.detach().clone() for role, t in params.items()}
     _ACTIVE[model] = _ACTIVE.get(model, 0) + 1
     try:
