@@ -111,8 +111,8 @@ def _row(
 def run_layer_job(
     job: LayerJob,
     loaded: LoadedModel,
-    images: Tensor,
-    labels: Tensor,
+    images,
+    labels: Tensor | None = None,
     *,
     batch_size: int = 256,
     progress: bool = True,
@@ -121,8 +121,10 @@ def run_layer_job(
     max_replicas: int | None = None,
     store: CellStore | None = None,
 ) -> pd.DataFrame:
-    """Evaluate every (level, repeat) cell of ``job`` on ``images`` (uint8 (N, C, H, W)) and
-    ``labels`` (N,).
+    """Evaluate every (level, repeat) cell of ``job`` on ``images`` (uint8 (N, C, H, W),
+    preprocessed by ``loaded.preprocess``) and ``labels`` (N,); or, with ``labels=None``, on
+    ``images`` as any data :func:`netperturb.perturb.engine.runners.data_stream` takes (an
+    :class:`~netperturb.core.stream.ImageStream`, a DataLoader, a Dataset), read batch by batch.
 
     Each cell: draw the perturbed layer tensors from the cell's own CPU generator and
     evaluate the network with them (the loaded model is never modified). Cells whose
@@ -169,7 +171,7 @@ def run_layer_job(
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _resumable_cells(job: LayerJob, loaded: LoadedModel, images: Tensor, labels: Tensor, store: CellStore, *,
+def _resumable_cells(job: LayerJob, loaded: LoadedModel, images, labels: Tensor | None, store: CellStore, *,
                      max_replicas: int | None, **kw) -> list[Counts]:  # fmt: skip
     """:func:`~netperturb.perturb.engine.runners.run_cells` computing only the cells missing
     from ``store`` and recording each finished one there; the counts of every cell."""
