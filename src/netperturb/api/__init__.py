@@ -3,17 +3,17 @@
 Every name here is also at the package top level (``import netperturb as npt``; loaded on
 first use, so ``import netperturb`` stays light):
 
-- :func:`layers` / :func:`layer_table`: every perturbable layer (path, label, kind, weight
+- :func:`~netperturb.layers` / :func:`~netperturb.layer_table`: every perturbable layer (path, label, kind, weight
   shape, parameter count);
-- :func:`perturbed`: one grid cell's perturbation applied to the model in place for a
+- :func:`~netperturb.perturbed`: one grid cell's perturbation applied to the model in place for a
   ``with`` block, restored bit for bit on exit (the draw of the grid engine for that seed);
-- :func:`evaluate` -> :class:`Metrics`: top-1 / top-5 / loss, and SDC / DUE against a
+- :func:`~netperturb.evaluate` -> :class:`~netperturb.Metrics`: top-1 / top-5 / loss, and SDC / DUE against a
   fault-free reference;
-- :func:`run_grid`: a whole layers x perturbations x levels x repeats grid with the
+- :func:`~netperturb.run_grid`: a whole layers x perturbations x levels x repeats grid with the
   workflow's engine, seeds and columns, as a pandas DataFrame;
-- :func:`in_format`: the model stored in fp16 / bf16 / int8 (the fault-free reference of a
-  bit fault in that format); :func:`cell_seed`: the workflow's seed of a cell;
-- :func:`plot_grid`: the figure of a grid table.
+- :func:`~netperturb.in_format`: the model stored in fp16 / bf16 / int8 (the fault-free reference of a
+  bit fault in that format); :func:`~netperturb.cell_seed`: the workflow's seed of a cell;
+- :func:`~netperturb.plot_grid`: the figure of a grid table.
 
 Data everywhere is a ``torch.utils.data.DataLoader``, a ``Dataset`` or ``(x, y)`` tensors,
 read batch by batch (:mod:`netperturb.core.stream`).

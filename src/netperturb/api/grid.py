@@ -127,7 +127,7 @@ def run_grid(
             tensors (float model inputs, or uint8 with ``preprocess``), read batch by batch
             (:mod:`netperturb.core.stream`): once per clean pass and, when the clean
             activations below a layer do not fit in memory, once per group of replicas.
-        perturbations: name -> ``{"levels": [...], **options}`` (:func:`grid_perturbation`),
+        perturbations: name -> ``{"levels": [...], **options}`` (:func:`~netperturb.api.grid.grid_perturbation`),
             e.g. ``{"synapse_knockout": {"levels": [0, 0.5, 1]}, "bit_flip": {"levels": [0,
             1e-4], "bits": "exponent"}}``.
         layers: ``"all"``, or module paths / labels / globs (``["conv*", "fc8"]``) or
@@ -150,7 +150,7 @@ def run_grid(
             the table is written to ``resume`` and the partial file removed.
         study, dataset: the ``study`` and ``dataset`` columns (and the resume fingerprint).
         arch, weights: the ``arch`` and ``weights`` provenance columns (default: the model's
-            class name and :func:`weights_id`).
+            class name and :func:`~netperturb.api.grid.weights_id`).
 
     Returns:
         pandas DataFrame with :data:`netperturb.perturb.grid.COLUMNS`, layers in depth
