@@ -273,8 +273,18 @@ def load_pretrained(
         finally:
             torch.hub.set_dir(previous)
     model.to(device).eval().requires_grad_(False)
+    from netperturb.models.expects import InputSpec
+
+    t = w.transforms()
+    crop = [int(v) for v in t.crop_size] * (2 if len(t.crop_size) == 1 else 1)
+    inputs = InputSpec(
+        value_max=255.0, mean=tuple(float(m) for m in t.mean), std=tuple(float(v) for v in t.std), size=(crop[0], crop[1]),
+        resize=False, channels=3, described=f"the torchvision weights {arch} {w.name} ({path})",
+        crop_pct=crop[0] / int(t.resize_size[0]) if t.resize_size else None,
+    )  # fmt: skip
     return LoadedModel(
         model=model,
+        inputs=inputs,
         preprocess=weights_preprocess(w),
         arch=arch,
         weights=f"{w.name}@{digest[:12]}",
