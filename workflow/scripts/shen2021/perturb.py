@@ -5,13 +5,7 @@ from netperturb.core.jobs import start_job
 from netperturb.studies.shen2021.jobs import perturb_run
 
 start_job(snakemake.log[0], snakemake.threads)
-p, o = snakemake.params, snakemake.params.options
-perturb_run(
-    RunContext.from_job(snakemake),
-    snakemake.output[0],
-    lam=p.lam,
-    seed=int(snakemake.wildcards.seed),
-    perturbations=o["perturbations"],
-    layers=o["layers"],
-    repeats=o["repeats"],
-)
+o = snakemake.params.options
+perturb_run(RunContext.from_job(snakemake), snakemake.output[0], lam=snakemake.params.lam,
+            seed=int(snakemake.wildcards.seed), perturbations=o["perturbations"], layers=o["layers"],
+            repeats=o["repeats"])  # fmt: skip

@@ -52,17 +52,9 @@ def baseline(ctx: RunContext, out_csv: str | os.PathLike) -> pd.DataFrame:
 
 
 def perturb_layer(
-    ctx: RunContext,
-    out_csv: str | os.PathLike,
-    *,
-    layer: str,
-    perturbation: str,
-    options: Mapping[str, Any],
-    repeats: int,
-    engine: str = "fast",
-    precision: str = "fp32",
-    max_replicas: int | None = None,
-) -> pd.DataFrame:
+    ctx: RunContext, out_csv: str | os.PathLike, *, layer: str, perturbation: str, options: Mapping[str, Any],
+    repeats: int, engine: str = "fast", precision: str = "fp32", max_replicas: int | None = None,
+) -> pd.DataFrame:  # fmt: skip
     """One perturbation job (model x layer x perturbation, all levels x repeats) -> CSV.
 
     Args:
@@ -117,9 +109,7 @@ def perturb_layer(
 
 
 def merge_grid(
-    inputs: Sequence[str | os.PathLike],
-    out_csv: str | os.PathLike,
-    out_parquet: str | os.PathLike | None = None,
+    inputs: Sequence[str | os.PathLike], out_csv: str | os.PathLike, out_parquet: str | os.PathLike | None = None
 ) -> pd.DataFrame:
     """Concatenate per-job tables (or baselines) into one tidy table (CSV, and Parquet if
     asked), sorted by model, layer depth, perturbation, level, repeat.

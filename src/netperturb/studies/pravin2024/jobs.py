@@ -94,15 +94,9 @@ def eval_subset(
 
 
 def train_with_checkpoints(
-    ctx: RunContext,
-    arch: str,
-    train_cfg: Mapping[str, Any],
-    init: int,
-    checkpoints: Mapping[int, str | os.PathLike],
-    history_out: str | os.PathLike,
-    *,
-    input_size: int | None = None,
-) -> pd.DataFrame:
+    ctx: RunContext, arch: str, train_cfg: Mapping[str, Any], init: int, checkpoints: Mapping[int, str | os.PathLike],
+    history_out: str | os.PathLike, *, input_size: int | None = None,
+) -> pd.DataFrame:  # fmt: skip
     """Train ``arch`` (model ``ctx.model``, on the shards of ``ctx``, on ``ctx.device``) from
     initialisation seed ``init`` (which replaces ``train_cfg["seed"]``) and save a checkpoint
     at every epoch in ``checkpoints`` (epoch -> path), through the ``on_epoch_end`` hook of
@@ -202,16 +196,10 @@ def _sweep_store(out_csv, job: str, loaded: LoadedModel, dev: torch.device, *, s
 
 
 def checkpoint_baselines(
-    ctx: RunContext,
-    checkpoints: Mapping[int, str | os.PathLike],
-    out_csv: str | os.PathLike,
-    *,
-    init: int,
-    attack: AttackSpec,
-    n_images: int | None = None,
-    channels_last: bool = True,
+    ctx: RunContext, checkpoints: Mapping[int, str | os.PathLike], out_csv: str | os.PathLike, *, init: int,
+    attack: AttackSpec, n_images: int | None = None, channels_last: bool = True,
     network_attack: AttackSpec | None = None,
-) -> pd.DataFrame:
+) -> pd.DataFrame:  # fmt: skip
     """Clean and adversarial accuracy of every unfiltered checkpoint (epoch -> path) of one
     (model ``ctx.model``, init) on the sweeps' evaluation images (:func:`eval_subset` of
     ``n_images``); :data:`SWEEP_COLUMNS`, ``mode="none"``. With ``network_attack`` at another
@@ -237,20 +225,10 @@ def checkpoint_baselines(
 
 
 def sweep_layers(
-    ctx: RunContext,
-    out_csv: str | os.PathLike,
-    *,
-    init: int,
-    epoch: int,
-    layers: Sequence[str],
-    filters: Sequence[str],
-    steps: int,
-    attack: AttackSpec,
-    n_images: int | None = None,
-    channels_last: bool = True,
-    reuse_prefix: bool = True,
-    max_replicas: int = 4,
-) -> pd.DataFrame:
+    ctx: RunContext, out_csv: str | os.PathLike, *, init: int, epoch: int, layers: Sequence[str],
+    filters: Sequence[str], steps: int, attack: AttackSpec, n_images: int | None = None, channels_last: bool = True,
+    reuse_prefix: bool = True, max_replicas: int = 4,
+) -> pd.DataFrame:  # fmt: skip
     """Per-layer mode for some layers of one checkpoint (``ctx.model_file``, of model
     ``ctx.model``, initialisation ``init``, epoch ``epoch``): for each layer, every filter x
     ``steps`` thresholds over the layer's weight range, clean and adversarial -> one CSV
@@ -299,19 +277,10 @@ def sweep_layers(
 
 
 def sweep_network(
-    ctx: RunContext,
-    out_csv: str | os.PathLike,
-    *,
-    init: int,
-    epoch: int,
-    layers: str | Sequence[str],
-    filters: Sequence[str],
-    steps: int,
-    grid: Sequence[float] | None,
-    attack: AttackSpec,
-    n_images: int | None = None,
+    ctx: RunContext, out_csv: str | os.PathLike, *, init: int, epoch: int, layers: str | Sequence[str],
+    filters: Sequence[str], steps: int, grid: Sequence[float] | None, attack: AttackSpec, n_images: int | None = None,
     channels_last: bool = True,
-) -> pd.DataFrame:
+) -> pd.DataFrame:  # fmt: skip
     """Whole-network mode for one checkpoint (``ctx.model_file``): every layer of the selection
     filtered at once at each threshold of the shared grid (``grid`` = (lo, hi), None = the
     weights' own range) -> CSV (:data:`SWEEP_COLUMNS`)."""
@@ -370,20 +339,10 @@ def _n_params(model: nn.Module, names: Sequence[str] | None = None) -> int:
 
 
 def retrain(
-    ctx: RunContext,
-    scores_csv: str | os.PathLike,
-    out_csv: str | os.PathLike,
-    *,
-    init: int,
-    epoch: int,
-    train_cfg: Mapping[str, Any],
-    epochs: int,
-    score: str,
-    filter: str,
-    tolerance: float,
-    include_bn: bool,
+    ctx: RunContext, scores_csv: str | os.PathLike, out_csv: str | os.PathLike, *, init: int, epoch: int,
+    train_cfg: Mapping[str, Any], epochs: int, score: str, filter: str, tolerance: float, include_bn: bool,
     attack: AttackSpec,
-) -> pd.DataFrame:
+) -> pd.DataFrame:  # fmt: skip
     """Selective retraining of one checkpoint (``ctx.model_file``), compared with no and with
     full retraining.
 

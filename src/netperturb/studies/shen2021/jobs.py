@@ -64,24 +64,12 @@ def _head(study: str, dataset: str, arch: str, lam: float, seed: int) -> dict[st
 
 
 def train_run(
-    ctx: RunContext,
-    *,
-    checkpoint_out: str | os.PathLike,
-    history_out: str | os.PathLike,
-    tracking_out: str | os.PathLike,
-    histograms_out: str | os.PathLike,
-    arch: str,
-    lam: float,
-    seed: int,
-    train_cfg: Mapping[str, Any],
-    track_layers: str | Sequence[str] = "all",
-    regularizer: Mapping[str, Any] | None = None,
-    first_epoch_points: Sequence[float] = (0.05, 0.1, 0.25, 0.5),
-    bins: int = 20,
-    end_fraction: float = 0.1,
-    interval: Sequence[str] = ("current",),
-    input_size: int | None = None,
-) -> pd.DataFrame:
+    ctx: RunContext, *, checkpoint_out: str | os.PathLike, history_out: str | os.PathLike,
+    tracking_out: str | os.PathLike, histograms_out: str | os.PathLike, arch: str, lam: float, seed: int,
+    train_cfg: Mapping[str, Any], track_layers: str | Sequence[str] = "all",
+    regularizer: Mapping[str, Any] | None = None, first_epoch_points: Sequence[float] = (0.05, 0.1, 0.25, 0.5),
+    bins: int = 20, end_fraction: float = 0.1, interval: Sequence[str] = ("current",), input_size: int | None = None,
+) -> pd.DataFrame:  # fmt: skip
     """Train one run (on the shards of ``ctx``, on ``ctx.device``): cross-entropy + ``lam`` x mean fuzziness of the regularised layers
     (:class:`~netperturb.studies.shen2021.minmax.FuzzinessRegularizer`; ``lam = 0`` trains without the term,
     bit for bit the plain training), recording the weights of ``track_layers`` at
@@ -181,16 +169,9 @@ def _provenance(loaded, device: str) -> dict[str, Any]:
 
 
 def attack_run(
-    ctx: RunContext,
-    out_csv: str | os.PathLike,
-    *,
-    lam: float,
-    seed: int,
-    attacks: Sequence[str] = ("fgsm", "pgd"),
-    eps_values: Sequence[float] = (0.0, 0.05, 0.1, 0.2),
-    pgd_steps: int = 10,
-    pgd_step_size: float | None = None,
-) -> pd.DataFrame:
+    ctx: RunContext, out_csv: str | os.PathLike, *, lam: float, seed: int, attacks: Sequence[str] = ("fgsm", "pgd"),
+    eps_values: Sequence[float] = (0.0, 0.05, 0.1, 0.2), pgd_steps: int = 10, pgd_step_size: float | None = None,
+) -> pd.DataFrame:  # fmt: skip
     """Robust accuracy of one run's model (``ctx.model_file``) against every attack and eps
     (:func:`~netperturb.studies.shen2021.minmax.robust_accuracy`; eps in [0, 1] pixel units) -> CSV.
 
@@ -226,15 +207,9 @@ def attack_run(
 
 
 def perturb_run(
-    ctx: RunContext,
-    out_csv: str | os.PathLike,
-    *,
-    lam: float,
-    seed: int,
-    perturbations: Mapping[str, Mapping[str, Any]],
-    layers: str | Sequence[str] = "all",
-    repeats: int = 3,
-) -> pd.DataFrame:
+    ctx: RunContext, out_csv: str | os.PathLike, *, lam: float, seed: int,
+    perturbations: Mapping[str, Mapping[str, Any]], layers: str | Sequence[str] = "all", repeats: int = 3,
+) -> pd.DataFrame:  # fmt: skip
     """The internal perturbation grid (:func:`netperturb.perturb.grid.run_layer_job`) on one run's
     model (``ctx.model_file``, batches of ``ctx.batch_size``): every selected layer x
     perturbation x level x repeat, plus the clean network as
@@ -297,9 +272,7 @@ def perturb_run(
 
 
 def merge_runs(
-    inputs: Sequence[str | os.PathLike],
-    out_csv: str | os.PathLike,
-    out_parquet: str | os.PathLike | None = None,
+    inputs: Sequence[str | os.PathLike], out_csv: str | os.PathLike, out_parquet: str | os.PathLike | None = None
 ) -> pd.DataFrame:
     """Concatenate one kind of per-run table (history, tracking, histograms, robustness,
     perturbation) into one, sorted by lam and seed (stable otherwise), as CSV (and Parquet).
