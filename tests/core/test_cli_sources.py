@@ -101,3 +101,20 @@ def test_perturb_knockout_and_bad_model_options(setup, tmp_path, capsys, keep_th
                    "--layer", "conv1", "--perturbation", "bit_flip", "--option", "format", "--levels", "0",
                    "--out", str(tmp_path / "y.csv")])  # fmt: skip
     assert rc == 2 and "--option 'format': give KEY=VALUE" in capsys.readouterr().err
+
+
+def test_layers_of_a_timm_model(tmp_path, capsys):
+    import timm
+    from safetensors.torch import save_file
+
+    from netperturb.core.layers import find_layers
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", num_classes=7)
+    save_file(model.state_dict(), str(tmp_path / "t.safetensors"))
+    args = ["layers", "--source", "timm", "--arch", "test_resnet", "--weights-file", str(tmp_path / "t.safetensors"),
+            "--num-classes", "7"]  # fmt: skip
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert _layer_paths(out) == [l.path for l in find_layers(model)] and sha256_file(tmp_path / "t.safetensors") in out
+    assert "'input_size': [160, 160]" in out and "'value_range': [0, 255.0]" in out  # timm's pretrained config

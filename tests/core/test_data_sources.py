@@ -162,3 +162,26 @@ def test_manifest_facts_of_builtin_datasets(digits_shards):
     assert facts["size"] == (8, 8) and facts["normalisation"] is None
     old = {k: v for k, v in m.items() if k != "value_range"}  # a manifest written before 0.3
     assert data_inputs(old)["value_max"] == 16.0
+
+
+@pytest.mark.parametrize("dataset,message", [
+    ({"kind": "image_folder"}, "dataset: 'root' is a required property"),
+    ({"kind": "tensors", "root": "x"}, "dataset: 'path' is a required property"),
+    ({"kind": "image_folder", "root": "x", "channels": 2}, "dataset.channels: 2 is not one of [1, 3]"),
+    ({"kind": "zip", "root": "x"}, "dataset.kind: 'zip' is not one of ['image_folder', 'tensors']"),
+    ({"kind": "image_folder", "root": "x", "transform": {"crop": 0}}, "dataset.transform.crop: 0 is less than the minimum of 1"),
+    ("imagenet21k", "dataset: 'imagenet21k' is not one of ['digits', 'mnist', 'cifar10', 'tiny_imagenet', 'imagenet']"),
+])  # fmt: skip
+def test_the_schema_names_the_dataset_key(dataset, message):
+    import yaml
+
+    from netperturb.core.config import config_errors
+    from source_files import REPO
+
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["dataset"] = dataset
+    assert config_errors(cfg, REPO / "config" / "schema.yaml") == [message]
+    cfg["dataset"] = {"kind": "image_folder", "root": "x", "channels": 1, "transform": {"resize": 36, "crop": [32, 32]}}
+    cfg["models"] = {"m": {"source": "python", "factory": "examples.mynet:make_mynet", "weights_file": "w.pt",
+                           "preprocess": {"value_range": [0, 255], "mean": [0.3], "std": [0.4], "input_size": 32}}}  # fmt: skip
+    assert config_errors(cfg, REPO / "config" / "schema.yaml") == []

@@ -263,6 +263,11 @@ def test_model_spec_errors_name_the_key(files, tmp_path):
                          in_channels=1)  # fmt: skip
     assert not p.trained_here and p.user_file and p.load["sha256"] == sha256_file(files["pt"])
     assert parse_model_spec("m", {"arch": "lenet5"}, num_classes=10, in_channels=1).trained_here
+    # 0.2 said only "unknown model" for a model of one's own
+    from netperturb.models.select import resolve_layers
+
+    with pytest.raises(ConfigError, match=r"models.mynet.arch: unknown model 'mynet'.*models.mynet.source: python with factory"):
+        resolve_layers("mynet", {"arch": "mynet"}, "all", num_classes=10, in_channels=1, key="cheney2017.layers")
 
 
 def test_factory_import_errors(files, tmp_path):

@@ -63,6 +63,9 @@ def configured_layers(model_name: str, model_cfg: Mapping[str, Any], *, num_clas
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
         field = "arch" if kind in ("netperturb", "torchvision") and not model_cfg.get("file") else "source"
         msg = str(e)
+        if msg.startswith("unknown model"):
+            msg += (f". A model of your own: give {key}.source: python with factory and weights_file (a state_dict), "
+                    "torchscript or exported with file, or timm with arch and weights_file")  # fmt: skip
         raise ConfigError(msg if msg.startswith(key) else f"{key}.{field}: {msg}") from None
     _LISTED[cache] = layers
     return layers
