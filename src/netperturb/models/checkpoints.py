@@ -159,7 +159,7 @@ def load_model(
     if loaded.inputs is not None and source:
         key = source.get("key")
         inputs = replace(loaded.inputs, remedy_key=f"{key}.preprocess" if key and key.startswith("models.") else "models.<name>.preprocess",
-                         described=f"model {key.rpartition('.')[2]} ({loaded.inputs.described.removeprefix('the ')})"
+                         described=f"model {key[len('models.'):]} ({loaded.inputs.described.removeprefix('the ')})"
                          if key and key.startswith("models.") else loaded.inputs.described)  # fmt: skip
         loaded = replace(loaded, inputs=apply_overrides(inputs, source.get("preprocess")))
     return loaded

@@ -424,9 +424,9 @@ def load_external(
 
 
 def _described(spec: Mapping[str, Any], path) -> str:
-    name = spec.get("key", "model")
-    name = name.rpartition(".")[2] if name.startswith("models.") else "the model"
-    return f"model {name} (source {spec['source']}, {path})"
+    key = str(spec.get("key", ""))
+    who = f"model {key[len('models.'):]}" if key.startswith("models.") else "the model"
+    return f"{who} (source {spec['source']}, {path})"
 
 
 def external_layers(spec: Mapping[str, Any], path: str | os.PathLike | None) -> list[LayerInfo]:
