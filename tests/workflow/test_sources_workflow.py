@@ -51,7 +51,9 @@ def _level_zero_is_the_clean_model(grid, base, flips, fbase):
         assert len(zero) == 1 and zero[["top1", "top5", "loss"]].iloc[0].tolist() == [row["top1"], row["top5"], row["loss"]]
         fz = flips[(flips["model"] == m) & (flips["level"] == 0)]
         f0 = fbase[(fbase["model"] == m) & (fbase["reference"] == "fp32")].iloc[0]
-        assert fz["top1"].tolist() == [f0["top1"]] == [row["top1"]] and (fz["sdc1"] == 0).all()
+        assert fz["top1"].tolist() == [f0["top1"]] == [row["top1"]]
+        # no silent data corruption at level 0 (undefined, NaN, when the clean network gets no image right)
+        assert (fz["sdc1"] == 0).all() or (fz["sdc1"].isna().all() and row["top1"] == 0)
 
 
 @pytest.mark.workflow

@@ -254,11 +254,17 @@ def load_pretrained(
     w = get_weights(arch, weights)
     digest = sha256_file(path)
     if sha256_prefix and not digest.startswith(sha256_prefix):
+        from netperturb.core.integrity import sidecar_path
+
+        if sidecar_path(path).exists():  # fetched by the workflow (download_weights records it)
+            remedy = (f"delete it and fetch it again (rm {path} {path}.sha256, then run the same snakemake "
+                      "command: download_weights fetches it again)")  # fmt: skip
+        else:  # the user's file (models.<name>.weights_file, --checkpoint)
+            remedy = (f"replace it with a good copy of {arch} {weights} (models.<name>.weights_file), or give "
+                      "its own model source if it is other weights (e.g. source: python with its factory)")  # fmt: skip
         raise WeightsError(
             f"weights file {path}: sha256 {digest} does not start with {sha256_prefix}: the file is "
-            f"damaged or not these weights; delete it and fetch it again (in the workflow: rm {path}, "
-            "then run the same snakemake command: download_weights fetches it again), or, for "
-            "models.<name>.weights_file, replace it with a good copy"
+            f"damaged or not these weights; {remedy}"
         )
     official = os.path.basename(urlparse(w.url).path)
     previous = torch.hub.get_dir()
