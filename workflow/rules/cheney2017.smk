@@ -16,14 +16,8 @@ except ConfigError as e:
 # What a baseline / perturbation job asks of the executor (cheney2017.resources): gpu=1 puts
 # them on GPU nodes under SLURM; runtime x attempt on a retry.
 CHENEY_RESOURCES = job_resources(CHENEY["resources"])
-CHENEY_COMMON = dict(
-    run=RUN,
-    dataset=DATASET,
-    seed=config["seed"],
-    split=DATA_INFO["eval_split"],
-    batch_size=CHENEY["batch_size"],
-    device=config["device"],
-)
+# every job's netperturb.core.context.RunContext (model, source, data, seed, batch size, device)
+CHENEY_CONTEXT = job_context(CHENEY["batch_size"])
 
 
 if "cheney2017" in config["studies"]:
@@ -42,8 +36,7 @@ rule cheney2017_baseline:
     output:
         f"{CHENEY_DIR}/baseline/{{model}}.csv",
     params:
-        source=model_source,
-        **CHENEY_COMMON,
+        context=CHENEY_CONTEXT,
     resources:
         **CHENEY_RESOURCES,
     priority: 25  # small jobs that finish a study: run them as soon as they can
@@ -65,13 +58,12 @@ rule cheney2017_perturb:
     wildcard_constraints:
         perturbation="|".join(CHENEY["perturbations"]),
     params:
-        source=model_source,
+        context=CHENEY_CONTEXT,
         options=lambda wildcards: CHENEY["perturbations"][wildcards.perturbation],
         repeats=CHENEY["repeats"],
         engine=CHENEY["engine"],
         precision=CHENEY["precision"],
         max_replicas=CHENEY["max_replicas"],
-        **CHENEY_COMMON,
     threads: 1
     resources:
         **CHENEY_RESOURCES,

@@ -26,6 +26,7 @@ from netperturb.core.config import (
 from netperturb.core.integrity import find_damage
 from netperturb.datasets import dataset_info
 from netperturb.datasets.prepare import PREPARERS
+from netperturb.datasets.sources import plan_data
 from netperturb.models.sources import plan_sources
 
 # Snakemake's own YAML load keeps the last of a key given twice; read every config file of
@@ -49,11 +50,13 @@ except WorkflowError:
 
 RUN = config["run"]
 RESULTS = f"results/{RUN}"  # the run's folder: models/ and one folder per study
-DATASET = config["dataset"]
-DATA_INFO = dataset_info(DATASET)
-
 try:
-    SOURCES = plan_sources(config, num_classes=DATA_INFO["num_classes"])
+    # a built-in dataset by name, or the config's own images (image_folder / tensors)
+    DATA = plan_data(config)
+    DATASET = DATA.name
+    DATA_INFO = DATA.info
+    # where each model comes from: trained here, torchvision, timm, python, torchscript, exported
+    SOURCES = plan_sources(config, num_classes=DATA_INFO["num_classes"], data=DATA)
 except ConfigError as e:
     raise WorkflowError(f"invalid config: {e}")
 
@@ -86,6 +89,7 @@ def report_outputs(study, category):
 
 wildcard_constraints:
     dataset="|".join(PREPARERS),
+    data_source=re.escape(os.path.basename(os.path.dirname(DATA.shard_dir))) if DATA.spec else "(?!)",
     model="|".join(map(re.escape, config["models"])),
     layer=r"[A-Za-z0-9_.]+",
     variant="|".join(map(re.escape, SOURCES.imagenet_variants)) or "(?!)",
@@ -103,8 +107,11 @@ def model_checkpoint(wildcards):
     A damaged one (netperturb.core.integrity) stops the run here, while the jobs are
     planned: before any job starts or any output of a job about to rerun is deleted."""
     path = SOURCES.checkpoint(wildcards.model, RESULTS)
+    planned = SOURCES.models[wildcards.model]
+    if planned.user_file and planned.kind != "torchvision":
+        return path  # the user's file: its jobs check it against the sha256 planned (never "delete it")
     src = SOURCES.load_source(wildcards.model)
-    why = find_damage(path, sha256_prefix=src and src["sha256_prefix"])
+    why = find_damage(path, sha256_prefix=src and src.get("sha256_prefix"))
     if why:
         if src is None:
             remedy = (
@@ -126,9 +133,30 @@ def model_checkpoint(wildcards):
     return path
 
 
-def model_source(wildcards):
-    """What load_model needs besides the file (None: a netperturb checkpoint)."""
-    return SOURCES.load_source(wildcards.model)
+def dataset_shards(name=None):
+    """The shard folder of the run's dataset, or of another built-in dataset by name (a
+    study's own `dataset` key)."""
+    return DATA.shard_dir if name is None or name == DATASET else f"resources/data/{name}/shards"
+
+
+def job_context(batch_size, model_wildcard="model", **fields):
+    """params.context of a study's job rules: the netperturb.core.context.RunContext fields
+    planned from the config (run, dataset, split, seed, batch size, device and, for a rule
+    with a {model} wildcard, the model and its source; `model_wildcard` names a study's own
+    model wildcard, whose models are its own checkpoints); each job's script adds its input
+    files (RunContext.from_job). `fields` override (a study's own dataset or split)."""
+
+    def context(wildcards):
+        model = getattr(wildcards, model_wildcard, None)
+        ctx = dict(run=RUN, dataset=DATASET, split=DATA_INFO["eval_split"], study_seed=config["seed"],
+                   batch_size=batch_size, device=config["device"])
+        if model is not None:
+            ctx["model"] = model
+            if model_wildcard == "model":
+                ctx["source"] = SOURCES.load_source(model)
+        return {**ctx, **fields}
+
+    return context
 
 
 def imagenet_archives(wildcards):

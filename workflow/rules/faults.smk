@@ -16,14 +16,8 @@ except ConfigError as e:
     raise WorkflowError(f"invalid config: {e}")
 
 FAULTS_RESOURCES = {k: FAULTS["resources"][k] for k in ("gpu", "mem_mb", "runtime")}
-FAULTS_COMMON = dict(
-    run=RUN,
-    dataset=DATASET,
-    seed=config["seed"],
-    split=DATA_INFO["eval_split"],
-    batch_size=FAULTS["batch_size"],
-    device=config["device"],
-)
+# every job's netperturb.core.context.RunContext (model, source, data, seed, batch size, device)
+FAULTS_CONTEXT = job_context(FAULTS["batch_size"])
 
 
 if "faults" in config["studies"]:
@@ -44,8 +38,7 @@ rule faults_baseline:
     wildcard_constraints:
         reference="|".join(FAULTS_PLAN.references()),
     params:
-        source=model_source,
-        **FAULTS_COMMON,
+        context=FAULTS_CONTEXT,
     resources:
         **FAULTS_RESOURCES,
     priority: 25
@@ -67,12 +60,11 @@ rule faults_perturb:
     wildcard_constraints:
         variant="|".join(map(re.escape, FAULTS["perturbations"])),
     params:
-        source=model_source,
+        context=FAULTS_CONTEXT,
         spec=lambda wildcards: FAULTS["perturbations"][wildcards.variant],
         repeats=FAULTS["repeats"],
         engine=FAULTS["engine"],
         max_replicas=FAULTS["max_replicas"],
-        **FAULTS_COMMON,
     threads: 1
     resources:
         **FAULTS_RESOURCES,

@@ -8,7 +8,12 @@ from netperturb.studies.pravin2024.plan import attack_eps, network_eps, plan_stu
 PRAVIN = config["pravin2024"]
 PRAVIN_DIR = study_dir("pravin2024")
 PRAVIN_DATASET = PRAVIN.get("dataset") or DATASET
-PRAVIN_INFO = dataset_info(PRAVIN_DATASET)
+PRAVIN_INFO = DATA_INFO if PRAVIN_DATASET == DATASET else dataset_info(PRAVIN_DATASET)
+if "pravin2024" in config["studies"] and "train" not in PRAVIN_INFO.get("splits", ("train",)):
+    raise WorkflowError(
+        f"invalid config: dataset: pravin2024 trains its models, and {PRAVIN_DATASET} has no training split; "
+        "set pravin2024.dataset to a built-in dataset, or give the image folder train/ and test/ folders"
+    )
 try:
     PRAVIN_PLAN = plan_study(
         PRAVIN,
@@ -17,7 +22,7 @@ try:
     )
 except ConfigError as e:
     raise WorkflowError(f"invalid config: {e}")
-PRAVIN_SHARDS = f"resources/data/{PRAVIN_DATASET}/shards"
+PRAVIN_SHARDS = dataset_shards(PRAVIN.get("dataset"))
 PRAVIN_RUNS = [(m, i) for m in PRAVIN["models"] for i in PRAVIN["seeds"]]  # model x initialisation
 PRAVIN_CKPT = f"{PRAVIN_DIR}/models/{{fmodel}}/init{{init}}/epoch{{epoch}}.pt"
 
@@ -27,16 +32,15 @@ PRAVIN_CKPT = f"{PRAVIN_DIR}/models/{{fmodel}}/init{{init}}/epoch{{epoch}}.pt"
 # runtime x attempt on a retry.
 PRAVIN_RESOURCES = job_resources(PRAVIN["resources"])
 
+# every job's netperturb.core.context.RunContext (its model is {fmodel}, a checkpoint of the study)
+PRAVIN_CONTEXT = job_context(
+    PRAVIN["batch_size"], model_wildcard="fmodel", dataset=PRAVIN_DATASET, split=PRAVIN_INFO["eval_split"]
+)
 PRAVIN_COMMON = dict(
-    run=RUN,
-    dataset=PRAVIN_DATASET,
-    seed=config["seed"],
-    split=PRAVIN_INFO["eval_split"],
+    context=PRAVIN_CONTEXT,
     n_images=PRAVIN["eval_images"],
-    batch_size=PRAVIN["batch_size"],
     channels_last=PRAVIN["channels_last"],
     attack=PRAVIN["attack"],
-    device=config["device"],
 )
 
 
@@ -70,13 +74,11 @@ for _model, _epochs in PRAVIN_PLAN.checkpoints.items():
             checkpoints=[f"{PRAVIN_DIR}/models/{_model}/init{{init}}/epoch{e}.pt" for e in _epochs],
             history=f"{PRAVIN_DIR}/models/{_model}/init{{init}}/history.csv",
         params:
-            model=_model,
+            context=job_context(PRAVIN["batch_size"], dataset=PRAVIN_DATASET, model=_model),
             arch=PRAVIN["models"][_model]["arch"],
             train={**PRAVIN["models"][_model].get("train", {}), "schedule": PRAVIN["schedule"]},
             input_size=PRAVIN["models"][_model].get("input_size"),
             epochs=_epochs,
-            run=RUN,
-            device=config["device"],
         threads: 2
         priority: 30  # the study's chain (train, sweeps, scores, retrain) is the run's longest: start it first
         resources:

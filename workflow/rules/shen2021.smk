@@ -7,7 +7,15 @@ from netperturb.studies.shen2021.plan import check_config as shen2021_plan
 
 SHEN = config["shen2021"]
 SHEN_DATASET = SHEN.get("dataset", DATASET)  # no schema default: the top-level dataset
-SHEN_INFO = dataset_info(SHEN_DATASET)
+SHEN_INFO = DATA_INFO if SHEN_DATASET == DATASET else dataset_info(SHEN_DATASET)
+SHEN_SHARDS = dataset_shards(SHEN.get("dataset"))
+if "shen2021" in config["studies"] and "train" not in SHEN_INFO.get("splits", ("train",)):
+    raise WorkflowError(
+        f"invalid config: dataset: shen2021 trains its models, and {SHEN_DATASET} has no training split; "
+        "set shen2021.dataset to a built-in dataset, or give the image folder train/ and test/ folders"
+    )
+# every job's netperturb.core.context.RunContext (its model is the run's own checkpoint)
+SHEN_CONTEXT = job_context(SHEN["perturbation"]["batch_size"], dataset=SHEN_DATASET, split=SHEN_INFO["eval_split"])
 SHEN_DIR = study_dir("shen2021")
 try:
     SHEN_PLAN = shen2021_plan(
@@ -35,7 +43,7 @@ if "shen2021" in config["studies"]:
 # Train one lambda x seed run with the fuzziness term; checkpoint, history, weight tracking.
 rule shen2021_train:
     input:
-        shards=f"resources/data/{SHEN_DATASET}/shards",
+        shards=SHEN_SHARDS,
     output:
         checkpoint=f"{SHEN_RUN}/model.pt",
         history=f"{SHEN_RUN}/history.csv",
@@ -45,11 +53,9 @@ rule shen2021_train:
         lam=r"[0-9.e+-]+",
         seed=r"\d+",
     params:
-        run=RUN,
-        dataset=SHEN_DATASET,
+        context=SHEN_CONTEXT,
         lam=lambda wildcards: SHEN_LAMS[wildcards.lam],
         options=SHEN,
-        device=config["device"],
     threads: 1
     log:
         f"logs/{RUN}/shen2021/train/lam{{lam}}_seed{{seed}}.log",
@@ -65,20 +71,16 @@ rule shen2021_train:
 rule shen2021_attack:
     input:
         checkpoint=rules.shen2021_train.output.checkpoint,
-        shards=f"resources/data/{SHEN_DATASET}/shards",
+        shards=SHEN_SHARDS,
     output:
         f"{SHEN_RUN}/robustness.csv",
     wildcard_constraints:
         lam=r"[0-9.e+-]+",
         seed=r"\d+",
     params:
-        run=RUN,
-        dataset=SHEN_DATASET,
+        context=SHEN_CONTEXT,
         lam=lambda wildcards: SHEN_LAMS[wildcards.lam],
-        seed=config["seed"],
-        split=SHEN_INFO["eval_split"],
         attacks=SHEN["attacks"],
-        device=config["device"],
     threads: 1
     log:
         f"logs/{RUN}/shen2021/attack/lam{{lam}}_seed{{seed}}.log",
@@ -94,20 +96,16 @@ rule shen2021_attack:
 rule shen2021_perturb:
     input:
         checkpoint=rules.shen2021_train.output.checkpoint,
-        shards=f"resources/data/{SHEN_DATASET}/shards",
+        shards=SHEN_SHARDS,
     output:
         f"{SHEN_RUN}/perturbation.csv",
     wildcard_constraints:
         lam=r"[0-9.e+-]+",
         seed=r"\d+",
     params:
-        run=RUN,
-        dataset=SHEN_DATASET,
+        context=SHEN_CONTEXT,
         lam=lambda wildcards: SHEN_LAMS[wildcards.lam],
-        seed=config["seed"],
-        split=SHEN_INFO["eval_split"],
         options=SHEN["perturbation"],
-        device=config["device"],
     threads: 1
     log:
         f"logs/{RUN}/shen2021/perturb/lam{{lam}}_seed{{seed}}.log",

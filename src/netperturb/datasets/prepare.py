@@ -70,7 +70,7 @@ def prepare_imagenet_dataset(
         out_dir, transform, val_tar=None if val_dir else options["val_tar"], devkit=devkit, val_dir=val_dir,
         images_per_class=options.get("images_per_class"), shard_size=int(options.get("shard_size", 5000)),
         max_bad_fraction=float(options.get("max_bad_fraction", 0.001)), threads=threads,
-        verify_checksums=bool(options.get("verify_checksums", True)),
+        verify_checksums=bool(options.get("verify_checksums", True)), channels=int(options.get("channels", 3)),
     )  # fmt: skip
 
 

@@ -51,8 +51,15 @@ def write_shards(
     shard_size: int = 10_000,
     skipped: Sequence[dict[str, str]] = (),
     source: dict[str, Any] | None = None,
+    value_range: Sequence[float] | None = None,
+    normalisation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``splits`` (name -> (images uint8 (N, C, H, W), labels int64 (N,))) as shards.
+
+    ``value_range`` ([0, max]: the stored value that means full brightness) is recorded in the
+    manifest; by default 1 / ``preprocess.scale`` (16 for the digits), else [0, 255].
+    ``normalisation`` (``{"mean", "std"}``) is recorded when the dataset's config gives one;
+    a model expecting another is refused (:func:`netperturb.models.expects.resolve_inputs`).
 
     Every file is written atomically; the manifest last, so a folder with a manifest is
     complete. Returns the manifest dict.
@@ -73,7 +80,11 @@ def write_shards(
         "splits": {},
         "skipped": list(skipped),
         "source": source or {},
+        "value_range": [0, float(value_range[1])] if value_range is not None
+        else [0, round(1 / preprocess.scale, 6) if preprocess is not None else 255.0],
     }
+    if normalisation:
+        manifest["normalisation"] = {"mean": list(normalisation["mean"]), "std": list(normalisation["std"])}
     for split, (images, labels) in splits.items():
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"split {split!r}: images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from tqdm import tqdm  # plain tqdm: tqdm.auto in a notebook kernel warns (IProgress) without ipywidgets
 
 from netperturb import __version__
+from netperturb.core.context import RunContext
 from netperturb.core.evaluate import resolve_device
 from netperturb.core.io import write_csv, write_parquet
 from netperturb.core.layers import find_layers, select_layers
@@ -93,21 +94,13 @@ def eval_subset(
 
 
 def train_with_checkpoints(
-    shard_dir: str | os.PathLike,
-    arch: str,
-    train_cfg: Mapping[str, Any],
-    init: int,
-    checkpoints: Mapping[int, str | os.PathLike],
-    history_out: str | os.PathLike,
-    *,
-    model_name: str,
-    study: str,
-    input_size: int | None = None,
-    device: str = "auto",
-) -> pd.DataFrame:
-    """Train ``arch`` from initialisation seed ``init`` (which replaces ``train_cfg["seed"]``)
-    and save a checkpoint at every epoch in ``checkpoints`` (epoch -> path), through the
-    ``on_epoch_end`` hook of :func:`netperturb.core.training.train_classifier`.
+    ctx: RunContext, arch: str, train_cfg: Mapping[str, Any], init: int, checkpoints: Mapping[int, str | os.PathLike],
+    history_out: str | os.PathLike, *, input_size: int | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """Train ``arch`` (model ``ctx.model``, on the shards of ``ctx``, on ``ctx.device``) from
+    initialisation seed ``init`` (which replaces ``train_cfg["seed"]``) and save a checkpoint
+    at every epoch in ``checkpoints`` (epoch -> path), through the ``on_epoch_end`` hook of
+    :func:`netperturb.core.training.train_classifier`.
 
     Writes the per-epoch history (``study, model, arch, init, epoch, lr, train_loss,
     test_top1, test_top5, test_loss``).
@@ -115,6 +108,7 @@ def train_with_checkpoints(
     Raises:
         ValueError: a checkpoint epoch outside [1, epochs].
     """
+    shard_dir, model_name = ctx.shard_dir, ctx.model
     manifest = read_manifest(shard_dir)
     preprocess = model_preprocess(manifest, arch, input_size)
     cfg = TrainConfig.from_mapping(train_cfg, seed=int(init))
@@ -122,7 +116,7 @@ def train_with_checkpoints(
     bad = [e for e in wanted if not 1 <= e <= cfg.epochs]
     if bad:
         raise ValueError(f"checkpoint epochs {bad} outside 1..{cfg.epochs}")
-    dev = resolve_device(device)
+    dev = resolve_device(ctx.device)
     train, test = load_split(shard_dir, "train"), load_split(shard_dir, "test")
     in_channels = int(train[0].shape[1])
     torch.manual_seed(cfg.seed)
@@ -139,10 +133,16 @@ def train_with_checkpoints(
             log.info("%s init %d: checkpoint at epoch %d (test top-1 %.4f)", model_name, init, epoch, metrics["test_top1"])
 
     history = train_classifier(model, train, test, preprocess, cfg, on_epoch_end=on_epoch_end)
-    for col, val in (("init", int(init)), ("arch", arch), ("model", model_name), ("study", study)):
+    for col, val in (("init", int(init)), ("arch", arch), ("model", model_name), ("study", ctx.run)):
         history.insert(0, col, val)
     write_csv(history, history_out)
     return history
+
+
+def _checkpoint(ctx: RunContext) -> str:
+    if not ctx.model_file:
+        raise ValueError("this job needs the checkpoint: give the RunContext a model_file")
+    return ctx.model_file
 
 
 def _prepare(
@@ -196,28 +196,18 @@ def _sweep_store(out_csv, job: str, loaded: LoadedModel, dev: torch.device, *, s
 
 
 def checkpoint_baselines(
-    checkpoints: Mapping[int, str | os.PathLike],
-    shard_dir: str | os.PathLike,
-    out_csv: str | os.PathLike,
-    *,
-    study: str,
-    dataset: str,
-    model_name: str,
-    init: int,
-    attack: AttackSpec,
-    study_seed: int,
-    split: str = "test",
-    n_images: int | None = None,
-    batch_size: int = 256,
-    device: str = "auto",
-    channels_last: bool = True,
+    ctx: RunContext, checkpoints: Mapping[int, str | os.PathLike], out_csv: str | os.PathLike, *, init: int,
+    attack: AttackSpec, n_images: int | None = None, channels_last: bool = True,
     network_attack: AttackSpec | None = None,
-) -> pd.DataFrame:
+) -> pd.DataFrame:  # fmt: skip
     """Clean and adversarial accuracy of every unfiltered checkpoint (epoch -> path) of one
-    (model, init) on the sweeps' evaluation images; :data:`SWEEP_COLUMNS`, ``mode="none"``.
-    With ``network_attack`` at another eps (whole-network mode's own budget), each checkpoint
-    gets a second pair of rows at that eps (the ``eps`` column tells them apart)."""
-    images, labels = eval_subset(shard_dir, split, n_images, study_seed=study_seed, dataset=dataset)
+    (model ``ctx.model``, init) on the sweeps' evaluation images (:func:`eval_subset` of
+    ``n_images``); :data:`SWEEP_COLUMNS`, ``mode="none"``. With ``network_attack`` at another
+    eps (whole-network mode's own budget), each checkpoint gets a second pair of rows at that
+    eps (the ``eps`` column tells them apart)."""
+    study, dataset, model_name, study_seed = ctx.run, ctx.dataset, ctx.model, ctx.study_seed
+    batch_size, device = ctx.batch_size, ctx.device
+    images, labels = eval_subset(ctx.shard_dir, ctx.split, n_images, study_seed=study_seed, dataset=dataset)
     attacks = [attack] + ([network_attack] if network_attack is not None and network_attack.eps != attack.eps else [])
     rows = []
     for epoch, path in sorted(checkpoints.items()):
@@ -235,30 +225,12 @@ def checkpoint_baselines(
 
 
 def sweep_layers(
-    checkpoint: str | os.PathLike,
-    shard_dir: str | os.PathLike,
-    out_csv: str | os.PathLike,
-    *,
-    study: str,
-    dataset: str,
-    model_name: str,
-    init: int,
-    epoch: int,
-    layers: Sequence[str],
-    filters: Sequence[str],
-    steps: int,
-    attack: AttackSpec,
-    study_seed: int,
-    split: str = "test",
-    n_images: int | None = None,
-    batch_size: int = 256,
-    device: str = "auto",
-    channels_last: bool = True,
-    reuse_prefix: bool = True,
-    max_replicas: int = 4,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """Per-layer mode for some layers of one checkpoint: for each layer, every filter x
+    ctx: RunContext, out_csv: str | os.PathLike, *, init: int, epoch: int, layers: Sequence[str],
+    filters: Sequence[str], steps: int, attack: AttackSpec, n_images: int | None = None, channels_last: bool = True,
+    reuse_prefix: bool = True, max_replicas: int = 4,
+) -> pd.DataFrame:  # fmt: skip
+    """Per-layer mode for some layers of one checkpoint (``ctx.model_file``, of model
+    ``ctx.model``, initialisation ``init``, epoch ``epoch``): for each layer, every filter x
     ``steps`` thresholds over the layer's weight range, clean and adversarial -> one CSV
     (:data:`SWEEP_COLUMNS`, layers in the given order).
 
@@ -279,7 +251,10 @@ def sweep_layers(
     """
     if not layers:
         raise ValueError("sweep_layers: no layers given")
-    loaded, dev = _prepare(checkpoint, device, channels_last)
+    study, dataset, model_name, study_seed = ctx.run, ctx.dataset, ctx.model, ctx.study_seed
+    shard_dir, split = ctx.shard_dir, ctx.split
+    batch_size, progress = ctx.batch_size, ctx.progress
+    loaded, dev = _prepare(_checkpoint(ctx), ctx.device, channels_last)
     infos = select_layers(find_layers(loaded.model), list(layers))
     images, labels = eval_subset(shard_dir, split, n_images, study_seed=study_seed, dataset=dataset)
     key = _model_key(model_name, init, epoch)
@@ -302,32 +277,17 @@ def sweep_layers(
 
 
 def sweep_network(
-    checkpoint: str | os.PathLike,
-    shard_dir: str | os.PathLike,
-    out_csv: str | os.PathLike,
-    *,
-    study: str,
-    dataset: str,
-    model_name: str,
-    init: int,
-    epoch: int,
-    layers: str | Sequence[str],
-    filters: Sequence[str],
-    steps: int,
-    grid: Sequence[float] | None,
-    attack: AttackSpec,
-    study_seed: int,
-    split: str = "test",
-    n_images: int | None = None,
-    batch_size: int = 256,
-    device: str = "auto",
+    ctx: RunContext, out_csv: str | os.PathLike, *, init: int, epoch: int, layers: str | Sequence[str],
+    filters: Sequence[str], steps: int, grid: Sequence[float] | None, attack: AttackSpec, n_images: int | None = None,
     channels_last: bool = True,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """Whole-network mode for one checkpoint: every layer of the selection filtered at once
-    at each threshold of the shared grid (``grid`` = (lo, hi), None = the weights' own range)
-    -> CSV (:data:`SWEEP_COLUMNS`)."""
-    loaded, dev = _prepare(checkpoint, device, channels_last)
+) -> pd.DataFrame:  # fmt: skip
+    """Whole-network mode for one checkpoint (``ctx.model_file``): every layer of the selection
+    filtered at once at each threshold of the shared grid (``grid`` = (lo, hi), None = the
+    weights' own range) -> CSV (:data:`SWEEP_COLUMNS`)."""
+    study, dataset, model_name, study_seed = ctx.run, ctx.dataset, ctx.model, ctx.study_seed
+    shard_dir, split = ctx.shard_dir, ctx.split
+    batch_size, progress = ctx.batch_size, ctx.progress
+    loaded, dev = _prepare(_checkpoint(ctx), ctx.device, channels_last)
     chosen = select_layers(find_layers(loaded.model), layers)
     images, labels = eval_subset(shard_dir, split, n_images, study_seed=study_seed, dataset=dataset)
     ev = _evaluator(loaded, dev, images, labels, attack, study_seed=study_seed,
@@ -379,29 +339,12 @@ def _n_params(model: nn.Module, names: Sequence[str] | None = None) -> int:
 
 
 def retrain(
-    checkpoint: str | os.PathLike,
-    scores_csv: str | os.PathLike,
-    shard_dir: str | os.PathLike,
-    out_csv: str | os.PathLike,
-    *,
-    study: str,
-    dataset: str,
-    model_name: str,
-    init: int,
-    epoch: int,
-    train_cfg: Mapping[str, Any],
-    epochs: int,
-    score: str,
-    filter: str,
-    tolerance: float,
-    include_bn: bool,
+    ctx: RunContext, scores_csv: str | os.PathLike, out_csv: str | os.PathLike, *, init: int, epoch: int,
+    train_cfg: Mapping[str, Any], epochs: int, score: str, filter: str, tolerance: float, include_bn: bool,
     attack: AttackSpec,
-    study_seed: int,
-    split: str = "test",
-    batch_size: int = 256,
-    device: str = "auto",
-) -> pd.DataFrame:
-    """Selective retraining of one checkpoint, compared with no and with full retraining.
+) -> pd.DataFrame:  # fmt: skip
+    """Selective retraining of one checkpoint (``ctx.model_file``), compared with no and with
+    full retraining.
 
     ``none`` is the checkpoint as it is; ``selective`` trains only the layers that
     :func:`netperturb.studies.pravin2024.scores.retraining_selection` selects (robust or antifragile), with
@@ -415,8 +358,11 @@ def retrain(
     Raises:
         RuntimeError: a frozen parameter or buffer changed (a bug; never expected).
     """
-    dev = resolve_device(device)
-    loaded = load_checkpoint(checkpoint, dev)
+    study, dataset, model_name, study_seed = ctx.run, ctx.dataset, ctx.model, ctx.study_seed
+    shard_dir, split = ctx.shard_dir, ctx.split
+    batch_size = ctx.batch_size
+    dev = resolve_device(ctx.device)
+    loaded = load_checkpoint(_checkpoint(ctx), dev)
     attack = attack.for_input(loaded.preprocess)  # eps in pixel units -> the model's input units
     scores = read_table(scores_csv)
     sel = retraining_selection(scores, model=model_name, init=init, epoch=epoch, score=score, filter=filter,
