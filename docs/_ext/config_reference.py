@@ -164,7 +164,7 @@ def type_text(node: dict[str, Any], root: dict[str, Any]) -> str:
         if node.get("minItems") and node.get("minItems") == node.get("maxItems"):
             n = f" {node['minItems']}"
         return f"list of{n} {inner}" if not inner.startswith("one of") else f"list, each {inner}"
-    if types == "object" or "properties" in node or "patternProperties" in node:
+    if types == "object" or (types is None and ("properties" in node or "patternProperties" in node)):
         props = node.get("properties") or {}
         if props and set(node.get("required", [])) == set(props) and not node.get("patternProperties"):
             return "mapping {" + ", ".join(props) + "}"

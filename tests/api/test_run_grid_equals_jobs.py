@@ -11,6 +11,7 @@ import pytest
 from torch.utils.data import DataLoader, TensorDataset
 
 import netperturb as npt
+from netperturb.core.context import RunContext
 from netperturb.datasets.shards import load_split
 from netperturb.models.checkpoints import load_model
 from netperturb.perturb.grid import COLUMNS
@@ -23,6 +24,13 @@ def _grid(loaded, images, labels, *, study, layer, perturbations, engine="fast")
     return npt.run_grid(loaded.model, loader, preprocess=loaded.preprocess, layers=[layer], perturbations=perturbations,
                         repeats=KW["repeats"], seed=KW["study_seed"], model_name="lenet5", study=study, dataset="digits",
                         arch=loaded.arch, weights=loaded.weights, engine=engine)  # fmt: skip
+
+
+def _context(checkpoint, shards, study) -> RunContext:
+    """The workflow job's run context for the same model, data and seeds."""
+    return RunContext(run=study, dataset="digits", shard_dir=str(shards), model="lenet5", model_file=str(checkpoint),
+                      study_seed=KW["study_seed"], batch_size=KW["batch_size"], device=KW["device"],
+                      progress=KW["progress"])  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +48,8 @@ def test_run_grid_equals_the_cheney2017_job(lenet, lenet_checkpoint, digits_shar
     from netperturb.studies.cheney2017.jobs import perturb_layer
 
     loaded, images, labels = lenet
-    job = perturb_layer(lenet_checkpoint, digits_shards, tmp_path / "job.csv", study="cheney2017", dataset="digits",
-                        model_name="lenet5", layer=layer, perturbation=name, perturbation_options={}, levels=levels,
-                        engine=engine, **KW)  # fmt: skip
+    job = perturb_layer(_context(lenet_checkpoint, digits_shards, "cheney2017"), tmp_path / "job.csv", layer=layer,
+                        perturbation=name, options={"levels": levels}, repeats=KW["repeats"], engine=engine)  # fmt: skip
     got = _grid(loaded, images, labels, study="cheney2017", layer=layer, perturbations={name: {"levels": levels}},
                 engine=engine)  # fmt: skip
     assert job["top1"].nunique() > 1
@@ -58,9 +65,8 @@ def test_run_grid_equals_the_faults_job(lenet, lenet_checkpoint, digits_shards, 
     from netperturb.studies.faults.jobs import perturb_layer
 
     loaded, images, labels = lenet
-    kw = {k: v for k, v in KW.items()}
-    job = perturb_layer(lenet_checkpoint, digits_shards, tmp_path / "job.csv", study="faults", dataset="digits",
-                        model_name="lenet5", layer="conv1", variant=variant, spec=spec, **kw)  # fmt: skip
+    job = perturb_layer(_context(lenet_checkpoint, digits_shards, "faults"), tmp_path / "job.csv", layer="conv1",
+                        variant=variant, spec=spec, repeats=KW["repeats"])  # fmt: skip
     got = _grid(loaded, images, labels, study="faults", layer="conv1", perturbations={variant: spec})
     assert job["top1"].nunique() > 1
     pd.testing.assert_frame_equal(got, job[COLUMNS])

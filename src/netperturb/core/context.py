@@ -3,7 +3,7 @@
 A study's job functions (``netperturb.studies.<study>.jobs``) take a :class:`RunContext` first,
 instead of the same ten keywords each (run, dataset, model name, model file and source, shard
 folder, evaluation split, study seed, batch size, device). The workflow builds it in one place:
-every rule of a study passes ``params.context`` (:func:`job_context` in ``common.smk``: the
+every rule of a study passes ``params.context`` (``job_context()`` in ``common.smk``: the
 values planned from the config) and its script calls :meth:`RunContext.from_job` on the
 ``snakemake`` object, which adds the files the rule's ``input:`` names (the model file, the
 shard folder). The command line builds one from its options, a notebook by hand.
