@@ -49,5 +49,9 @@ def test_check_config_names_file_and_line(tmp_path, capsys):
     f.write_text("run: x\ncheney2017: {repeats: 1}\ncheney2017: {repeats: 2}\n")
     assert cli.main(["check-config", str(f)]) == 2
     assert f"{f}: line 3: key 'cheney2017' is given twice (first at line 2)" in capsys.readouterr().err
-    f.write_text("run: x\n")
+    f.write_text("run: x\n")  # valid YAML, but the workflow refuses it: so does check-config (issue 27)
+    assert cli.main(["check-config", str(f)]) == 2
+    assert f"{f} does not match config/schema.yaml:\n  <top level>: 'models' is a required property" in capsys.readouterr().err
+    f.write_text("run: x\nmodels: {lenet5: {arch: lenet5}}\n")
     assert cli.main(["check-config", str(f)]) == 0
+    assert capsys.readouterr().out.startswith(f"ok: {f}: run 'x', studies cheney2017, models lenet5")

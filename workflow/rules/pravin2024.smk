@@ -3,20 +3,13 @@
 # filtering scores -> selective retraining -> merge -> report.
 # Plan: netperturb.studies.pravin2024.plan; jobs: netperturb.studies.pravin2024.jobs.
 
-from netperturb.studies.pravin2024.plan import attack_eps, network_eps, plan_study
+from netperturb.studies.pravin2024.plan import attack_eps, network_eps
 
 PRAVIN = config["pravin2024"]
 PRAVIN_DIR = study_dir("pravin2024")
 PRAVIN_DATASET = PRAVIN.get("dataset") or DATASET
 PRAVIN_INFO = dataset_info(PRAVIN_DATASET)
-try:
-    PRAVIN_PLAN = plan_study(
-        PRAVIN,
-        num_classes=PRAVIN_INFO["num_classes"],
-        in_channels=PRAVIN_INFO["in_channels"],
-    )
-except ConfigError as e:
-    raise WorkflowError(f"invalid config: {e}")
+PRAVIN_PLAN = PLANS["pravin2024"]  # netperturb.studies.pravin2024.plan.plan_study, checked in common.smk
 PRAVIN_SHARDS = f"resources/data/{PRAVIN_DATASET}/shards"
 PRAVIN_RUNS = [(m, i) for m in PRAVIN["models"] for i in PRAVIN["seeds"]]  # model x initialisation
 PRAVIN_CKPT = f"{PRAVIN_DIR}/models/{{fmodel}}/init{{init}}/epoch{{epoch}}.pt"
@@ -86,7 +79,7 @@ for _model, _epochs in PRAVIN_PLAN.checkpoints.items():
         benchmark:
             f"benchmarks/{RUN}/pravin2024/train/{_model}/init{{init}}.tsv"
         conda:
-            "../../envs/netperturb.yaml"
+            conda_env(PRAVIN["resources"])
         script:
             "../scripts/pravin2024/train.py"
 
@@ -112,7 +105,7 @@ rule pravin2024_baseline:
     log:
         f"logs/{RUN}/pravin2024/baseline/{{fmodel}}/init{{init}}.log",
     conda:
-        "../../envs/netperturb.yaml"
+        conda_env(PRAVIN["resources"])
     script:
         "../scripts/pravin2024/baseline.py"
 
@@ -142,7 +135,7 @@ rule pravin2024_sweep_layers:
     benchmark:
         f"benchmarks/{RUN}/pravin2024/sweep/{{fmodel}}/init{{init}}/epoch{{epoch}}/layers_{{part}}.tsv"
     conda:
-        "../../envs/netperturb.yaml"
+        conda_env(PRAVIN["resources"])
     script:
         "../scripts/pravin2024/sweep.py"
 
@@ -170,7 +163,7 @@ rule pravin2024_sweep_network:
     benchmark:
         f"benchmarks/{RUN}/pravin2024/sweep/{{fmodel}}/init{{init}}/epoch{{epoch}}/network.tsv"
     conda:
-        "../../envs/netperturb.yaml"
+        conda_env(PRAVIN["resources"])
     script:
         "../scripts/pravin2024/sweep.py"
 
@@ -202,10 +195,10 @@ rule pravin2024_scores:
 # Selective retraining of the robust and antifragile layers, against none and full retraining.
 rule pravin2024_retrain:
     input:
+        unpack(merged_tables(scores=rules.pravin2024_scores.output.scores)),
         checkpoint=lambda wildcards: PRAVIN_PLAN.checkpoint_files(PRAVIN_DIR, wildcards.fmodel, wildcards.init)[
             PRAVIN_PLAN.retrain_at[wildcards.fmodel]
         ],
-        scores=rules.pravin2024_scores.output.scores,
         shards=PRAVIN_SHARDS,
     output:
         f"{PRAVIN_DIR}/retraining/{{fmodel}}/init{{init}}.csv",
@@ -225,7 +218,7 @@ rule pravin2024_retrain:
     benchmark:
         f"benchmarks/{RUN}/pravin2024/retrain/{{fmodel}}/init{{init}}.tsv"
     conda:
-        "../../envs/netperturb.yaml"
+        conda_env(PRAVIN["resources"])
     script:
         "../scripts/pravin2024/retrain.py"
 
@@ -251,11 +244,15 @@ rule pravin2024_merge_retraining:
 # The Pravin et al. 2024 report: accuracy against alpha, score heat maps, classes, retraining.
 rule pravin2024_report:
     input:
-        sweeps=rules.pravin2024_scores.output.sweeps,
-        baseline=rules.pravin2024_scores.output.baseline,
-        scores=rules.pravin2024_scores.output.scores,
-        retraining=rules.pravin2024_merge_retraining.output.retraining,
-        training=rules.pravin2024_merge_retraining.output.histories,
+        unpack(
+            merged_tables(
+                sweeps=rules.pravin2024_scores.output.sweeps,
+                baseline=rules.pravin2024_scores.output.baseline,
+                scores=rules.pravin2024_scores.output.scores,
+                retraining=rules.pravin2024_merge_retraining.output.retraining,
+                training=rules.pravin2024_merge_retraining.output.histories,
+            )
+        ),
         notebook=workflow.source_path("../../notebooks/pravin2024.ipynb"),
     output:
         **report_outputs("pravin2024", "Pravin et al. 2024"),

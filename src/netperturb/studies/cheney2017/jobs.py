@@ -20,8 +20,9 @@ from netperturb.core.config import expand_levels
 from netperturb.core.evaluate import resolve_device
 from netperturb.core.io import write_csv
 from netperturb.core.layers import find_layers, select_layers
-from netperturb.core.merge import merge_tables
-from netperturb.core.resume import CellStore, data_fingerprint, environment
+from netperturb.core.merge import merge_planned
+from netperturb.core.resume import CellStore, counts_from_json, data_fingerprint, environment
+from netperturb.datasets.shards import data_digest
 from netperturb.models.checkpoints import load_model
 from netperturb.models.loading import eval_data
 from netperturb.perturb.grid import COLUMNS, LayerJob, baseline_table, run_layer_job
@@ -53,7 +54,7 @@ def baseline(
     images, labels = eval_data(shard_dir, split, loaded, dev)
     df = baseline_table(
         loaded, images, labels, study=study, dataset=dataset, model=model_name,
-        study_seed=study_seed, batch_size=batch_size,
+        study_seed=study_seed, batch_size=batch_size, data_digest=data_digest(shard_dir, split),
     )  # fmt: skip
     write_csv(df, out_csv)
     return df
@@ -114,6 +115,7 @@ def perturb_layer(
         levels=expand_levels(levels, key=f"cheney2017.perturbations.{perturbation}.levels"),
         repeats=int(repeats),
         study_seed=int(study_seed),
+        data_digest=data_digest(shard_dir, split),
     )
     images, labels = eval_data(shard_dir, split, loaded, dev)
     store = CellStore(out_csv, {
@@ -121,7 +123,7 @@ def perturb_layer(
         "weights": loaded.weights, "data": data_fingerprint(shard_dir, split), "layer": layer,
         "perturbation": perturbation, "options": options, "study_seed": int(study_seed),
         "batch_size": int(batch_size), "engine": engine, "precision": precision, **environment(dev),
-    })  # fmt: skip
+    }, check=counts_from_json)  # fmt: skip
     df = run_layer_job(
         job, loaded, images, labels, batch_size=batch_size, progress=progress,
         engine=engine, precision=precision, max_replicas=max_replicas, store=store,
@@ -134,14 +136,24 @@ def merge_grid(
     inputs: Sequence[str | os.PathLike],
     out_csv: str | os.PathLike,
     out_parquet: str | os.PathLike | None = None,
+    *,
+    planned: Mapping[str, Sequence[Sequence[float]]] | None = None,
+    baselines: Sequence[str | os.PathLike] = (),
+    out_baseline: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
-    """Concatenate per-job tables (or baselines) into one tidy table (CSV, and Parquet if
-    asked), sorted by model, layer depth, perturbation, level, repeat.
+    """Concatenate per-job tables (and the baselines into ``out_baseline``) into one tidy table
+    (CSV, and Parquet if asked), sorted by model, layer depth, perturbation, level, repeat,
+    after checking them against the plan (:func:`netperturb.core.merge.merge_planned`:
+    ``planned`` = job table -> its (level, repeat) cells,
+    :meth:`~netperturb.studies.cheney2017.plan.GridPlan.job_cells`).
 
     Raises:
-        ValueError: no inputs, or an input lacks a column of
-            :data:`~netperturb.perturb.grid.COLUMNS` (names the file).
+        ValueError: no inputs. MergeError: a table cut off, lacking a column of
+            :data:`~netperturb.perturb.grid.COLUMNS`, with cells other than planned, without
+            provenance, or two weights ids for one model / two data digests for one dataset
+            (names the files and the remedy; nothing is written).
     """
-    return merge_tables(
-        inputs, out_csv, out_parquet, columns=COLUMNS, sort_by=["model", "layer_index", "perturbation", "level", "repeat"]
-    )
+    return merge_planned(
+        inputs, out_csv, out_parquet, columns=COLUMNS, sort_by=["model", "layer_index", "perturbation", "level", "repeat"],
+        planned=planned, baselines=baselines, out_baseline=out_baseline,
+    )  # fmt: skip
