@@ -55,3 +55,15 @@ def test_check_config_names_file_and_line(tmp_path, capsys):
     f.write_text("run: x\nmodels: {lenet5: {arch: lenet5}}\n")
     assert cli.main(["check-config", str(f)]) == 0
     assert capsys.readouterr().out.startswith(f"ok: {f}: run 'x', studies cheney2017, models lenet5")
+
+
+@pytest.mark.parametrize("option", ["--batch-size", "--repeats", "--max-replicas"])
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_perturb_refuses_a_count_below_one_naming_the_option(monkeypatch, tmp_path, capsys, option, value):
+    """Issue 27, case 15: `--batch-size 0` used to end in "range() arg 3 must not be zero"."""
+    with pytest.raises(SystemExit) as e:
+        _perturb(monkeypatch, tmp_path, option, value)
+    assert e.value.code == 2
+    assert f"netperturb perturb: error: argument {option}: must be an integer >= 1, got {value}" in capsys.readouterr().err
+    rc, _ = _perturb(monkeypatch, tmp_path, option, "1")
+    assert rc == 0

@@ -55,9 +55,10 @@ SOURCES = PLANS["sources"]
 # it prepares the job); then the run folder records what this config puts in it, so that
 # another config naming the same run is checked against it (netperturb.core.runfolder).
 onstart:
+    _dag = getattr(workflow, "dag", None)  # Snakemake 9's DAG (uv.lock pins the version)
     _bad = unwritable_outputs(
         f
-        for job in workflow.dag.needrun_jobs()
+        for job in (_dag.needrun_jobs() if _dag is not None else [])
         for f in [*job.output, *job.log, *([job.benchmark] if job.benchmark else [])]
     )
     if _bad:
