@@ -39,8 +39,10 @@ def test_a_partial_file_with_a_null_cell_is_set_aside_and_the_job_starts_afresh(
     partial = partial_path(out)
     lines = partial.read_text().splitlines()
     cell = json.loads(lines[1])
+    last = cell["key"][:2] + [1.0, 1]  # the job's last cell, not computed yet
+    assert all(json.loads(line)["key"] != last for line in lines[1:])
     with open(partial, "a") as f:  # a valid header, then a cell whose value is null
-        f.write(json.dumps({"key": cell["key"][:2] + [9.0, 0], "value": None}) + "\n")
+        f.write(json.dumps({"key": last, "value": None}) + "\n")
     with caplog.at_level(logging.WARNING, logger="netperturb"):
         perturb_layer(lenet_checkpoint, digits_shards, out, **KW)  # no traceback: the job starts afresh
     assert out.read_bytes() == ref.read_bytes()
