@@ -107,3 +107,12 @@ def test_every_merge_checks_provenance_and_completeness(tmp_path, jobs):
     assert len(df) == 18 and find_damage(tmp_path / "x.csv") is None
     frames = read_tables(paths)
     check_tables(frames, one_per=[])  # no cross-table rule: fine
+
+
+def test_ids_that_look_like_numbers_stay_text(tmp_path, jobs):
+    paths, base = jobs
+    for p in [*paths, base]:  # ids a CSV reader would take for numbers (inf, a number without its leading 0)
+        write_csv(pd.read_csv(p, dtype=str).assign(weights="123e45678901", data_digest="012345678901"), p)
+    df = _merge(tmp_path, paths, base)
+    assert set(df["weights"]) == {"123e45678901"} and set(df["data_digest"]) == {"012345678901"}
+    assert "123e45678901,012345678901" in (tmp_path / "m.csv").read_text()

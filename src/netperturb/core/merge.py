@@ -22,9 +22,12 @@ import pandas as pd
 from netperturb.core.io import write_csv, write_parquet
 
 __all__ = [
-    "NUMERIC_COLUMNS", "PROVENANCE", "MergeError", "read_table", "read_tables", "check_tables", "concat_tables",
+    "NUMERIC_COLUMNS", "TEXT_IDS", "PROVENANCE", "MergeError", "read_table", "read_tables", "check_tables", "concat_tables",
     "merge_tables", "merge_planned", "write_merged",
 ]  # fmt: skip
+
+#: Columns of ids that :func:`read_table` keeps as text whatever they look like.
+TEXT_IDS = ("weights", "data_digest", "netperturb_version")
 
 #: Provenance columns that every row of a per-job table must fill (where the table has them).
 PROVENANCE = ("weights", "data_digest", "precision", "device", "netperturb_version")
@@ -52,13 +55,16 @@ def read_table(path: str | os.PathLike, *, empty_is_nan: bool = False) -> pd.Dat
     stays an empty string unless ``empty_is_nan``. The columns of :data:`NUMERIC_COLUMNS`
     come back as numbers, NaN where the field is ``NaN``, ``nan`` or empty, so one diverged
     cell never turns a whole column into text (and the merged Parquet keeps float columns).
+    The id columns of :data:`TEXT_IDS` stay text whatever they look like (the weights id
+    ``123e45678901`` is not the number inf).
 
     Raises:
         ValueError: a field of a numeric column is not a number (names the file, the column
             and the value).
     """
     na = ["NaN", "nan", ""] if empty_is_nan else ["NaN", "nan"]
-    df = pd.read_csv(path, keep_default_na=False, na_values=na)
+    # ids stay text: a 12-hex-digit weights id or data digest may look like a number (012345678901, 123e45678901)
+    df = pd.read_csv(path, keep_default_na=False, na_values=na, dtype={c: str for c in TEXT_IDS})
     for col in df.columns:
         if col not in NUMERIC_COLUMNS or pd.api.types.is_numeric_dtype(df[col]):
             continue
@@ -198,7 +204,7 @@ def check_tables(
     for path, df in frames.items():
         if planned is not None and path in planned:
             cols = [c for c in cell_columns if c in df.columns]
-            have = Counter(_cell(r) for r in df[cols].itertuples(index=False, name=None)) if cols else Counter()
+            have = Counter(_cell(r) for r in zip(*(df[c].to_numpy().tolist() for c in cols))) if cols else Counter()
             want = Counter(_cell(c) for c in planned[path])
             missing, extra = sorted((want - have).elements()), sorted((have - want).elements())
             if missing or extra or len(cols) < len(cell_columns):
@@ -210,20 +216,20 @@ def check_tables(
                 problems.append((path, "; ".join(what)))
         for col in provenance:
             if col in df.columns:
-                blank = df[col].isna() | df[col].astype(str).str.strip().isin(["", "nan", "NaN"])
-                if blank.any():
-                    problems.append((path, f"no {col} in row {int(blank.to_numpy().argmax()) + 2} of the file "
-                                           f"({int(blank.sum())} row(s)): its provenance is lost"))  # fmt: skip
+                blank = [i for i, v in enumerate(df[col].to_numpy().tolist()) if _blank(v)]
+                if blank:
+                    problems.append((path, f"no {col} in row {blank[0] + 2} of the file "
+                                           f"({len(blank)} row(s)): its provenance is lost"))  # fmt: skip
     for value_col, key_cols in one_per:
         key_cols = (key_cols,) if isinstance(key_cols, str) else tuple(key_cols)
         key_col = "/".join(key_cols)
         seen: dict[str, dict[str, list[str]]] = {}
         for path, df in frames.items():
             if value_col in df.columns and all(c in df.columns for c in key_cols):
-                keys = df[list(key_cols)].astype(str).agg("/".join, axis=1)
-                for key, value in set(zip(keys, df[value_col].astype(str))):
-                    if value.strip() not in ("", "nan", "NaN"):  # a blank field is reported above
-                        seen.setdefault(key, {}).setdefault(value, []).append(path)
+                pairs = set(zip(zip(*(df[c].to_numpy().tolist() for c in key_cols)), df[value_col].to_numpy().tolist()))
+                for key, value in pairs:
+                    if not _blank(value):  # a blank field is reported above
+                        seen.setdefault("/".join(map(str, key)), {}).setdefault(str(value), []).append(path)
         for key, values in seen.items():
             if len(values) > 1:
                 groups = sorted(values.items(), key=lambda kv: -len(kv[1]))
@@ -233,6 +239,10 @@ def check_tables(
                                  f"the tables of the {value_col} that is not the one in place now, or all of them"))  # fmt: skip
     if problems:
         raise _merge_error(problems)
+
+
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or str(value).strip() in ("", "nan", "NaN")
 
 
 def _show(cell: tuple) -> str:
