@@ -151,8 +151,8 @@ def data_digest(shard_dir: str | os.PathLike, split: str) -> str:
 def _remedy(shard_dir: Path) -> str:
     return (
         f"Remedy: the shards are made by the workflow's prepare rule from the dataset's files: delete the folder "
-        f"(rm -r {shard_dir}) and run the same command again, which decodes the dataset again (the same files give "
-        "the same shards); jobs that already used the damaged shard are found by their data_digest column."
+        f"(rm -r {shard_dir}) and run the same command again; the prepare rule decodes the dataset again (the same "
+        "files give the same shards and data digest) and Snakemake reruns the jobs that read the remade folder."
     )
 
 
