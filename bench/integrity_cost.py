@@ -61,7 +61,7 @@ def main() -> None:
     from netperturb.core.config import check_names, load_config_files, validate_config
     from netperturb.core.merge import check_tables, concat_tables, read_table, read_tables
     from netperturb.core.runfolder import check_run_folder
-    from netperturb.runconfig import SCHEMA, _check_dataset_inputs, _plans, check_run_config, used_datasets
+    from netperturb.runconfig import SCHEMA, check_dataset_inputs, check_run_config, plan_run, used_datasets
 
     rows = []
     base = load_config_files([REPO / "config" / "config.yaml"])
@@ -71,9 +71,9 @@ def main() -> None:
             lambda: check_run_config(copy.deepcopy(base), files=[str(REPO / "config/config.yaml")], workdir=d), a.repeats)))
         cfg = validate_config(copy.deepcopy(base), SCHEMA)
         rows.append(("  schema validation with defaults (as before)", _timed(lambda: validate_config(copy.deepcopy(base), SCHEMA), a.repeats)))
-        rows.append(("  every study's plan (as before)", _timed(lambda: _plans(cfg), a.repeats)))
+        rows.append(("  every study's plan (as before)", _timed(lambda: plan_run(cfg), a.repeats)))
         rows.append(("  new: names, dataset folders, run folder", _timed(lambda: (
-            check_names(cfg, d), _check_dataset_inputs(cfg, d), check_run_folder(d / "results" / "digits", cfg, [], used_datasets(cfg))), a.repeats)))
+            check_names(cfg, d), check_dataset_inputs(cfg, d), check_run_folder(d / "results" / "digits", cfg, [], used_datasets(cfg))), a.repeats)))
 
         from netperturb.datasets.digits import prepare_digits
         from netperturb.datasets.shards import load_split

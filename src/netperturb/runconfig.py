@@ -35,7 +35,10 @@ from netperturb.core.config import (
     validate_config,
 )
 
-__all__ = ["SCHEMA", "DEFAULT_CONFIG", "RunConfig", "check_run_config", "load_run_config", "used_datasets"]
+__all__ = [
+    "SCHEMA", "DEFAULT_CONFIG", "RunConfig", "check_run_config", "load_run_config", "used_datasets",
+    "check_dataset_inputs", "plan_run",
+]  # fmt: skip
 
 _REPO = Path(__file__).resolve().parents[2]
 #: The schema of this checkout (config/schema.yaml).
@@ -75,9 +78,17 @@ def used_datasets(config: Mapping[str, Any]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _check_dataset_inputs(config: Mapping[str, Any], workdir: Path) -> None:
+def check_dataset_inputs(config: Mapping[str, Any], workdir: str | os.PathLike = ".") -> None:
+    """Step 5: each dataset the listed studies read (:func:`used_datasets`) whose shards are not
+    prepared yet (no ``resources/data/<name>/shards/manifest.json`` under ``workdir``) has its
+    input folder (:func:`netperturb.datasets.prepare.input_folder_problem`).
+
+    Raises:
+        ConfigError: names the key (``datasets.<name>.root``), the path and what it must hold.
+    """
     from netperturb.datasets.prepare import input_folder_problem
 
+    workdir = Path(workdir)
     for name in used_datasets(config):
         if (workdir / "resources" / "data" / name / "shards" / "manifest.json").exists():
             continue  # prepared already: its inputs are no longer read
@@ -86,7 +97,13 @@ def _check_dataset_inputs(config: Mapping[str, Any], workdir: Path) -> None:
             raise ConfigError(why)
 
 
-def _plans(config: Mapping[str, Any]) -> dict[str, Any]:
+def plan_run(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Step 6: every study's plan from the validated ``config`` (:data:`RunConfig.plans`).
+
+    Raises:
+        ConfigError: what a study's plan refuses (unknown architecture, a layer selection that
+            matches nothing, bad levels or fault options), naming the key.
+    """
     from netperturb.datasets import dataset_info
     from netperturb.models.sources import plan_sources
     from netperturb.studies.cheney2017.plan import plan_grid
@@ -142,8 +159,8 @@ def check_run_config(
         update_config(config, overrides)
     check_names(config, workdir)
     validate_config(config, schema, files)
-    _check_dataset_inputs(config, workdir)
-    plans = _plans(config)
+    check_dataset_inputs(config, workdir)
+    plans = plan_run(config)
     from netperturb.core.runfolder import check_run_folder
 
     check_run_folder(workdir / "results" / config["run"], config, files, used_datasets(config))
