@@ -14,7 +14,7 @@
         --layer conv1 --perturbation bit_flip --format int8 --levels 0 1e-3 --repeats 2 --out cell.csv
                                               # prints top-1, top-5, loss and sdc1, sdc5, due
     netperturb where --configfile config/config.yaml   # where the outputs of a study are
-    netperturb check-config my_run.yaml      # a strict YAML load: duplicate keys, file and line of a syntax error
+    netperturb check-config my_run.yaml      # the workflow's own check of the config, before any job
 
 `netperturb perturb` uses one CPU thread unless --threads says more (as a workflow job uses
 its rule's threads): torch's default of every core runs many times slower on a loaded machine.
@@ -151,11 +151,10 @@ def _eval_split(manifest: dict | None, dataset: str) -> str:
 
 
 def _cmd_where(args: argparse.Namespace) -> int:
-    import yaml
-
+    from netperturb.core.config import load_config_files
     from netperturb.studies import STUDIES
 
-    cfg = yaml.safe_load(Path(args.configfile).read_text()) or {}
+    cfg = load_config_files([args.configfile])  # names the file when it is not a mapping
     run = cfg.get("run", "digits")
     root = Path("results") / run
     print(f"\nrun {run!r}: outputs under {root}/")
@@ -167,20 +166,22 @@ def _cmd_where(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from netperturb.core.config import check_config_files
+    from netperturb.core.config import parse_overrides
+    from netperturb.runconfig import load_run_config
 
-    check_config_files(args.configfiles)
-    for f in args.configfiles:
-        if not Path(f).exists():
-            raise FileNotFoundError(f"{f}: no such config file")
-    print(f"ok: {', '.join(args.configfiles)}")
+    run = load_run_config(args.configfiles, parse_overrides(args.config))
+    cfg = run.config
+    print(f"ok: {', '.join(run.files)}: run {cfg['run']!r}, studies {', '.join(cfg['studies'])}, "
+          f"models {', '.join(cfg['models'])}; results/{cfg['run']}/")
+    return 0
+
+
 def _cmd_screenshots(args: argparse.Namespace) -> int:
-    import yaml
-
+    from netperturb.core.config import load_config_files
     from netperturb.core.report import take_screenshots
     from netperturb.studies import STUDIES
 
-    cfg = yaml.safe_load(Path(args.configfile).read_text()) or {}
+    cfg = load_config_files([args.configfile])
     root = Path("results") / cfg.get("run", "digits")
     pages = [root / "index.html"] + [root / s / "report" / f"{s}.html" for s in cfg.get("studies", STUDIES[:1])]
     missing = [str(p) for p in pages if not p.exists()]
@@ -190,6 +191,17 @@ def _cmd_screenshots(args: argparse.Namespace) -> int:
     for png in take_screenshots(pages, root / "screenshots"):
         print(png)
     return 0
+
+
+def _positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,24 +235,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layer", required=True)
     s.add_argument("--perturbation", required=True)
     s.add_argument("--levels", type=float, nargs="+", required=True)
-    s.add_argument("--repeats", type=int, default=5)
+    s.add_argument("--repeats", type=_positive, default=5)
     s.add_argument("--study-seed", type=int, default=2017)
     s.add_argument("--study", default="cli")
     s.add_argument("--dataset", default=None, help="the dataset column (default: the shards' dataset)")
     s.add_argument("--split", default=None, help="shard split (default: the dataset's evaluation split)")
     s.add_argument("--model", default=None)
-    s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--batch-size", type=_positive, default=256, help="images per forward pass (>= 1)")
     s.add_argument("--device", default="auto")
     s.add_argument("--engine", default="fast", choices=["fast", "functional", "naive"])
     s.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    s.add_argument("--max-replicas", type=int, default=16, help="perturbed copies per call (fast engine)")
+    s.add_argument("--max-replicas", type=_positive, default=16, help="perturbed copies per call (fast engine, >= 1)")
     s.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1, like a workflow job with threads: 1; 0: torch's default, every core)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=_cmd_perturb)
 
-    s = sub.add_parser("check-config", help="load config files strictly: duplicate keys, file and line of YAML errors")
-    s.add_argument("configfiles", nargs="+")
+    s = sub.add_parser(
+        "check-config",
+        help="check a config exactly as the workflow does before any job (the same code: netperturb.runconfig)",
+        description="Check config files (later ones update earlier ones, as with snakemake --configfile A B; "
+                    "none: config/config.yaml) and --config overrides exactly as the workflow does before any job: "
+                    "strict YAML, names, config/schema.yaml with its defaults, the datasets' input folders, every "
+                    "study's plan, another config's outputs in results/<run>/. Run it in the folder the workflow runs in.",
+    )  # fmt: skip
+    s.add_argument("configfiles", nargs="*")
+    s.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="overrides, as snakemake --config (VALUE read as in a config file)")
     s.set_defaults(func=_cmd_check_config)
 
     s = sub.add_parser("where", help="print where a study's outputs are")
@@ -258,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError) as e:  # ConfigError, ShardError, MergeError, a full disk: one line
         print(f"netperturb: error: {e}", file=sys.stderr)
         return 2
 

@@ -3,17 +3,11 @@
 # variant (all levels x repeats inside), one tidy table, the report.
 # Plan and config checks: netperturb.studies.faults.plan; jobs: netperturb.studies.faults.jobs.
 
-from netperturb.studies.faults.plan import plan_faults
-
 FAULTS = config["faults"]
 FAULTS_DIR = study_dir("faults")
-try:
-    # bad fault options (format: int4, bits: [40] for fp32, a rate above 1, ...) stop the run here
-    FAULTS_PLAN = plan_faults(
-        config, num_classes=DATA_INFO["num_classes"], in_channels=DATA_INFO["in_channels"]
-    )
-except ConfigError as e:
-    raise WorkflowError(f"invalid config: {e}")
+# netperturb.studies.faults.plan.plan_faults, checked in common.smk: bad fault options
+# (format: int4, bits: [40] for fp32, a rate above 1, ...) stop the run there
+FAULTS_PLAN = PLANS["faults"]
 
 FAULTS_RESOURCES = {k: FAULTS["resources"][k] for k in ("gpu", "mem_mb", "runtime")}
 # every job's netperturb.core.context.RunContext (model, source, data, seed, batch size, device)
@@ -45,7 +39,7 @@ rule faults_baseline:
     log:
         f"logs/{RUN}/faults/baseline/{{model}}/{{reference}}.log",
     conda:
-        GPU_CONDA_ENV
+        conda_env(FAULTS["resources"])
     script:
         "../scripts/faults/baseline.py"
 
@@ -73,12 +67,13 @@ rule faults_perturb:
     benchmark:
         f"benchmarks/{RUN}/faults/perturb/{{model}}/{{variant}}/{{layer}}.tsv"
     conda:
-        GPU_CONDA_ENV
+        conda_env(FAULTS["resources"])
     script:
         "../scripts/faults/perturb.py"
 
 
-# Concatenate the per-job tables (CSV + Parquet) and the reference networks' rows.
+# Check the per-job tables and the reference networks' rows against the plan
+# (netperturb.core.merge), then concatenate them (CSV + Parquet, each with its sha256 record).
 rule faults_merge:
     input:
         runs=FAULTS_PLAN.job_tables(FAULTS_DIR),
@@ -87,6 +82,9 @@ rule faults_merge:
         csv=f"{FAULTS_DIR}/perturbation.csv",
         parquet=f"{FAULTS_DIR}/perturbation.parquet",
         baseline=f"{FAULTS_DIR}/baseline.csv",
+    params:
+        # job table -> its [level, repeat] cells: the merge checks each table against it
+        planned=FAULTS_PLAN.job_cells(FAULTS_DIR, FAULTS["repeats"]),
     priority: 25
     log:
         f"logs/{RUN}/faults/merge.log",
@@ -101,8 +99,12 @@ rule faults_merge:
 # bit positions, findings.
 rule faults_report:
     input:
-        perturbation=rules.faults_merge.output.csv,
-        baseline=rules.faults_merge.output.baseline,
+        unpack(
+            merged_tables(
+                perturbation=rules.faults_merge.output.csv,
+                baseline=rules.faults_merge.output.baseline,
+            )
+        ),
         notebook=workflow.source_path("../../notebooks/faults.ipynb"),
     output:
         **report_outputs("faults", "Hardware faults"),

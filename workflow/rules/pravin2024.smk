@@ -3,7 +3,7 @@
 # filtering scores -> selective retraining -> merge -> report.
 # Plan: netperturb.studies.pravin2024.plan; jobs: netperturb.studies.pravin2024.jobs.
 
-from netperturb.studies.pravin2024.plan import attack_eps, network_eps, plan_study
+from netperturb.studies.pravin2024.plan import attack_eps, network_eps
 
 PRAVIN = config["pravin2024"]
 PRAVIN_DIR = study_dir("pravin2024")
@@ -14,14 +14,7 @@ if "pravin2024" in config["studies"] and "train" not in PRAVIN_INFO.get("splits"
         f"invalid config: dataset: pravin2024 trains its models, and {PRAVIN_DATASET} has no training split; "
         "set pravin2024.dataset to a built-in dataset, or give the image folder train/ and test/ folders"
     )
-try:
-    PRAVIN_PLAN = plan_study(
-        PRAVIN,
-        num_classes=PRAVIN_INFO["num_classes"],
-        in_channels=PRAVIN_INFO["in_channels"],
-    )
-except ConfigError as e:
-    raise WorkflowError(f"invalid config: {e}")
+PRAVIN_PLAN = PLANS["pravin2024"]  # netperturb.studies.pravin2024.plan.plan_study, checked in common.smk
 PRAVIN_SHARDS = dataset_shards(PRAVIN.get("dataset"))
 PRAVIN_RUNS = [(m, i) for m in PRAVIN["models"] for i in PRAVIN["seeds"]]  # model x initialisation
 PRAVIN_CKPT = f"{PRAVIN_DIR}/models/{{fmodel}}/init{{init}}/epoch{{epoch}}.pt"
@@ -88,7 +81,7 @@ for _model, _epochs in PRAVIN_PLAN.checkpoints.items():
         benchmark:
             f"benchmarks/{RUN}/pravin2024/train/{_model}/init{{init}}.tsv"
         conda:
-            "../../envs/netperturb.yaml"
+            conda_env(PRAVIN["resources"])
         script:
             "../scripts/pravin2024/train.py"
 
@@ -114,7 +107,7 @@ rule pravin2024_baseline:
     log:
         f"logs/{RUN}/pravin2024/baseline/{{fmodel}}/init{{init}}.log",
     conda:
-        "../../envs/netperturb.yaml"
+        conda_env(PRAVIN["resources"])
     script:
         "../scripts/pravin2024/baseline.py"
 
@@ -144,7 +137,7 @@ rule pravin2024_sweep_layers:
     benchmark:
         f"benchmarks/{RUN}/pravin2024/sweep/{{fmodel}}/init{{init}}/epoch{{epoch}}/layers_{{part}}.tsv"
     conda:
-        "../../envs/netperturb.yaml"
+        conda_env(PRAVIN["resources"])
     script:
         "../scripts/pravin2024/sweep.py"
 
@@ -172,7 +165,7 @@ rule pravin2024_sweep_network:
     benchmark:
         f"benchmarks/{RUN}/pravin2024/sweep/{{fmodel}}/init{{init}}/epoch{{epoch}}/network.tsv"
     conda:
-        "../../envs/netperturb.yaml"
+        conda_env(PRAVIN["resources"])
     script:
         "../scripts/pravin2024/sweep.py"
 
@@ -204,10 +197,10 @@ rule pravin2024_scores:
 # Selective retraining of the robust and antifragile layers, against none and full retraining.
 rule pravin2024_retrain:
     input:
+        unpack(merged_tables(scores=rules.pravin2024_scores.output.scores)),
         checkpoint=lambda wildcards: PRAVIN_PLAN.checkpoint_files(PRAVIN_DIR, wildcards.fmodel, wildcards.init)[
             PRAVIN_PLAN.retrain_at[wildcards.fmodel]
         ],
-        scores=rules.pravin2024_scores.output.scores,
         shards=PRAVIN_SHARDS,
     output:
         f"{PRAVIN_DIR}/retraining/{{fmodel}}/init{{init}}.csv",
@@ -227,7 +220,7 @@ rule pravin2024_retrain:
     benchmark:
         f"benchmarks/{RUN}/pravin2024/retrain/{{fmodel}}/init{{init}}.tsv"
     conda:
-        "../../envs/netperturb.yaml"
+        conda_env(PRAVIN["resources"])
     script:
         "../scripts/pravin2024/retrain.py"
 
@@ -253,11 +246,15 @@ rule pravin2024_merge_retraining:
 # The Pravin et al. 2024 report: accuracy against alpha, score heat maps, classes, retraining.
 rule pravin2024_report:
     input:
-        sweeps=rules.pravin2024_scores.output.sweeps,
-        baseline=rules.pravin2024_scores.output.baseline,
-        scores=rules.pravin2024_scores.output.scores,
-        retraining=rules.pravin2024_merge_retraining.output.retraining,
-        training=rules.pravin2024_merge_retraining.output.histories,
+        unpack(
+            merged_tables(
+                sweeps=rules.pravin2024_scores.output.sweeps,
+                baseline=rules.pravin2024_scores.output.baseline,
+                scores=rules.pravin2024_scores.output.scores,
+                retraining=rules.pravin2024_merge_retraining.output.retraining,
+                training=rules.pravin2024_merge_retraining.output.histories,
+            )
+        ),
         notebook=workflow.source_path("../../notebooks/pravin2024.ipynb"),
     output:
         **report_outputs("pravin2024", "Pravin et al. 2024"),

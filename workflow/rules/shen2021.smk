@@ -3,8 +3,6 @@
 # perturbed internally (the Cheney et al. grid); merged tables and a report.
 # Plan: netperturb.studies.shen2021.plan; jobs: netperturb.studies.shen2021.jobs.
 
-from netperturb.studies.shen2021.plan import check_config as shen2021_plan
-
 SHEN = config["shen2021"]
 SHEN_DATASET = SHEN.get("dataset", DATASET)  # no schema default: the top-level dataset
 SHEN_INFO = DATA_INFO if SHEN_DATASET == DATASET else dataset_info(SHEN_DATASET)
@@ -17,14 +15,7 @@ if "shen2021" in config["studies"] and "train" not in SHEN_INFO.get("splits", ("
 # every job's netperturb.core.context.RunContext (its model is the run's own checkpoint)
 SHEN_CONTEXT = job_context(SHEN["perturbation"]["batch_size"], dataset=SHEN_DATASET, split=SHEN_INFO["eval_split"])
 SHEN_DIR = study_dir("shen2021")
-try:
-    SHEN_PLAN = shen2021_plan(
-        SHEN,
-        num_classes=SHEN_INFO["num_classes"],
-        in_channels=SHEN_INFO["in_channels"],
-    )
-except ConfigError as e:
-    raise WorkflowError(f"invalid config: {e}")
+SHEN_PLAN = PLANS["shen2021"]  # netperturb.studies.shen2021.plan.check_config, checked in common.smk
 SHEN_LAMS = dict(zip(SHEN_PLAN["lams"], SHEN["lambdas"]))
 SHEN_RUN = f"{SHEN_DIR}/runs/lam{{lam}}_seed{{seed}}"
 # every lambda x seed, for expand()
@@ -146,11 +137,15 @@ rule shen2021_merge:
 # The Shen et al. 2021 report: interval histograms and fuzziness over training, robustness.
 rule shen2021_report:
     input:
-        history=rules.shen2021_merge.output.history,
-        tracking=rules.shen2021_merge.output.tracking_parquet,
-        histograms=rules.shen2021_merge.output.histograms_parquet,
-        robustness=rules.shen2021_merge.output.robustness,
-        perturbation=rules.shen2021_merge.output.perturbation,
+        unpack(
+            merged_tables(
+                history=rules.shen2021_merge.output.history,
+                tracking=rules.shen2021_merge.output.tracking_parquet,
+                histograms=rules.shen2021_merge.output.histograms_parquet,
+                robustness=rules.shen2021_merge.output.robustness,
+                perturbation=rules.shen2021_merge.output.perturbation,
+            )
+        ),
         notebook=workflow.source_path("../../notebooks/shen2021.ipynb"),
     output:
         **report_outputs("shen2021", "Shen et al. 2021"),

@@ -26,10 +26,13 @@ __all__ = ["COLUMNS", "LayerJob", "run_layer_job", "baseline_table", "layer_para
 
 #: Column order of every perturbation / baseline table. ``sdc1``, ``sdc5``, ``due``: the resilience
 #: metrics against the clean network (:func:`netperturb.core.evaluate.resilience_parts`).
+#: Provenance: ``weights`` (the weights' id), ``data_digest`` (the evaluation data's id,
+#: :func:`netperturb.datasets.shards.split_digest`; empty when the images did not come from
+#: shards), ``precision``, ``device``, ``netperturb_version``.
 COLUMNS = [
     "study", "dataset", "model", "arch", "layer", "layer_label", "layer_index",
     "perturbation", "level", "repeat", "seed", "n_images", "top1", "top5", "loss", "sdc1", "sdc5", "due",
-    "weights", "precision", "device", "netperturb_version",
+    "weights", "data_digest", "precision", "device", "netperturb_version",
 ]  # fmt: skip
 
 
@@ -45,6 +48,8 @@ class LayerJob:
         repeats: independent draws per level (>= 1).
         study_seed: the config's ``seed``; each cell's seed derives from it
             (:func:`netperturb.core.seeds.cell_seed`).
+        data_digest: the evaluation data's id for the ``data_digest`` column
+            (:func:`netperturb.datasets.shards.split_digest`; ``""`` when unknown).
     """
 
     study: str
@@ -56,6 +61,7 @@ class LayerJob:
     repeats: int
     study_seed: int
     extra: dict = field(default_factory=dict)
+    data_digest: str = ""
 
     def __post_init__(self) -> None:
         if self.repeats < 1:
@@ -102,6 +108,7 @@ def _row(
         **counts.metrics(),
         **counts.resilience(),
         "weights": loaded.weights,
+        "data_digest": job.data_digest,
         "precision": precision,
         "device": device,
         "netperturb_version": __version__,
@@ -206,10 +213,12 @@ def baseline_table(
     study_seed: int,
     batch_size: int = 256,
     store: CellStore | None = None,
+    data_digest: str = "",
 ) -> pd.DataFrame:
     """The unperturbed network as one row of :data:`COLUMNS` (perturbation ``none``, layer
     ``""``, level 0, repeat 0); with ``store``, taken from / recorded in it as the cell
-    ``("", "none", 0.0, 0)`` (cell-level resume, :mod:`netperturb.core.resume`)."""
+    ``("", "none", 0.0, 0)`` (cell-level resume, :mod:`netperturb.core.resume`).
+    ``data_digest``: the ``data_digest`` column (the images' id, :func:`netperturb.datasets.shards.split_digest`)."""
 
     def clean() -> Counts:
         return evaluate(loaded.model, images, labels, loaded.preprocess, batch_size=batch_size)
@@ -233,6 +242,7 @@ def baseline_table(
         **counts.metrics(),
         **counts.resilience(),
         "weights": loaded.weights,
+        "data_digest": data_digest,
         "precision": "fp32",
         "device": str(next(loaded.model.parameters()).device),
         "netperturb_version": __version__,

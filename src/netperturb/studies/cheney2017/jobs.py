@@ -21,8 +21,9 @@ from netperturb.core.config import expand_levels
 from netperturb.core.context import RunContext
 from netperturb.core.io import write_csv
 from netperturb.core.layers import find_layers, select_layers
-from netperturb.core.merge import merge_tables
-from netperturb.core.resume import CellStore, data_fingerprint, environment
+from netperturb.core.merge import merge_planned
+from netperturb.core.resume import CellStore, counts_from_json, data_fingerprint, environment
+from netperturb.datasets.shards import data_digest
 from netperturb.models.loading import eval_data, load_for_job
 from netperturb.perturb.grid import COLUMNS, LayerJob, baseline_table, run_layer_job
 from netperturb.perturb.registry import make_perturbation
@@ -45,7 +46,7 @@ def baseline(ctx: RunContext, out_csv: str | os.PathLike) -> pd.DataFrame:
     images, labels = eval_data(ctx.shard_dir, ctx.split, loaded, dev)
     df = baseline_table(
         loaded, images, labels, study=ctx.run, dataset=ctx.dataset, model=ctx.model,
-        study_seed=ctx.study_seed, batch_size=ctx.batch_size,
+        study_seed=ctx.study_seed, batch_size=ctx.batch_size, data_digest=data_digest(ctx.shard_dir, ctx.split),
     )  # fmt: skip
     write_csv(df, out_csv)
     return df
@@ -92,6 +93,7 @@ def perturb_layer(
         levels=expand_levels(options["levels"], key=f"cheney2017.perturbations.{perturbation}.levels"),
         repeats=int(repeats),
         study_seed=ctx.study_seed,
+        data_digest=data_digest(ctx.shard_dir, ctx.split),
     )
     images, labels = eval_data(ctx.shard_dir, ctx.split, loaded, dev)
     store = CellStore(out_csv, {
@@ -99,7 +101,7 @@ def perturb_layer(
         "weights": loaded.weights, "data": data_fingerprint(ctx.shard_dir, ctx.split), "layer": layer,
         "perturbation": perturbation, "options": extra, "study_seed": ctx.study_seed,
         "batch_size": ctx.batch_size, "engine": engine, "precision": precision, **environment(dev),
-    })  # fmt: skip
+    }, check=counts_from_json)  # fmt: skip
     df = run_layer_job(
         job, loaded, images, labels, batch_size=ctx.batch_size, progress=ctx.progress,
         engine=engine, precision=precision, max_replicas=max_replicas, store=store,
@@ -109,15 +111,27 @@ def perturb_layer(
 
 
 def merge_grid(
-    inputs: Sequence[str | os.PathLike], out_csv: str | os.PathLike, out_parquet: str | os.PathLike | None = None
+    inputs: Sequence[str | os.PathLike],
+    out_csv: str | os.PathLike,
+    out_parquet: str | os.PathLike | None = None,
+    *,
+    planned: Mapping[str, Sequence[Sequence[float]]] | None = None,
+    baselines: Sequence[str | os.PathLike] = (),
+    out_baseline: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
-    """Concatenate per-job tables (or baselines) into one tidy table (CSV, and Parquet if
-    asked), sorted by model, layer depth, perturbation, level, repeat.
+    """Concatenate per-job tables (and the baselines into ``out_baseline``) into one tidy table
+    (CSV, and Parquet if asked), sorted by model, layer depth, perturbation, level, repeat,
+    after checking them against the plan (:func:`netperturb.core.merge.merge_planned`:
+    ``planned`` = job table -> its (level, repeat) cells,
+    :meth:`~netperturb.studies.cheney2017.plan.GridPlan.job_cells`).
 
     Raises:
-        ValueError: no inputs, or an input lacks a column of
-            :data:`~netperturb.perturb.grid.COLUMNS` (names the file).
+        ValueError: no inputs. MergeError: a table cut off, lacking a column of
+            :data:`~netperturb.perturb.grid.COLUMNS`, with cells other than planned, without
+            provenance, or two weights ids for one model / two data digests for one dataset
+            (names the files and the remedy; nothing is written).
     """
-    return merge_tables(
-        inputs, out_csv, out_parquet, columns=COLUMNS, sort_by=["model", "layer_index", "perturbation", "level", "repeat"]
-    )
+    return merge_planned(
+        inputs, out_csv, out_parquet, columns=COLUMNS, sort_by=["model", "layer_index", "perturbation", "level", "repeat"],
+        planned=planned, baselines=baselines, out_baseline=out_baseline,
+    )  # fmt: skip

@@ -18,7 +18,9 @@ import pandas as pd
 from netperturb.core.context import RunContext
 from netperturb.core.io import write_csv
 from netperturb.core.layers import find_layers, select_layers
-from netperturb.core.merge import merge_tables
+from netperturb.core.merge import merge_planned
+from netperturb.core.resume import CellStore, counts_from_json, data_fingerprint, environment
+from netperturb.datasets.shards import data_digest
 from netperturb.models.loaded import LoadedModel
 from netperturb.models.loading import eval_data, load_for_job
 from netperturb.perturb.faults import format_model
@@ -55,7 +57,8 @@ def baseline(ctx: RunContext, out_csv: str | os.PathLike, *, reference: str) -> 
     loaded = in_format(loaded, reference)
     images, labels = eval_data(ctx.shard_dir, ctx.split, loaded, dev)
     df = baseline_table(loaded, images, labels, study=ctx.run, dataset=ctx.dataset, model=ctx.model,
-                        study_seed=ctx.study_seed, batch_size=ctx.batch_size)  # fmt: skip
+                        study_seed=ctx.study_seed, batch_size=ctx.batch_size,
+                        data_digest=data_digest(ctx.shard_dir, ctx.split))  # fmt: skip
     opts = reference_options(reference)
     df = df.assign(fault="none", target="", format=opts["format"], bits="", reference=reference)
     write_csv(df[FAULT_COLUMNS], out_csv)
@@ -71,6 +74,11 @@ def perturb_layer(
     :data:`FAULT_COLUMNS`. A weight bit fault in fp16 / bf16 / int8 acts on the network
     stored in that format (every layer), so level 0 is that network bit for bit.
 
+    Cell-level resume (:mod:`netperturb.core.resume`), as the other study jobs: every finished
+    cell is appended to ``<out_csv>.partial.jsonl``; a job killed and started again computes
+    only the missing cells (same weights, data, variant, batch size, engine, device type and
+    versions) and writes the same CSV as an uninterrupted run.
+
     Raises:
         ConfigError: a bad variant (:func:`netperturb.studies.faults.plan.make_variant`).
         LayerSelectionError: ``layer`` is not a perturbable module path of the model.
@@ -81,12 +89,19 @@ def perturb_layer(
     loaded = in_format(loaded, var.reference)
     (info,) = select_layers(find_layers(loaded.model), [layer])
     job = LayerJob(study=ctx.run, dataset=ctx.dataset, model=ctx.model, layer=info, perturbation=pert,
-                   levels=var.levels, repeats=int(repeats), study_seed=ctx.study_seed)  # fmt: skip
+                   levels=var.levels, repeats=int(repeats), study_seed=ctx.study_seed,
+                   data_digest=data_digest(ctx.shard_dir, ctx.split))  # fmt: skip
     images, labels = eval_data(ctx.shard_dir, ctx.split, loaded, dev)
+    store = CellStore(out_csv, {
+        "job": "faults.perturb_layer", "study": ctx.run, "dataset": ctx.dataset, "model": ctx.model,
+        "weights": loaded.weights, "data": data_fingerprint(ctx.shard_dir, ctx.split), "layer": layer,
+        "variant": variant, "spec": {k: v for k, v in spec.items() if k != "levels"}, "study_seed": ctx.study_seed,
+        "batch_size": ctx.batch_size, "engine": engine, **environment(dev),
+    }, check=counts_from_json)  # fmt: skip
     df = run_layer_job(job, loaded, images, labels, batch_size=ctx.batch_size, progress=ctx.progress, engine=engine,
-                       max_replicas=max_replicas)  # fmt: skip
+                       max_replicas=max_replicas, store=store)  # fmt: skip
     df = _describe(df, var)
-    write_csv(df, out_csv)
+    store.finish(df)
     return df
 
 
@@ -96,13 +111,19 @@ def _describe(df: pd.DataFrame, var: Variant) -> pd.DataFrame:
 
 
 def merge_faults(
-    inputs: Sequence[str | os.PathLike], out_csv: str | os.PathLike, out_parquet: str | os.PathLike | None = None
-) -> pd.DataFrame:
-    """Concatenate job (or baseline) tables into one tidy table sorted by model, variant,
-    layer depth, level, repeat.
+    inputs: Sequence[str | os.PathLike], out_csv: str | os.PathLike, out_parquet: str | os.PathLike | None = None, *,
+    planned: Mapping[str, Sequence[Sequence[float]]] | None = None, baselines: Sequence[str | os.PathLike] = (),
+    out_baseline: str | os.PathLike | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """Concatenate job tables (and the baselines into ``out_baseline``) into one tidy table
+    sorted by model, variant, layer depth, level, repeat, after checking them against the plan
+    (:func:`netperturb.core.merge.merge_planned`; ``planned`` =
+    :meth:`~netperturb.studies.faults.plan.FaultPlan.job_cells`).
 
     Raises:
-        ValueError: no inputs, or an input lacks a column of :data:`FAULT_COLUMNS`.
+        ValueError: no inputs. MergeError: see :func:`netperturb.core.merge.merge_planned`
+            (columns of :data:`FAULT_COLUMNS`).
     """
-    return merge_tables(inputs, out_csv, out_parquet, columns=FAULT_COLUMNS,
-                        sort_by=["model", "perturbation", "reference", "layer_index", "level", "repeat"])  # fmt: skip
+    return merge_planned(inputs, out_csv, out_parquet, columns=FAULT_COLUMNS,
+                         sort_by=["model", "perturbation", "reference", "layer_index", "level", "repeat"],
+                         planned=planned, baselines=baselines, out_baseline=out_baseline)  # fmt: skip

@@ -29,12 +29,13 @@ from tqdm import tqdm  # plain tqdm: tqdm.auto in a notebook kernel warns (IProg
 from netperturb import __version__
 from netperturb.core.context import RunContext
 from netperturb.core.evaluate import resolve_device
-from netperturb.core.io import write_csv, write_parquet
+from netperturb.core.io import write_csv
 from netperturb.core.layers import find_layers, select_layers
-from netperturb.core.merge import concat_tables, read_table
+from netperturb.core.merge import check_tables, concat_tables, read_table, read_tables, write_merged
 from netperturb.core.resume import CellStore, data_fingerprint, environment
 from netperturb.core.seeds import cell_generator, cell_seed
 from netperturb.core.training import TrainConfig, train_classifier
+from netperturb.datasets.shards import data_digest as shard_digest
 from netperturb.datasets.shards import load_split, read_manifest
 from netperturb.models import get_model
 from netperturb.models.checkpoints import load_checkpoint, save_checkpoint
@@ -62,15 +63,19 @@ from netperturb.studies.pravin2024.sweeps import (
 
 log = logging.getLogger("netperturb")
 
-__all__ = ["RETRAIN_COLUMNS", "eval_subset", "train_with_checkpoints", "checkpoint_baselines", "sweep_layers", "sweep_network", "merge_and_score", "retrain"]
+__all__ = ["ONE_PER", "RETRAIN_COLUMNS", "eval_subset", "train_with_checkpoints", "checkpoint_baselines", "sweep_layers", "sweep_network", "merge_and_score", "retrain"]
 
 
+
+#: What the merges of this study check across tables: one ``weights`` id per checkpoint (model,
+#: initialisation, epoch) and one ``data_digest`` per dataset (:func:`netperturb.core.merge.check_tables`).
+ONE_PER = (("weights", ("model", "init", "epoch")), ("data_digest", "dataset"))
 
 #: Columns of the retraining table (one row per strategy and data set).
 RETRAIN_COLUMNS = [
     "study", "dataset", "model", "arch", "init", "epoch", "strategy", "retrain_epochs", "selection_score",
     "selection_filter", "tolerance", "n_layers_trained", "layers_trained", "n_params_trained", "n_params",
-    "data", "attack", "eps", "attack_mode", "n_images", "top1", "top5", "loss", "weights", "device",
+    "data", "attack", "eps", "attack_mode", "n_images", "top1", "top5", "loss", "weights", "data_digest", "device",
     "netperturb_version",
 ]  # fmt: skip
 
@@ -176,9 +181,9 @@ def _evaluator(
     )  # fmt: skip
 
 
-def _row(study: str, dataset: str, model_name: str, loaded: LoadedModel, init: int, epoch: int) -> dict:
+def _row(study: str, dataset: str, model_name: str, loaded: LoadedModel, init: int, epoch: int, data_digest: str) -> dict:
     return {"study": study, "dataset": dataset, "model": model_name, "arch": loaded.arch, "init": int(init),
-            "epoch": int(epoch), "weights": loaded.weights}  # fmt: skip
+            "epoch": int(epoch), "weights": loaded.weights, "data_digest": data_digest}  # fmt: skip
 
 
 def _model_key(model_name: str, init: int, epoch: int) -> str:
@@ -216,7 +221,7 @@ def checkpoint_baselines(
             ev = _evaluator(loaded, dev, images, labels, a, study_seed=study_seed,
                             model_key=_model_key(model_name, init, epoch), batch_size=batch_size,
                             channels_last=channels_last)  # fmt: skip
-            rows += baseline_rows(ev, _row(study, dataset, model_name, loaded, init, epoch))
+            rows += baseline_rows(ev, _row(study, dataset, model_name, loaded, init, epoch, shard_digest(shard_dir, split)))
             log.info("%s init %d epoch %d eps %g: clean %.4f adversarial %.4f", model_name, init, epoch, a.eps,
                      rows[-2]["top1"], rows[-1]["top1"])  # fmt: skip
     df = sweep_frame(rows, device=str(resolve_device(device)))
@@ -260,7 +265,7 @@ def sweep_layers(
     key = _model_key(model_name, init, epoch)
     ev = _evaluator(loaded, dev, images, labels, attack, study_seed=study_seed, model_key=key, batch_size=batch_size,
                     channels_last=channels_last)  # fmt: skip
-    row = _row(study, dataset, model_name, loaded, init, epoch)
+    row = _row(study, dataset, model_name, loaded, init, epoch, shard_digest(shard_dir, split))
     store = _sweep_store(out_csv, "sweep_layers", loaded, dev, shard_dir=shard_dir, split=split, n_images=n_images,
                          model_key=key, study_seed=int(study_seed), attack=dataclasses.asdict(attack), steps=int(steps),
                          batch_size=int(batch_size), channels_last=bool(channels_last), reuse_prefix=bool(reuse_prefix))  # fmt: skip
@@ -298,7 +303,8 @@ def sweep_network(
                          attack=dataclasses.asdict(attack), steps=int(steps), grid=grid and [float(g) for g in grid], batch_size=int(batch_size),
                          channels_last=bool(channels_last), layers=[l.path for l in chosen])  # fmt: skip
     rows = network_sweep(ev, chosen, filters, steps, grid=grid,
-                         row=_row(study, dataset, model_name, loaded, init, epoch), progress=progress, store=store)  # fmt: skip
+                         row=_row(study, dataset, model_name, loaded, init, epoch, shard_digest(shard_dir, split)),
+                         progress=progress, store=store)  # fmt: skip
     df = sweep_frame(rows, device=str(dev))
     store.finish(df)
     return df
@@ -317,18 +323,20 @@ def merge_and_score(
     normalise: str = "first_point",
     baseline: str = "density",
 ) -> pd.DataFrame:
-    """Merge the sweep and baseline tables, compute the filtering scores
+    """Merge the sweep and baseline tables (checked first: :func:`netperturb.core.merge.check_tables`
+    with :data:`ONE_PER`), compute the filtering scores
     (:func:`netperturb.studies.pravin2024.scores.filtering_scores` with ``normalise`` and
     ``baseline``, ``pravin2024.score.*``) and write all three. Returns the scores."""
-    sw = concat_tables(sweeps, SWEEP_COLUMNS)
+    frames = read_tables([*sweeps, *baselines], SWEEP_COLUMNS)
+    check_tables(frames, one_per=ONE_PER)  # provenance filled; one weights id per checkpoint, one data digest
+    sw = concat_tables(sweeps, SWEEP_COLUMNS, frames=frames)
     sw = sw.sort_values(["model", "init", "epoch", "mode", "layer_index", "perturbation", "step", "data"],
                         kind="stable").reset_index(drop=True)  # fmt: skip
-    base = concat_tables(baselines, SWEEP_COLUMNS).sort_values(["model", "init", "epoch", "data"]).reset_index(drop=True)
+    base = concat_tables(baselines, SWEEP_COLUMNS, frames=frames).sort_values(["model", "init", "epoch", "data"]).reset_index(drop=True)
     scores = filtering_scores(sw, base, tolerance=tolerance, metric=metric, normalise=normalise, baseline=baseline)
-    write_csv(sw, sweeps_csv)
-    write_parquet(sw, sweeps_parquet)
-    write_csv(base, baseline_csv)
-    write_csv(scores, scores_csv)
+    write_merged(sw, sweeps_csv, sweeps_parquet)
+    write_merged(base, baseline_csv)
+    write_merged(scores, scores_csv)
     log.info("merged %d sweep rows; %d scores", len(sw), len(scores))
     return scores
 
@@ -395,6 +403,7 @@ def retrain(
     seed = cell_seed(study_seed, _model_key(model_name, init, epoch), "", "retraining", 0.0, 0)
     x_adv = adversarial_set(loaded.model, x, y, attack, box=box, seed=seed, batch_size=batch_size) if attack.mode == "reuse" else None
     rows = []
+    digest = shard_digest(shard_dir, split)
     labels = ",".join(l.label for l in chosen)
     for strategy, (net, names) in nets.items():
         counts = clean_and_adversarial(net, x, y, attack, x_adv=x_adv, box=box, seed=seed, batch_size=batch_size)
@@ -407,7 +416,8 @@ def retrain(
                 "layers_trained": {"none": "", "selective": labels if names else "", "full": "all"}[strategy],
                 "n_params_trained": _n_params(net, names) if names else 0, "n_params": _n_params(net),
                 "data": data, "attack": attack.name, "eps": attack.eps, "attack_mode": attack.mode,
-                **c.metrics(), "weights": loaded.weights, "device": str(dev), "netperturb_version": __version__,
+                **c.metrics(), "weights": loaded.weights, "data_digest": digest, "device": str(dev),
+                "netperturb_version": __version__,
             })  # fmt: skip
         log.info("%s: clean %.4f adversarial %.4f", strategy, rows[-2]["top1"], rows[-1]["top1"])
     df = pd.DataFrame(rows, columns=RETRAIN_COLUMNS)

@@ -32,8 +32,9 @@ from netperturb.core.evaluate import resolve_device
 from netperturb.core.io import write_csv
 from netperturb.core.layers import find_layers, select_layers
 from netperturb.core.merge import merge_tables
-from netperturb.core.resume import CellStore, data_fingerprint, environment
+from netperturb.core.resume import CellStore, counts_from_json, data_fingerprint, environment
 from netperturb.core.training import TrainConfig, train_classifier
+from netperturb.datasets.shards import data_digest as shard_digest
 from netperturb.datasets.shards import load_split, read_manifest
 from netperturb.models import get_model
 from netperturb.models.checkpoints import load_checkpoint, save_checkpoint
@@ -164,8 +165,9 @@ def _checkpoint(ctx: RunContext) -> str:
     return ctx.model_file
 
 
-def _provenance(loaded, device: str) -> dict[str, Any]:
-    return {"weights": loaded.weights, "precision": "fp32", "device": device, "netperturb_version": __version__}
+def _provenance(loaded, device: str, data_digest: str) -> dict[str, Any]:
+    return {"weights": loaded.weights, "data_digest": data_digest, "precision": "fp32", "device": device,
+            "netperturb_version": __version__}
 
 
 def attack_run(
@@ -176,7 +178,7 @@ def attack_run(
     (:func:`~netperturb.studies.shen2021.minmax.robust_accuracy`; eps in [0, 1] pixel units) -> CSV.
 
     Columns: ``study, dataset, model, arch, lam, train_seed, attack, eps, steps, n_images,
-    top1, top5, loss, weights, precision, device, netperturb_version``.
+    top1, top5, loss, weights, data_digest, precision, device, netperturb_version``.
 
     Cell-level resume (:mod:`netperturb.core.resume`): each (attack, eps) is a cell appended
     to ``<out_csv>.partial.jsonl`` when done (each eps is computed on its own, with its own
@@ -187,6 +189,7 @@ def attack_run(
     loaded = load_checkpoint(_checkpoint(ctx), dev)
     images, labels = load_split(shard_dir, split)
     head = _head(study, dataset, loaded.arch, lam, seed)
+    digest = shard_digest(shard_dir, split)
     key = (int(study_seed), seed_name(loaded.arch, seed))
     store = CellStore(out_csv, {
         "job": "shen2021.attack_run", "weights": loaded.weights, "data": data_fingerprint(shard_dir, split),
@@ -199,7 +202,7 @@ def attack_run(
                 loaded.model, images, labels, loaded.preprocess, attack=attack, eps_values=[eps],
                 seed_key=key, pgd_steps=pgd_steps, pgd_step_size=pgd_step_size,
             )[0])  # fmt: skip
-            rows.append({**head, **r, **_provenance(loaded, str(dev))})
+            rows.append({**head, **r, **_provenance(loaded, str(dev), digest)})
             log.info("%s %s eps %g: top-1 %.4f", head["model"], attack, r["eps"], r["top1"])
     df = pd.DataFrame(rows)
     store.finish(df)
@@ -242,6 +245,7 @@ def perturb_run(
     loaded = load_checkpoint(_checkpoint(ctx), dev)
     images, labels = load_split(shard_dir, split)
     chosen = select_layers(find_layers(loaded.model), layers)
+    digest = shard_digest(shard_dir, split)
     key = seed_name(loaded.arch, seed)
     name = run_name(loaded.arch, lam, seed)
     store = CellStore(out_csv, {
@@ -249,10 +253,10 @@ def perturb_run(
         "seed_key": [int(study_seed), key], "options": {p: {k: v for k, v in o.items() if k != "levels"}
                                                        for p, o in perturbations.items()},
         "batch_size": int(batch_size), **environment(dev),
-    })  # fmt: skip
+    }, check=counts_from_json)  # fmt: skip
     frames = [
         baseline_table(loaded, images, labels, study=study, dataset=dataset, model=name,
-                       study_seed=study_seed, batch_size=batch_size, store=store)
+                       study_seed=study_seed, batch_size=batch_size, store=store, data_digest=digest)
     ]  # fmt: skip
     for info in chosen:
         for pert, opts in perturbations.items():
@@ -260,7 +264,7 @@ def perturb_run(
                 study=study, dataset=dataset, model=key, layer=info,
                 perturbation=make_perturbation(pert, **{k: v for k, v in opts.items() if k != "levels"}),
                 levels=expand_levels(opts["levels"], key=f"shen2021.perturbation.perturbations.{pert}.levels"),
-                repeats=int(repeats), study_seed=int(study_seed),
+                repeats=int(repeats), study_seed=int(study_seed), data_digest=digest,
             )  # fmt: skip
             frames.append(run_layer_job(job, loaded, images, labels, batch_size=batch_size, progress=progress, store=store))
     df = pd.concat(frames, ignore_index=True)[COLUMNS]
