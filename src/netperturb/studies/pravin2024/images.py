@@ -18,6 +18,7 @@ image has credit 0. 100 images take 25 hex characters.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from fractions import Fraction  # noqa: F401 (the annotations of the fields inherited from Counts)
 
 import numpy as np
 import torch

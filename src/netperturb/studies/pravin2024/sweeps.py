@@ -32,7 +32,7 @@ SWEEP_COLUMNS = [
     "study", "dataset", "model", "arch", "init", "epoch", "mode", "layer", "layer_label", "layer_index",
     "perturbation", "level", "position", "step", "lo", "hi", "n_weights", "n_filtered",
     "data", "attack", "eps", "attack_mode", "repeat", "seed", "n_images", "top1", "top5", "loss",
-    "top1_images", "top5_images", "weights", "precision", "device", "netperturb_version",
+    "top1_images", "top5_images", "weights", "data_digest", "precision", "device", "netperturb_version",
 ]  # fmt: skip
 #: ``top1_images`` / ``top5_images``: every evaluation image's credit at the point, encoded
 #: (:func:`netperturb.studies.pravin2024.images.encode_credits`): what the bootstrap over images
