@@ -213,7 +213,6 @@ def checkpoint_baselines(
     study, dataset, model_name, study_seed = ctx.run, ctx.dataset, ctx.model, ctx.study_seed
     batch_size, device = ctx.batch_size, ctx.device
     images, labels = eval_subset(ctx.shard_dir, ctx.split, n_images, study_seed=study_seed, dataset=dataset)
-    digest = shard_digest(ctx.shard_dir, ctx.split)
     attacks = [attack] + ([network_attack] if network_attack is not None and network_attack.eps != attack.eps else [])
     rows = []
     for epoch, path in sorted(checkpoints.items()):
@@ -222,6 +221,7 @@ def checkpoint_baselines(
             ev = _evaluator(loaded, dev, images, labels, a, study_seed=study_seed,
                             model_key=_model_key(model_name, init, epoch), batch_size=batch_size,
                             channels_last=channels_last)  # fmt: skip
+            digest = shard_digest(ctx.shard_dir, ctx.split)
             rows += baseline_rows(ev, _row(study, dataset, model_name, loaded, init, epoch, digest))
             log.info("%s init %d epoch %d eps %g: clean %.4f adversarial %.4f", model_name, init, epoch, a.eps,
                      rows[-2]["top1"], rows[-1]["top1"])  # fmt: skip
