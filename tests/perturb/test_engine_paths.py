@@ -222,3 +222,17 @@ def test_arguments_with_defaults_are_fixed_when_tracing():
     assert torch.equal(gm(x), model(x))
     split = split_at_layer(model, find_layers(model)[0], x)
     assert torch.equal(split.forward(x), model(x))
+
+
+@pytest.mark.parametrize("path, match", [("attn.in_proj", "has none of its own"), ("attn.out_proj", "never called")])
+@pytest.mark.parametrize("engine", ["fast", "naive"])
+def test_an_activation_fault_on_a_layer_without_an_output_of_its_own_is_an_error(path, match, engine):
+    """The attention computes q, k, v and reads out_proj's weights inside its own forward: a
+    hook on them would never run and the fault would silently change nothing."""
+    lm = loaded(Signals)
+    x, y = data((2, 16))
+    layer = {l.path: l for l in find_layers(lm.model)}[path]
+    job = LayerJob(study="t", dataset="r", model="signals", layer=layer, perturbation=make_perturbation("activation_bit_flip"),
+                   levels=[0.0, 1e-3], repeats=1, study_seed=1)  # fmt: skip
+    with pytest.raises(ValueError, match=f"layer {path}: .*{match}"):
+        run_cells(job, lm, x, y, engine=engine, batch_size=4, progress=False)

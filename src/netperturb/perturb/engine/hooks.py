@@ -51,7 +51,7 @@ from netperturb.core.layers import LayerInfo
 from netperturb.perturb.engine.graph import SplitError, layer_names, split_at_layer
 from netperturb.perturb.engine.units import LayerSplit, cat_replicas, replica_slice, slice_replicas, standard_forward
 
-__all__ = ["HookError", "HookSplit", "split_by_hooks", "find_split", "SPLIT_PATHS"]
+__all__ = ["HookError", "HookSplit", "split_by_hooks", "find_split", "SPLIT_PATHS", "output_module", "check_output_hook"]
 
 #: Values of ``path`` for :func:`find_split`: ``auto`` tries the graph split, then the hooks.
 SPLIT_PATHS = ("auto", "graph", "hooks")
@@ -464,3 +464,37 @@ def find_split(model: nn.Module, layer: LayerInfo, example: Tensor, *, path: str
             continue
         return split, "; ".join(reasons)
     return None, "; ".join(reasons)
+
+
+def output_module(model: nn.Module, layer: LayerInfo) -> nn.Module:
+    """The module whose output is the layer's output (what an activation fault acts on): the
+    BatchNorm that follows the layer, else the layer's own module.
+
+    Raises:
+        ValueError: the layer has no output of its own (the input projection of an
+            ``nn.MultiheadAttention`` is computed inside the attention's forward).
+    """
+    if layer.kind == "in_proj":
+        raise ValueError(
+            f"layer {layer.path}: activation faults act on a layer's output, and the input projection of a "
+            f"MultiheadAttention has none of its own (q, k and v are computed inside {layer.module_path}'s forward); "
+            f"perturb its weights, or choose a layer whose module is called (e.g. a Linear of the MLP)"
+        )
+    return model.get_submodule(layer.bn or layer.path)
+
+
+def check_output_hook(layer: LayerInfo, calls: int) -> None:
+    """After a forward pass with an activation-fault hook on :func:`output_module`: the hook
+    must have run.
+
+    Raises:
+        ValueError: it never ran: the layer's module is never called (its weights are read
+            by an enclosing module, as ``out_proj`` by ``nn.MultiheadAttention`` or ``qkv`` by
+            torchvision Swin's attention), so the fault would silently change nothing.
+    """
+    if calls == 0:
+        raise ValueError(
+            f"layer {layer.path}: its module is never called in the forward pass (an enclosing module reads its "
+            f"weights directly, e.g. {layer.path.rpartition('.')[0] or 'the model'}), so an activation fault on its "
+            f"output cannot be applied; perturb its weights, or choose a layer whose module is called"
+        )

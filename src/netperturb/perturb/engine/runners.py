@@ -20,7 +20,7 @@ from netperturb.core.layers import LayerInfo
 from netperturb.core.seeds import cell_generator
 from netperturb.perturb.base import Perturbation
 from netperturb.perturb.engine.graph import _bn_stats, widen_roles
-from netperturb.perturb.engine.hooks import find_split
+from netperturb.perturb.engine.hooks import check_output_hook, find_split, output_module
 from netperturb.perturb.engine.precision import (
     _channels_last,
     check_precision,
@@ -158,13 +158,14 @@ def naive_cells(
         net = copy.deepcopy(model)
         params = _layer_params(net, job.layer)
         hook = None
-        offset = [0]
+        offset, fired = [0], [0]
         if activation:
             def fault(_m, _inp, y, level=level, seed=seed):
                 index = torch.arange(offset[0], offset[0] + y.shape[0])
+                fired[0] += 1
                 return job.perturbation.apply_activation(y, level, seed, index)
 
-            hook = net.get_submodule(job.layer.bn or job.layer.path).register_forward_hook(fault)
+            hook = output_module(net, job.layer).register_forward_hook(fault)
         with torch.no_grad():
             for role, t in job.perturbation(params, level, cell_generator(seed)).items():
                 params[role].copy_(t)
@@ -177,6 +178,8 @@ def naive_cells(
                 offset[0] += y.shape[0]
         if hook is not None:
             hook.remove()
+            if offset[0]:
+                check_output_hook(job.layer, fired[0])
         out.append(counts)
         del net
         if on_cell is not None:
