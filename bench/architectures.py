@@ -23,6 +23,11 @@ largest relative loss difference). This is a benchmark, not a test: it asserts n
     python bench/architectures.py                          # 64 images at 64 x 64, one thread
     python bench/architectures.py --size native --threads 2  # each architecture's own input size
     python bench/architectures.py --archs vit_b_16 swin_t --images 64
+    python bench/architectures.py --archs timm_vit_tiny_patch16_224 --all-paths   # graph vs hooks vs functional
+
+``--all-paths`` adds the engine forced onto the hook path
+(:mod:`netperturb.perturb.engine.hooks`) and the functional engine (per cell the whole network
+with the perturbed tensors swapped in), to see what each path costs on the same layers.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ sys.path.insert(0, str(REPO / "src"))
 from netperturb.core.evaluate import Counts  # noqa: E402
 from netperturb.core.layers import find_layers  # noqa: E402
 from netperturb.core.preprocess import Preprocess  # noqa: E402
-from netperturb.perturb.engine.runners import FastPlan, run_fast, run_naive  # noqa: E402
+from netperturb.perturb.engine.runners import FastPlan, run_fast, run_functional, run_naive  # noqa: E402
 from netperturb.perturb.grid import LayerJob  # noqa: E402
 from netperturb.perturb.registry import make_perturbation  # noqa: E402
 
@@ -78,10 +83,12 @@ def build(arch: str, side: int, classes: int) -> torch.nn.Module:
 
 
 def chosen(layers):
-    """The first layer, a middle one, the last, the first in_proj and the first depthwise conv."""
+    """The first layer, a middle one, the last, the first in_proj, the first depthwise conv and
+    the first attention qkv."""
     pick = {layers[0].path, layers[len(layers) // 2].path, layers[-1].path}
     pick.update([l.path for l in layers if l.kind == "in_proj"][:1])
     pick.update([l.path for l in layers if l.groups > 1][:1])
+    pick.update([l.path for l in layers if l.path.endswith("attn.qkv")][:1])  # Swin: read by shifted_window_attention
     return [l for l in layers if l.path in pick]
 
 
@@ -107,6 +114,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-replicas", type=int, default=4)
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--all-paths", action="store_true",
+                    help="two more columns: the engine forced onto the hook path, and the functional engine")
     ap.add_argument("--out", default=None, help="table file (default bench/out/architectures-<n>-<size>-cpu-fp32.txt)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -124,7 +133,7 @@ def main(argv=None) -> int:
         f"K <= {args.max_replicas}; random init, {args.classes} classes")  # fmt: skip
     say("seconds: CPU seconds of this process (time.process_time), each engine on the same images, interleaved per layer")
     say()
-    header = (f"{'arch':<26} {'layer':<44} {'kind':<7} {'path':<6} {'K':>2} {'cells':>5} {'naive s':>8} {'engine s':>8} "
+    header = (f"{'arch':<26} {'layer':<54} {'kind':<7} {'path':<6} {'K':>2} {'cells':>5} {'naive s':>8} {'engine s':>8} "
               f"{'ratio':>6} {'identical':>9} {'batched s':>9} {'ratio':>6} {'batched same':>12} {'max rel loss':>12}")  # fmt: skip
     say(header)
     rows = []
@@ -159,6 +168,18 @@ def main(argv=None) -> int:
             t = time.process_time()
             batched = run_fast(job, model, x, y, IMAGENET, max_replicas=args.max_replicas, plan=plan_b, exact=False, **kw)
             t_batched = time.process_time() - t
+            extra = ""
+            if args.all_paths:
+                plan_h = FastPlan()
+                t = time.process_time()
+                hooked = run_fast(job, model, x, y, IMAGENET, max_replicas=args.max_replicas, plan=plan_h, path="hooks", **kw)
+                t_hooks = time.process_time() - t
+                t = time.process_time()
+                functional = run_functional(job, model, x, y, IMAGENET, **kw)
+                t_func = time.process_time() - t
+                same_h, same_f = compare(naive, hooked)[0], compare(naive, functional)[0]
+                extra = (f" | hooks {t_hooks:>7.1f} s ({plan_h.path}, {t_naive / t_hooks:.2f}x, {same_h})"
+                         f" | functional {t_func:>7.1f} s ({t_naive / t_func:.2f}x, {same_f})")  # fmt: skip
             same, _ = compare(naive, fast)
             same_b, rel_b = compare(naive, batched)
             cells = len(naive)
@@ -166,9 +187,9 @@ def main(argv=None) -> int:
                        cells=cells, naive_s=t_naive, engine_s=t_fast, ratio=t_naive / t_fast, identical=same,
                        batched_s=t_batched, batched_ratio=t_naive / t_batched, batched_same=same_b, batched_rel_loss=rel_b)  # fmt: skip
             rows.append(row)
-            say(f"{arch:<26} {layer.path[-44:]:<44} {layer.kind:<7} {plan.path:<6} {plan.replicas:>2} {cells:>5} "
+            say(f"{arch:<26} {layer.path:<54} {layer.kind:<7} {plan.path:<6} {plan.replicas:>2} {cells:>5} "
                 f"{t_naive:>8.1f} {t_fast:>8.1f} {t_naive / t_fast:>6.2f} {same:>9} {t_batched:>9.1f} "
-                f"{t_naive / t_batched:>6.2f} {same_b:>12} {rel_b:>12.1e}")  # fmt: skip
+                f"{t_naive / t_batched:>6.2f} {same_b:>12} {rel_b:>12.1e}{extra}")  # fmt: skip
         del model
     df = pd.DataFrame(rows)
     if len(df):

@@ -113,11 +113,13 @@ def calibrate_bn(model, x):
 
 
 def chosen(layers):
-    """The first layer, a middle one, the last, the first attention in_proj and the first
-    depthwise / grouped convolution (those the model has), in depth order."""
+    """The first layer, a middle one, the last, the first attention in_proj, the first
+    depthwise / grouped convolution and the first attention qkv (those the model has), in
+    depth order."""
     pick = {layers[0].path, layers[len(layers) // 2].path, layers[-1].path}
     pick.update([l.path for l in layers if l.kind == "in_proj"][:1])
     pick.update([l.path for l in layers if l.groups > 1][:1])
+    pick.update([l.path for l in layers if l.path.endswith("attn.qkv")][:1])  # Swin: read by shifted_window_attention
     return [l for l in layers if l.path in pick]
 
 

@@ -236,3 +236,29 @@ def test_an_activation_fault_on_a_layer_without_an_output_of_its_own_is_an_error
                    levels=[0.0, 1e-3], repeats=1, study_seed=1)  # fmt: skip
     with pytest.raises(ValueError, match=f"layer {path}: .*{match}"):
         run_cells(job, lm, x, y, engine=engine, batch_size=4, progress=False)
+
+
+class ByFunction(nn.Module):
+    """A layer whose module is never called: its weights are passed to a function (as
+    torchvision Swin passes ``attn.qkv.weight`` to ``shifted_window_attention``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):  # (B, 2, 16)
+        t = x.reshape(x.shape[0], 4, 8)
+        t = torch.relu(nn.functional.linear(t, self.qkv.weight, self.qkv.bias)) + t
+        return self.head(t.mean(1))
+
+
+def test_a_layer_whose_weights_a_function_reads_has_that_call_as_its_unit(caplog):
+    lm = loaded(ByFunction)
+    x, y = data((2, 16))
+    layer = find_layers(lm.model)[0]
+    split = split_at_layer(lm.model, layer, to_signal(x[:2]))
+    assert split.host is not None and split.names == {"weight": "qkv.weight", "bias": "qkv.bias"}
+    for path, how in (("auto", "graph"), ("hooks", "hooks")):  # hooks: the model itself is the nearest call
+        for name, level in CASES[:2]:
+            assert compare(lm, x, y, layer, name, level, caplog, path=path).path == how

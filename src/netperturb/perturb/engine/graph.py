@@ -408,7 +408,7 @@ def _unit_graph(gm: fx.GraphModule, L: fx.Node, layer_in: fx.Node, depends: set,
     def copy(n: fx.Node) -> fx.Node:
         if n in env:
             return env[n]
-        if n.op == "placeholder" or (n in depends and is_batch(n)):
+        if n is not L and (n.op == "placeholder" or (n in depends and is_batch(n))):
             raise SplitError(f"the call that computes the layer also reads {n.name}, another batch value")
         for a in n.all_input_nodes:
             copy(a)
