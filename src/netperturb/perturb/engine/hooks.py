@@ -351,15 +351,19 @@ def split_by_hooks(model: nn.Module, layer: LayerInfo | str, example: Tensor, *,
     tensors = [(i, a) for i, a in enumerate(hcall.args) if isinstance(a, Tensor)]
     ktensors = [(k, v) for k, v in hcall.kwargs.items() if isinstance(v, Tensor)]
     distinct = {id(a) for _, a in tensors + ktensors}
-    if len(distinct) != 1 or not _is_batch((tensors + ktensors)[0][1], 2):
+    if len(distinct) != 1:
         raise HookError(f"{host_path}, which computes layer {path}, takes {len(distinct)} tensors, expected one batch tensor")
     hosts1 = [c for c in calls1 if c.module is host]
-    first = lambda v: v if isinstance(v, Tensor) else (v or [None])[0]  # noqa: E731  (an attention returns (out, weights))
-    batch_in = [(c, b) for c, b in ((hcall, 2), *((h, 1) for h in hosts1[:1]))]
-    if len(hosts1) != 1 or not all(_is_batch(first([a for a in (*c.args, *c.kwargs.values()) if isinstance(a, Tensor)]), b)
-                                   for c, b in batch_in):  # fmt: skip
+
+    def first(v):  # the tensor of an output, or the first of a tuple (an attention returns (out, weights))
+        return v if isinstance(v, Tensor) else (v or [None])[0]
+
+    def batch_input(c: _Call) -> Tensor:
+        return [a for a in (*c.args, *c.kwargs.values()) if isinstance(a, Tensor)][0]
+
+    if len(hosts1) != 1 or not (_is_batch(batch_input(hcall), 2) and _is_batch(batch_input(hosts1[0]), 1)):
         raise HookError(f"the input of {host_path} has no batch dimension on dim 0 (checked at 2 images and at 1)")
-    if not all(_is_batch(first(c.output), b) for c, b in batch_in):
+    if not (_is_batch(first(hcall.output), 2) and _is_batch(first(hosts1[0].output), 1)):
         raise HookError(f"the output of {host_path} has no batch dimension on dim 0 (checked at 2 images and at 1)")
 
     # cached calls: outermost calls finished before the host started, not its callers

@@ -116,6 +116,7 @@ class LayerSplit:
             that reads the weights, or the layer's own module when its ``forward`` is not
             torch's); None for a direct unit.
         how: ``"graph"`` (torch.fx split) or ``"hooks"``.
+        tensors: role -> the model's own tensor (:meth:`clean_tensors`).
     """
 
     prefix: object
