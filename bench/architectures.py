@@ -195,9 +195,12 @@ def main(argv=None) -> int:
     if len(df):
         say()
         for arch, d in df.groupby("arch", sort=False):
-            say(f"{arch:<26} input {int(d['side'].iloc[0])} px: naive {d['naive_s'].sum():.1f} s, engine {d['engine_s'].sum():.1f} s "
-                f"({d['naive_s'].sum() / d['engine_s'].sum():.2f}x), batched suffix {d['batched_s'].sum():.1f} s "
-                f"({d['naive_s'].sum() / d['batched_s'].sum():.2f}x); identical: {', '.join(sorted(set(d['identical'])))}")  # fmt: skip
+            c = d["cells"].sum()
+            say(f"{arch:<26} input {int(d['side'].iloc[0])} px, {c} cells: naive {d['naive_s'].sum():.1f} s "
+                f"({d['naive_s'].sum() / c:.2f} s/cell), engine {d['engine_s'].sum():.1f} s ({d['engine_s'].sum() / c:.2f} s/cell, "
+                f"{d['naive_s'].sum() / d['engine_s'].sum():.2f}x), batched suffix {d['batched_s'].sum():.1f} s "
+                f"({d['batched_s'].sum() / c:.2f} s/cell, {d['naive_s'].sum() / d['batched_s'].sum():.2f}x); "
+                f"identical: {', '.join(sorted(set(d['identical'])))}")  # fmt: skip
         say(f"{'total':<26} naive {df['naive_s'].sum():.1f} s, engine {df['engine_s'].sum():.1f} s "
             f"({df['naive_s'].sum() / df['engine_s'].sum():.2f}x), batched suffix {df['batched_s'].sum():.1f} s "
             f"({df['naive_s'].sum() / df['batched_s'].sum():.2f}x)")  # fmt: skip
