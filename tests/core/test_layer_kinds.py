@@ -57,7 +57,7 @@ def test_every_weight_bearing_layer_is_found_with_its_kind_node_count_and_follow
         assert all(n in named for n in l.param_names().values()), l.param_names()
     in_proj = {l.path: l for l in layers}["attn.in_proj"]
     assert in_proj.param_names() == {"weight": "attn.in_proj_weight", "bias": "attn.in_proj_bias"}
-    assert in_proj.n_out == 24 and in_proj.n_parameters() == 24 * 8 + 24
+    assert in_proj.n_out == 24 and in_proj.n_params == 24 * 8 + 24
     # the cross-attention's separate projections share in_proj_bias: their layers are weights only
     assert not {l.path: l for l in layers}["cross.k_proj"].has_bias
 
@@ -66,21 +66,23 @@ def test_coverage_counts_weights_and_biases_once():
     model = Signals()
     layers = find_layers(model)
     total = sum(p.numel() for p in model.parameters())
-    mine = sum(l.n_parameters() for l in layers)
+    mine = sum(l.n_params for l in layers)
     # not covered: BN affine terms (8 + 4 + 6) * 2 and the cross-attention's in_proj_bias (24)
     assert total - mine == (8 + 4 + 6) * 2 + 24
     assert parameter_coverage(model, layers) == pytest.approx(mine / total)
     assert parameter_coverage(nn.ReLU()) == 1.0
 
 
-def test_labels_field_names_for_the_shipped_networks_module_paths_for_the_rest():
+def test_labels_field_names_for_the_classic_shape_module_paths_for_the_rest():
     assert [l.label for l in find_layers(build_meta("lenet5"))] == ["conv1", "conv2", "fc3", "fc4", "fc5"]
     assert [l.label for l in find_layers(build_meta("vgg11", num_classes=1000, in_channels=3))][-4:] == ["conv8", "fc9", "fc10", "fc11"]
     convnext = find_layers(build_meta("convnext_tiny", num_classes=1000, in_channels=3))
     assert all(l.label == l.path for l in convnext)
     assert convnext[2].label == "features.1.0.block.3"  # the first MLP layer: was "fc25" at depth 3
     resnet = find_layers(build_meta("resnet18", num_classes=10, in_channels=3))
-    assert resnet[0].label == "conv1" and resnet[-1].label == "fc"  # module paths that read the same
+    assert [l.label for l in resnet][::10] == ["conv1", "conv11", "fc21"]  # the classic shape: as before
+    for name in ("vit_b_16", "swin_t"):  # attention; dense layers that make up the blocks
+        assert all(l.label == l.path for l in find_layers(build_meta(name, num_classes=1000, in_channels=3)))
     assert [l.label for l in find_layers(Signals(), labels="field")][:4] == ["conv1", "conv2", "conv3", "fc4"]
     assert find_layers(build_meta("alexnet", num_classes=1000, in_channels=3), labels="path")[0].label == "features.0"
 
@@ -88,6 +90,21 @@ def test_labels_field_names_for_the_shipped_networks_module_paths_for_the_rest()
         netperturb_layer_labels = "field"
 
     assert find_layers(Mine())[-1].label == "fc11"
+    assert find_layers(Signals())[0].label == "c1"  # one's own model with attention: paths
+    # one's own model of the classic shape (convolutions, then dense layers): the field's names
+    cnn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(4, 8), nn.Linear(8, 2))
+    assert [l.label for l in find_layers(cnn)] == ["conv1", "conv2", "fc3", "fc4"]
+    # ... whose kinds interleave (a dense layer before a convolution): paths
+    mixed = nn.Sequential(nn.Conv2d(1, 4, 1), nn.Linear(4, 4), nn.Conv2d(4, 4, 1), nn.Linear(4, 2))
+    assert [l.label for l in find_layers(mixed)] == ["0", "1", "2", "3"]
+    # ... with four dense layers after the convolutions (more than a classifier): paths; an MLP: fc1..
+    four = nn.Sequential(nn.Conv2d(1, 4, 1), *[nn.Linear(4, 4) for _ in range(4)])
+    assert find_layers(four)[-1].label == "4" and find_layers(nn.Sequential(*four[1:]))[-1].label == "fc4"
+
+    class Paths(nn.Sequential):
+        netperturb_layer_labels = "path"
+
+    assert [l.label for l in find_layers(Paths(*cnn))] == ["0", "2", "4", "5"]
     with pytest.raises(ValueError, match="labels: 'fancy' unknown"):
         find_layers(Signals(), labels="fancy")
 

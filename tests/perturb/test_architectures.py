@@ -158,7 +158,7 @@ def test_vit_in_proj_is_a_layer_and_holds_a_quarter_of_the_parameters():
     in_proj = [l for l in layers if l.kind == "in_proj"]
     assert len(in_proj) == 12 and all(l.weight_shape == (3 * 768, 768) and l.has_bias for l in in_proj)
     total = sum(p.numel() for p in model.parameters())
-    assert sum(l.n_parameters() for l in in_proj) / total == pytest.approx(0.2456, abs=5e-4)
+    assert sum(l.n_params for l in in_proj) / total == pytest.approx(0.2456, abs=5e-4)
     assert parameter_coverage(model, [l for l in layers if l.kind != "in_proj"]) < 0.76
     assert in_proj[0].path == "encoder.layers.encoder_layer_0.self_attention.in_proj"
     assert in_proj[0].param_names() == {
@@ -226,7 +226,7 @@ def test_fast_equals_naive_bit_for_bit_and_level_zero_is_the_clean_model(case, c
         assert identical(fast[:2], [clean, clean])  # level 0: the clean network, bit for bit
         assert any(c.loss_sum != clean.loss_sum for c in naive[2:]), (layer.path, name)  # not vacuous
         assert plan.path == "graph" and plan.fallback is None, (layer.path, plan.fallback)
-        assert any(f"{layer.path}:{name}: graph split" in r.getMessage() for r in caplog.records), caplog.text
+        assert any(f"{layer.label}:{name}: graph split" in r.getMessage() for r in caplog.records), caplog.text
 
 
 def test_hook_path_equals_naive_on_the_architectures(case, caplog):

@@ -33,20 +33,28 @@ Each layer gets
   and is never such a follower: a knocked-out node's pre-norm output is 0.
 
 **Labels.** The field's names ``conv1 .. convN`` (the convolutions in module order) then
-``fc{N+1} ..`` (the dense layers) are used for the networks where the literature uses them:
-netperturb's LeNet-5 and digit-scale AlexNet and torchvision's AlexNet and VGG, so AlexNet reads
-conv1..conv5, fc6..fc8 as in Cheney et al. 2017 (Fig. 1) and Krizhevsky et al. 2012. A model
-class can ask for them with a class attribute ``netperturb_layer_labels = "field"``. Every
-other model is labelled by module path (``label == path``): counting layers by kind misleads
-as soon as convolutions and dense layers interleave (ConvNeXt's depthwise conv of block 1
-would be ``conv2`` and its first MLP layer ``fc25``, at depth 3). ``find_layers(model,
-labels="field" | "path")`` overrides the rule.
+``fc{N+1} ..`` (the dense layers), as AlexNet reads conv1..conv5, fc6..fc8 in Cheney et al.
+2017 (Fig. 1) and Krizhevsky et al. 2012, label a network of the classic shape: no attention
+input projection, and either dense layers only (an MLP) or convolutions followed by a
+classifier of at most three dense layers -- LeNet-5, AlexNet, VGG, ResNet, MobileNet,
+EfficientNet and most CNNs of one's own. Every other network is labelled by module path
+(``label == path``): where convolutions and dense layers interleave (ConvNeXt's depthwise conv
+of block 1 would be ``conv2`` and its first MLP layer ``fc25``, at depth 3) or where dense
+layers make up the blocks (ViT, Swin: ``blocks.0.attn.qkv``, not ``fc2``), counting layers by
+kind misleads. The rule reads only the list of layers, so a model and its exported or
+TorchScript graph made a module again get the same labels. netperturb's LeNet-5 and
+digit-scale AlexNet and torchvision's AlexNet and VGG always get the field's names
+(``FIELD_LABELLED``); a model class can choose with a class attribute
+``netperturb_layer_labels = "field"`` or ``"path"``, and ``find_layers(model, labels="field" |
+"path")`` overrides the rule. Result tables key on ``path`` whatever the labels; a layer is
+selected by either.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -61,6 +69,7 @@ __all__ = [
     "LayerSelectionError",
     "FIELD_LABELLED",
     "LABELS_ATTRIBUTE",
+    "MAX_CLASSIFIER_LAYERS",
 ]
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -73,6 +82,8 @@ FIELD_LABELLED = (
     "torchvision.models.alexnet.AlexNet",
     "torchvision.models.vgg.VGG",
 )
+#: Dense layers after the convolutions of a network that keeps the field's labels (module docstring).
+MAX_CLASSIFIER_LAYERS = 3
 #: Class attribute by which a model asks for ``"field"`` or ``"path"`` labels.
 LABELS_ATTRIBUTE = "netperturb_layer_labels"
 
@@ -127,6 +138,12 @@ class LayerInfo:
         """Path of the module that holds the layer's parameters (``owner``)."""
         return self.path if self.owner is None else self.owner
 
+    @property
+    def n_params(self) -> int:
+        """Parameters of the layer: its weight entries plus its bias entries (one per output
+        unit); the BatchNorm that follows it is not counted."""
+        return math.prod(self.weight_shape) + (self.n_out if self.has_bias else 0)
+
     def param_names(self) -> dict[str, str]:
         """Map role -> full parameter name: ``weight``, ``bias``, ``bn_weight``, ``bn_bias``
         (only the roles that exist)."""
@@ -138,13 +155,6 @@ class LayerInfo:
             names["bn_weight"] = f"{self.bn}.weight"
             names["bn_bias"] = f"{self.bn}.bias"
         return names
-
-    def n_parameters(self) -> int:
-        """Entries of the layer's weight and bias (BatchNorm terms not counted)."""
-        n = 1
-        for s in self.weight_shape:
-            n *= int(s)
-        return n + (self.n_out if self.has_bias else 0)
 
 
 def _n_out(mod: nn.Module) -> int | None:
@@ -190,7 +200,7 @@ def _bn_followers_adjacent(model: nn.Module) -> dict[str, str]:
     return out
 
 
-def _label_rule(model: nn.Module) -> str:
+def _label_rule(model: nn.Module, found: list[tuple[str, str, nn.Module, dict]]) -> str:
     """``"field"`` or ``"path"`` for ``model`` (module docstring, "Labels")."""
     asked = getattr(type(model), LABELS_ATTRIBUTE, None)
     if asked in ("field", "path"):
@@ -198,7 +208,12 @@ def _label_rule(model: nn.Module) -> str:
     for cls in inspect.getmro(type(model)):
         if f"{cls.__module__}.{cls.__qualname__}" in FIELD_LABELLED:
             return "field"
-    return "path"
+    kinds = [kind for _, kind, _, _ in found]
+    if "in_proj" in kinds or ("linear" in kinds and "conv" in kinds[kinds.index("linear"):]):
+        return "path"  # attention, or convolutions and dense layers interleave
+    if "conv" in kinds and kinds.count("linear") > MAX_CLASSIFIER_LAYERS:
+        return "path"  # dense layers beyond a classifier: transformer blocks (ViT, Swin)
+    return "field"
 
 
 def _candidates(model: nn.Module) -> list[tuple[str, str, nn.Module, dict]]:
@@ -243,8 +258,8 @@ def find_layers(model: nn.Module, labels: str = "auto") -> list[LayerInfo]:
     """
     if labels not in ("auto", "field", "path"):
         raise ValueError(f"labels: {labels!r} unknown; use 'auto', 'field' or 'path'")
-    rule = _label_rule(model) if labels == "auto" else labels
     found = _candidates(model)
+    rule = _label_rule(model, found) if labels == "auto" else labels
     followers = _bn_followers_fx(model)
     if followers is None:
         followers = _bn_followers_adjacent(model)

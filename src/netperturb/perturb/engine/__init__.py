@@ -1,6 +1,6 @@
 """The performance engine behind :func:`netperturb.perturb.grid.run_layer_job`, and the naive reference.
 
-DESIGN.md, "Performance design". A job is one (model, layer, perturbation) with every
+The Design page of the docs, "The engine". A job is one (model, layer, perturbation) with every
 level x repeat cell. Three ways to compute it, all giving the same per-cell numbers in fp32:
 
 ``"fast"`` (default)
@@ -42,6 +42,7 @@ level x repeat cell. Three ways to compute it, all giving the same per-cell numb
        unit's output is exactly 0: its weights and bias are zero, with a BN-aware knockout
        its BN affine terms too). Cells whose perturbed layer does not depend on the seed
        (knockouts at level 1, deterministic perturbations) are computed once per level.
+
     Level-0 cells are the clean network by definition: they share one clean evaluation of the
     whole model (bit for bit the baseline in fp32). The log says which path each job took
     (graph split, hook path) and why; if neither can cut the network (the layer is called

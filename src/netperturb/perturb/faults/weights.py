@@ -1,4 +1,4 @@
-"""Faults in stored weights: bit flips, stuck-at bits, multiplicative noise (DESIGN.md, "Bit flips").
+"""Faults in stored weights: bit flips, stuck-at bits, multiplicative noise (the Hardware faults page of the docs).
 
 The bit faults act on a network whose Conv2d / Linear weights are already stored in the
 fault's format (:func:`format_model`: fp16 / bf16 cast, int8 quantize-dequantize; fp32 is the
