@@ -10,11 +10,16 @@ import logging
 import pytest
 
 from netperturb.core.resume import partial_path
+from netperturb.core.context import RunContext
 from netperturb.studies.faults.jobs import perturb_layer
 from resume_kill import Killed, kill_after, reuse_message, stored_cells
 
-KW = dict(study="faults", dataset="digits", model_name="lenet5", study_seed=7, batch_size=128, device="cpu",
-          progress=False, repeats=2)  # fmt: skip
+KW = dict(repeats=2)
+
+
+def _ctx(checkpoint, shards) -> RunContext:
+    return RunContext(run="faults", dataset="digits", shard_dir=str(shards), model="lenet5", model_file=str(checkpoint),
+                      study_seed=7, batch_size=128, device="cpu", progress=False)  # fmt: skip
 
 CASES = {
     # transient activation bit flips: a new pattern per image (the image index enters the seed)
@@ -37,7 +42,7 @@ def test_a_killed_fault_job_resumes_to_the_uninterrupted_csv(lenet_checkpoint, d
                                                              caplog, case):  # fmt: skip
     kw = {**KW, **CASES[case]}
     ref = tmp_path / "ref.csv"
-    perturb_layer(lenet_checkpoint, digits_shards, ref, **kw)
+    perturb_layer(_ctx(lenet_checkpoint, digits_shards), ref, **kw)
     assert not partial_path(ref).exists()  # removed once the CSV is written
     n_cells = len(kw["spec"]["levels"]) * kw["repeats"]
     for stop in (1, 2):
@@ -45,13 +50,13 @@ def test_a_killed_fault_job_resumes_to_the_uninterrupted_csv(lenet_checkpoint, d
         with monkeypatch.context() as m:
             kill_after(m, stop)
             with pytest.raises(Killed):
-                perturb_layer(lenet_checkpoint, digits_shards, out, **kw)
+                perturb_layer(_ctx(lenet_checkpoint, digits_shards), out, **kw)
         assert not out.exists() and partial_path(out).exists()
         stored = stored_cells(partial_path(out))
         assert 0 < stored < n_cells
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="netperturb"):
-            perturb_layer(lenet_checkpoint, digits_shards, out, **kw)
+            perturb_layer(_ctx(lenet_checkpoint, digits_shards), out, **kw)
         assert out.read_bytes() == ref.read_bytes()
         assert not partial_path(out).exists()
         assert reuse_message(caplog).endswith(f"{stored} cells reused from an interrupted run, {n_cells - stored} computed")
@@ -63,7 +68,7 @@ def test_a_partial_file_of_another_variant_is_not_reused(lenet_checkpoint, digit
     with monkeypatch.context() as m:
         kill_after(m, 1)
         with pytest.raises(Killed):
-            perturb_layer(lenet_checkpoint, digits_shards, out, **{**kw, "spec": {**kw["spec"], "bits": "exponent"}})
+            perturb_layer(_ctx(lenet_checkpoint, digits_shards), out, **{**kw, "spec": {**kw["spec"], "bits": "exponent"}})
     with caplog.at_level(logging.INFO, logger="netperturb"):
-        perturb_layer(lenet_checkpoint, digits_shards, out, **kw)
+        perturb_layer(_ctx(lenet_checkpoint, digits_shards), out, **kw)
     assert "spec differ" in caplog.text and "0 cells reused from an interrupted run, 6 computed" in caplog.text
