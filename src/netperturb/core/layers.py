@@ -2,21 +2,15 @@
 
 A *layer* is a set of weights that computes output units ("nodes") from an input:
 
-=================  ===========================================  ==============================
-kind               where                                        one node (output unit) is
-=================  ===========================================  ==============================
-``conv``           ``nn.Conv1d`` / ``Conv2d`` / ``Conv3d``,      output channel i: ``W[i]``
-                   grouped and depthwise included               (in / groups, *kernel) and
-                                                                ``b[i]``
-``linear``         ``nn.Linear`` (also ``out_proj`` of           output feature i: ``W[i, :]``
-                   ``nn.MultiheadAttention``)                   and ``b[i]`` (at every token
-                                                                when the input has tokens)
-``in_proj``        ``nn.MultiheadAttention``'s                  row i of the (3E, E) matrix:
-                   ``in_proj_weight`` / ``in_proj_bias``        query feature i (i < E), key
-                   (separate ``q/k/v_proj_weight`` when          feature i - E, value feature
-                   ``kdim`` / ``vdim`` differ: one layer each,   i - 2E; and ``in_proj_bias[i]``
-                   weight only)
-=================  ===========================================  ==============================
+- ``conv``: an ``nn.Conv1d`` / ``Conv2d`` / ``Conv3d``, grouped and depthwise included. One
+  node is output channel i: ``W[i]`` (shape ``(in / groups, *kernel)``) and ``b[i]``.
+- ``linear``: an ``nn.Linear`` (also the ``out_proj`` of an ``nn.MultiheadAttention``). One
+  node is output feature i: ``W[i, :]`` and ``b[i]`` (at every token when the input has
+  tokens).
+- ``in_proj``: an ``nn.MultiheadAttention``'s ``in_proj_weight`` / ``in_proj_bias`` (the
+  separate ``q/k/v_proj_weight`` when ``kdim`` / ``vdim`` differ: one layer each, weight
+  only). One node is row i of the ``(3E, E)`` matrix -- query feature i (i < E), key feature
+  i - E, value feature i - 2E -- and ``in_proj_bias[i]``.
 
 Each layer gets
 
@@ -103,7 +97,7 @@ class LayerInfo:
         label: the displayed name (see the module docstring).
         index: 1-based position among the perturbable layers (module order).
         kind: ``"conv"``, ``"linear"`` or ``"in_proj"``.
-        weight_shape: shape of the weight: (out, in / groups, *kernel) for a convolution,
+        weight_shape: shape of the weight: ``(out, in / groups, *kernel)`` for a convolution,
             (out, in) for a dense layer, (3E, E) for an input projection.
         has_bias: whether the layer has a bias.
         bn: path of the BatchNorm fed directly and only by this layer, or None.

@@ -193,7 +193,7 @@ class HookSplit(LayerSplit):
         return None if self.bn_module is not None else super().channel_dim
 
     def unit(self, x: Tensor, wide: Mapping[str, Tensor], k: int):
-        """:meth:`LayerSplit.unit`; keeps the replicas' BatchNorm affine terms for the suffix."""
+        """:meth:`~netperturb.perturb.engine.units.LayerSplit.unit`; keeps the replicas' BatchNorm affine terms for the suffix."""
         if self.bn_module is not None:
             self._affine = [
                 (replica_slice(wide["bn_weight"], r, k), replica_slice(wide["bn_bias"], r, k)) if "bn_weight" in wide
@@ -203,7 +203,7 @@ class HookSplit(LayerSplit):
         return super().unit(x, {r: t for r, t in wide.items() if not r.startswith("bn_")}, k)
 
     def run_suffix(self, u, live, k: int, *, exact: bool) -> Tensor:
-        """:meth:`LayerSplit.run_suffix`; the BatchNorm applies the affine terms of the
+        """:meth:`~netperturb.perturb.engine.units.LayerSplit.run_suffix`; the BatchNorm applies the affine terms of the
         replicas the suffix call computes."""
         if not exact or k == 1:
             self._active = self._affine
