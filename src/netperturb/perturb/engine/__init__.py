@@ -18,8 +18,11 @@ level x repeat cell. Three ways to compute it, all giving the same per-cell numb
        fed only by the layer joins the replicated unit with the K replicas' affine terms
        concatenated the same way (node knockout zeroes a knocked-out node's BN channel), so
        every replica gets exactly its own affine terms after the shared normalisation
-       statistics. K comes from the free memory (GPU: ``torch.cuda.mem_get_info``; CPU:
-       MemAvailable / the cgroup limit) and a cap (config ``cheney2017.max_replicas``).
+       statistics. K is the smallest number of replicas that spreads the suffix's fixed cost
+       per call (its weights read once, its operator calls) over the replicas, by the cost
+       model (:func:`netperturb.perturb.engine.costs.cost_replicas`), within the free memory
+       (GPU: ``torch.cuda.mem_get_info``; CPU: MemAvailable / the cgroup limit) and an optional
+       cap (config ``max_replicas``).
     3. *No waste.* No model copies; masks and noise are drawn in bulk on each cell's own CPU
        generator exactly as :mod:`netperturb.perturb.knockouts` and
        :mod:`netperturb.perturb.noise` draw them (same calls in the same order, so the
@@ -37,6 +40,15 @@ level x repeat cell. Three ways to compute it, all giving the same per-cell numb
        unit's output is exactly 0: its weights and bias are zero, with a BN-aware knockout
        its BN affine terms too). Cells whose perturbed layer does not depend on the seed
        (knockouts at level 1, deterministic perturbations) are computed once per level.
+    6. *Sparse faults as sparse.* A perturbation that changes a set of entries
+       (``changes == "entries"``: bit flips, stuck-at bits, synapse knockout) builds no
+       replicas: each cell's layer output is the clean output plus a sparse correction, or the
+       layer run on a job-level copy with the k entries written in place and undone, or on
+       that copy rewritten whole -- whichever the cost model
+       (:mod:`netperturb.perturb.engine.costs`) finds cheapest for the cell's k and the
+       layer's shape (:mod:`netperturb.perturb.engine.sparse`). The engine picks every path
+       from what the perturbation says it changes (:attr:`Perturbation.changes`), never from
+       its class.
     Level-0 cells are the clean network by definition: they share one clean evaluation of the
     whole model (bit for bit the baseline in fp32). If the graph cannot be split (the model
     does not trace, the layer is called twice, ...), the job falls back to ``"functional"``
@@ -70,6 +82,7 @@ from netperturb.perturb.engine.replicas import (
     available_memory,
     choose_replicas,
 )
+from netperturb.perturb.engine.costs import CostModel, cell_path, cost_model, suffix_replicas
 from netperturb.perturb.engine.runners import (
     ENGINES,
     naive_cells,
@@ -98,4 +111,8 @@ __all__ = [
     "run_naive",
     "naive_cells",
     "macs_per_image",
+    "CostModel",
+    "cost_model",
+    "cell_path",
+    "suffix_replicas",
 ]

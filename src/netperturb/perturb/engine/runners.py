@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Collection, Iterable
 
 import torch
@@ -18,7 +18,8 @@ from tqdm import tqdm  # plain tqdm: tqdm.auto in a notebook kernel warns (IProg
 from netperturb.core.evaluate import Counts, count_logits, evaluate, reference_masks
 from netperturb.core.layers import LayerInfo
 from netperturb.core.seeds import cell_generator
-from netperturb.perturb.base import Perturbation
+from netperturb.perturb.base import ENTRIES, OUTPUT, ROWS, Perturbation
+from netperturb.perturb.engine.costs import cost_replicas
 from netperturb.perturb.engine.graph import SplitError, _bn_stats, split_at_layer, widen_roles
 from netperturb.perturb.engine.precision import (
     _channels_last,
@@ -32,8 +33,6 @@ from netperturb.perturb.engine.replicas import (
     available_memory,
     choose_replicas,
 )
-from netperturb.perturb.faults.activations import is_activation_fault
-from netperturb.perturb.knockouts import NodeKnockout, SynapseKnockout
 
 log = logging.getLogger("netperturb")
 
@@ -91,7 +90,7 @@ def run_functional(
     Returns:
         One :class:`Counts` per cell of ``job.cells()``, in that order.
     """
-    if is_activation_fault(job.perturbation):
+    if job.perturbation.changes == OUTPUT:
         from netperturb.perturb.engine.activations import run_hooked
 
         return run_hooked(job, model, images, labels, preprocess, batch_size=batch_size, precision=precision,
@@ -147,7 +146,7 @@ def naive_cells(
     device = next(model.parameters()).device
     out = []
     golden: list[Tensor] = []
-    activation = is_activation_fault(job.perturbation)
+    activation = job.perturbation.changes == OUTPUT
     for i, (level, _repeat, seed) in enumerate(
         tqdm(list(job.cells()), desc=_desc(job) + " (naive)", disable=not progress, mininterval=5)
     ):
@@ -214,6 +213,7 @@ class FastPlan:
     draw_seconds: float = 0.0  # main-thread time spent drawing / waiting for draws and building replicas
     deduplicated: int = 0  # cells copied from an identical cell (seed-independent perturbation)
     reuse_clean_unit: bool = False  # node knockout: clean layer output, knocked channels zeroed
+    paths: dict = field(default_factory=dict)  # entries perturbations: cells per path (delta, inplace, dense, clean)
 
 
 def run_fast(
@@ -242,7 +242,8 @@ def run_fast(
         preprocess: uint8 -> model input (on the device).
         batch_size: images per prefix call (the suffix sees K times as many).
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
-        max_replicas: cap on K (None: memory only).
+        max_replicas: K, memory permitting (None: the cost model's K,
+            :func:`netperturb.perturb.engine.costs.cost_replicas`, within the memory).
         memory_fraction: share of the free memory for replicas and the prefix cache.
         draw_workers: threads drawing cells (each cell has its own generator, so they
             draw in parallel) while the device computes the previous group; 0 draws in the
@@ -306,13 +307,22 @@ def run_fast(
             return run_functional(job, model, images, labels, preprocess, batch_size=batch_size,
                                   precision=precision, progress=progress, skip=skip, on_cells=on_cells)  # fmt: skip
 
-    if is_activation_fault(job.perturbation):
+    if job.perturbation.changes == OUTPUT:
         from netperturb.perturb.engine.activations import run_fast_activation
 
         return run_fast_activation(
             job, split, model, images, labels, preprocess, pre, labels_dev, batch_size=batch_size,
             precision=precision, max_replicas=max_replicas, memory_fraction=memory_fraction, progress=progress,
             plan=plan, skip=skip, on_cells=on_cells,
+        )  # fmt: skip
+    if job.perturbation.changes == ENTRIES:
+        from netperturb.perturb.engine.sparse import run_sparse
+
+        return run_sparse(
+            job, split, model, images, labels, pre, labels_dev, batch_size=batch_size, precision=precision,
+            max_replicas=max_replicas, memory_fraction=memory_fraction, progress=progress, plan=plan, skip=skip,
+            on_cells=on_cells, draw_workers=draw_workers,
+            clean=lambda: _clean_counts(model, images, labels, preprocess, batch_size, precision),
         )  # fmt: skip
     builder = ReplicaBuilder(job.perturbation, split.clean_tensors())
 
@@ -334,13 +344,15 @@ def run_fast(
     if plan.cached_prefix:
         budget -= cache_bytes
     k = choose_replicas(split, min(batch_size, n), max(len(perturbed), 1), budget=budget, max_replicas=max_replicas)
+    if max_replicas is None:  # the cost model's K (an explicit max_replicas is used as given, memory permitting)
+        k = min(k, cost_replicas(split, device, min(batch_size, n), max(len(perturbed), 1)))
     plan.replicas = k
     if draw_workers is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         if device.type == "cpu":
             draw_workers = torch.get_num_threads()
         else:
-            draw_workers = 0 if builder.kind is not None else min(8, cores)
+            draw_workers = 0 if job.perturbation.device_draws else min(8, cores)
     plan.draw_workers = draw_workers
     log.info(
         "%s: fast engine, %d replicas per suffix call, prefix %s, %d batches of %d, %s",
@@ -372,8 +384,10 @@ def run_fast(
     # output is exactly 0 (its weights and bias are zero; with a BN-aware knockout its BN
     # affine terms too): run the layer once on the clean weights and zero each replica's
     # knocked-out channels, instead of running K perturbed copies of the layer.
-    reuse_clean_unit = builder.kind == "node" and (
-        split.bn is None or (job.perturbation.bn_aware and split.bn.running_mean is not None)
+    reuse_clean_unit = (
+        job.perturbation.changes == ROWS
+        and job.perturbation.zeroes_units(builder.params)
+        and (split.bn is None or split.bn.running_mean is not None)
     )
     plan.reuse_clean_unit = reuse_clean_unit
     if reuse_clean_unit:
@@ -480,12 +494,9 @@ def _reference(split, batches, cache, pre, labels_dev, autocast, no_autocast, pr
 
 
 def _deterministic(perturbation: Perturbation, level: float) -> bool:
-    """True when the perturbed tensors at ``level`` do not depend on the cell's generator:
-    a perturbation with ``stochastic = False`` (e.g. the synaptic filters), or a synapse /
-    node knockout at level 1 (everything is knocked out)."""
-    if not getattr(perturbation, "stochastic", True):
-        return True
-    return isinstance(perturbation, (SynapseKnockout, NodeKnockout)) and float(level) >= 1.0
+    """True when the perturbed tensors at ``level`` do not depend on the cell's generator
+    (:meth:`Perturbation.seed_independent`: e.g. the synaptic filters, a knockout at level 1)."""
+    return perturbation.seed_independent(level)
 
 
 def run_cells(
