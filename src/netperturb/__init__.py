@@ -19,6 +19,6 @@ imports another):
    ``jobs`` (what the workflow's rules run) and ``figures`` (what its report notebook shows).
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = ["__version__"]

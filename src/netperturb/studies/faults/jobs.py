@@ -29,9 +29,10 @@ __all__ = ["FAULT_COLUMNS", "baseline", "perturb_layer", "merge_faults", "in_for
 
 #: Columns of the study's tables: :data:`netperturb.perturb.grid.COLUMNS`, then the fault
 #: model (``fault``: bit_flip, ..., ``none`` for a baseline), where it acts (``target``:
-#: weights / activations), the storage ``format``, the eligible ``bits`` and the fault-free
-#: ``reference`` network (fp32, fp16, bf16, int8_tensor, int8_channel).
-FAULT_COLUMNS = COLUMNS + ["fault", "target", "format", "bits", "reference"]
+#: weights / activations), the storage ``format``, the eligible ``bits``, how the hit bits are
+#: counted at a rate (``count``: binomial / exact; ``""`` for noise and baselines) and the
+#: fault-free ``reference`` network (fp32, fp16, bf16, int8_tensor, int8_channel).
+FAULT_COLUMNS = COLUMNS + ["fault", "target", "format", "bits", "count", "reference"]
 
 
 def in_format(loaded: LoadedModel, reference: str) -> LoadedModel:
@@ -59,7 +60,7 @@ def baseline(
     df = baseline_table(loaded, images, labels, study=study, dataset=dataset, model=model_name,
                         study_seed=study_seed, batch_size=batch_size)  # fmt: skip
     opts = reference_options(reference)
-    df = df.assign(fault="none", target="", format=opts["format"], bits="", reference=reference)
+    df = df.assign(fault="none", target="", format=opts["format"], bits="", count="", reference=reference)
     write_csv(df[FAULT_COLUMNS], out_csv)
     return df[FAULT_COLUMNS]
 
@@ -94,7 +95,7 @@ def perturb_layer(
 
 
 def _describe(df: pd.DataFrame, var: Variant) -> pd.DataFrame:
-    return df.assign(fault=var.fault, target=var.target, format=var.format, bits=var.bits,
+    return df.assign(fault=var.fault, target=var.target, format=var.format, bits=var.bits, count=var.count,
                      reference=var.reference)[FAULT_COLUMNS]  # fmt: skip
 
 
