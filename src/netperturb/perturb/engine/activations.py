@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from netperturb.core.evaluate import Counts, count_logits, reference_masks
+from netperturb.perturb.engine.costs import cost_replicas
 from netperturb.perturb.engine.graph import LayerSplit, widen_roles
 from netperturb.perturb.engine.precision import _channels_last, precision_context
 from netperturb.perturb.engine.replicas import _replica_counts, _to_counts, available_memory, choose_replicas
@@ -115,6 +116,8 @@ def run_fast_activation(
     if plan.cached_prefix:
         budget -= cache_bytes
     k = choose_replicas(split, min(batch_size, n), max(len(perturbed), 1), budget=budget, max_replicas=max_replicas)
+    if max_replicas is None:  # the cost model's K (netperturb.perturb.engine.costs)
+        k = min(k, cost_replicas(split, device, min(batch_size, n), max(len(perturbed), 1)))
     plan.replicas = k
     results: list[Counts | None] = [None] * len(cells)
     if zero:

@@ -126,17 +126,22 @@ class _ActivationBits(ActivationFault):
         rows, idx, masks = [], [], []
         counts = self._counts(per_image * len(self.positions), level, gens)
         for r, (g, k) in enumerate(zip(gens, counts)):
-            i, m = combine_masks(*choose_k_bits(per_image, self.positions, k, g))
+            if k == 0:  # nothing hit in this image: no positions to draw
+                continue
+            i, m = choose_k_bits(per_image, self.positions, k, g)
             rows.append(torch.full_like(i, r))
             idx.append(i)
             masks.append(m)
-        rows_t, idx_t, masks_t = (torch.cat(x).to(flat.device) for x in (rows, idx, masks))
+        if not idx:
+            return
+        # the bits of one value are distinct: OR their masks (one pass for every image)
+        key, masks_t = combine_masks(torch.cat(rows) * per_image + torch.cat(idx), torch.cat(masks))
+        rows_t, idx_t = torch.div(key, per_image, rounding_mode="floor"), key % per_image
+        rows_t, idx_t, masks_t = rows_t.to(flat.device), idx_t.to(flat.device), masks_t.to(flat.device)
         if not self.transient:  # one pattern for every image
             b = flat.shape[0]
             rows_t = torch.arange(b, device=flat.device).repeat_interleave(idx_t.numel())
             idx_t, masks_t = idx_t.repeat(b), masks_t.repeat(b)
-        if idx_t.numel() == 0:
-            return
         old = to_bits(flat[rows_t, idx_t], "fp32")
         flat[rows_t, idx_t] = from_bits(self._combine(old, masks_t), "fp32")
 
