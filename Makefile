@@ -1,4 +1,4 @@
-# Two commands do all set-up on a fresh clone (README, "Quick start"):
+# Two commands do all set-up on a fresh clone (README.md; docs: Getting started):
 #   make run    create the environment, run the default study, print where the report is
 #   make test   create the environment, run the test suite
 # Everything else here is a convenience around those two.
@@ -19,11 +19,12 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # compile torch's and pandas's sources again (~1 s of CPU per job; 140 jobs in the default run).
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: run test env lint dryrun unlock report screenshots clean help
+.PHONY: run test env docs lint dryrun unlock report screenshots clean help
 
 help:
 	@echo "make run    - create .venv and run the default study (config/config.yaml)"
 	@echo "make test   - create .venv and run the tests"
+	@echo "make docs   - build the documentation site into docs/_build/html (offline, warnings are errors)"
 	@echo "make lint   - snakemake --lint"
 	@echo "make dryrun - plan the default study"
 	@echo "make unlock - remove the lock a hard-killed run left (then: make run)"
@@ -51,6 +52,13 @@ test: env
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
+# The documentation site (docs/): Sphinx + PyData theme + MyST, offline; every warning and every
+# unresolved cross-reference is an error (-W -n), --keep-going reports all of them at once.
+DOCS_OUT ?= docs/_build/html
+docs: env
+	$(BIN)/sphinx-build -W --keep-going -n -b html -d docs/_build/doctrees docs $(DOCS_OUT)
+	@echo "docs: $(DOCS_OUT)/index.html"
+
 lint: env
 	$(BIN)/snakemake --lint
 
@@ -75,4 +83,4 @@ screenshots: env
 	$(BIN)/python -m netperturb.cli screenshots --configfile $(CONFIG)
 
 clean:
-	rm -rf results logs benchmarks .snakemake
+	rm -rf results logs benchmarks .snakemake docs/_build docs/reference/_generated

@@ -1,5 +1,5 @@
 # netperturb: how CNNs behave when their internal weights and architecture are perturbed.
-# Reading order: README.md -> config/README.md -> this file -> workflow/rules/*.smk -> src/netperturb.
+# Reading order: README.md -> the docs (docs/, make docs) -> this file -> workflow/rules/*.smk -> src/netperturb.
 
 from snakemake.utils import min_version
 

@@ -1,8 +1,8 @@
 """Kill a job with ``kill -9`` at a random point, resume it with Snakemake, compare its table (issue 13).
 
-For a Cheney et al. perturbation job, a Pravin et al. filtering sweep job and a Shen et al.
-Min-Max run's perturbation and attack jobs, on the tiny ``.test/config_<study>`` configs in a
-temporary ``--directory``:
+For a Cheney et al. perturbation job, a Pravin et al. filtering sweep job, a Shen et al.
+Min-Max run's perturbation and attack jobs and a fault job of transient activation bit flips
+(issue 27), on the tiny ``.test/config_<study>`` configs in a temporary ``--directory``:
 
 1. run the job uninterrupted (``snakemake <job output>``) and keep its CSV as the reference;
 2. ``--kills`` times: start the job again (``--forcerun <rule>``), wait until its partial file
@@ -15,7 +15,7 @@ The configs are the tiny ones with more levels / sweep points / images and (Chen
 per fast-engine group, so that a job has enough cells to be killed in the middle (printed
 below as "overrides"). Not a test (no assertions on timings); exits 1 if a table differs.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/resume_kill.py [--studies cheney2017 pravin2024 shen2021] [--kills 3]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/resume_kill.py [--studies cheney2017 pravin2024 shen2021 faults] [--kills 3]
 """
 
 from __future__ import annotations
@@ -77,6 +77,11 @@ CASES = {
         {"shen2021": {"attacks": {"eps": [0, 0.05, 0.1, 0.15, 0.2], "report_eps": 0.1, "pgd_steps": 2}}},
         [("shen2021_perturb", "results/mm/shen2021/runs/lam0_seed0/perturbation.csv", 1 + 2 * 2 * 2 * 2),
          ("shen2021_attack", "results/mm/shen2021/runs/lam0_seed0/robustness.csv", 2 * 5)],
+    ),
+    "faults": (
+        {"faults": {"repeats": 3, "batch_size": 20, "max_replicas": 2,
+                    "perturbations": {"activation_word": {"levels": [0.0] + [round(1e-3 * k, 6) for k in range(1, 21)]}}}},
+        [("faults_perturb", "results/tiny/faults/runs/alexnet_digits/activation_word/features.4.csv", 21 * 3)],
     ),
 }  # fmt: skip
 

@@ -201,8 +201,10 @@ def test_load_pretrained_uses_the_file_and_checks_its_hash(tmp_path):
     assert loaded.preprocess.mean == (0.485, 0.456, 0.406) and loaded.preprocess.std == (0.229, 0.224, 0.225)
     assert loaded.preprocess.scale == pytest.approx(1 / 255) and loaded.preprocess.size is None
     assert torch.hub.get_dir() != "" and "netperturb-hub" not in torch.hub.get_dir()  # restored
-    with pytest.raises(WeightsError, match=f"{path.name}: sha256 {prefix}.* does not start with 00ff"):
+    with pytest.raises(WeightsError, match=f"{path.name}: sha256 {prefix}.* does not start with 00ff") as e:
         load_pretrained(path, "alexnet", "IMAGENET1K_V1", sha256_prefix="00ff")
+    # the user's file (no download record beside it): never "delete it"
+    assert "replace it with a good copy of alexnet IMAGENET1K_V1" in str(e.value) and "delete" not in str(e.value)
 
 
 def test_published_numbers_and_the_baseline_check():

@@ -53,7 +53,7 @@ def test_torch_save_bytes_do_not_depend_on_the_path(tmp_path):
 
 
 def test_nan_is_written_as_nan_and_text_stays_text(tmp_path):
-    # DESIGN.md, "Tidy results": NaN / Inf are written as such, never as empty fields
+    # the Design page of the docs, "Result schema": NaN / Inf are written as such, never as empty fields
     df = pd.DataFrame({"model": ["a", "b"], "loss": [float("nan"), float("inf")], "top1": [0.5, 1.0],
                        "layers_trained": ["", None]})
     write_csv(df, tmp_path / "t.csv")

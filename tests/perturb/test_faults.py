@@ -1,4 +1,4 @@
-"""Hardware fault models against their definitions (DESIGN.md, "Bit flips")."""
+"""Hardware fault models against their definitions (the Hardware faults page of the docs)."""
 
 import math
 import struct

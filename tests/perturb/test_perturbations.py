@@ -1,4 +1,4 @@
-"""Perturbation semantics, line by line of DESIGN.md."""
+"""Perturbation semantics, line by line of the Design page of the docs ("Perturbation semantics")."""
 
 import math
 

@@ -170,7 +170,8 @@ def test_a_format_fault_on_weights_not_stored_in_it_is_an_error():
     m = format_model(nn.Sequential(nn.Linear(10, 64)), "int8", "channel")
     q = m[0].weight.detach()
     p = make_perturbation("bit_flip", format="int8", granularity="channel")
-    assert p({"weight": q}, 1e-7, cell_generator(0)) == {}  # 5,120 bits at 1e-7: no flip, nothing changes
+    out = p({"weight": q}, 1e-7, cell_generator(0))  # 5,120 bits at 1e-7: no flip, nothing changes
+    assert list(out) == ["weight"] and out["weight"] is not q and torch.equal(out["weight"].view(torch.int32), q.view(torch.int32))
 
 
 # --------------------------------------------------------------------------------------

@@ -117,10 +117,15 @@ def test_report_renders_and_a_rerun_does_nothing(workdir):
 
 @pytest.mark.workflow
 def test_the_paper_scale_config_validates_and_plans_every_run(tmp_path):
-    """config/shen2021-mnist.yaml as it is (`snakemake -n`, no MNIST files needed to plan):
-    one training, attack and perturbation job per lambda x seed."""
+    """config/shen2021-mnist.yaml as it is (`snakemake -n`): one training, attack and perturbation
+    job per lambda x seed. Its MNIST folder (datasets.mnist.root, resources/raw/mnist) must exist
+    before any job, dry run included (issue 27): an empty one stands for it, and without it the
+    dry run stops naming the key."""
     from conftest import job_counts
 
+    r = run(tmp_path, "-n", config=str(REPO / "config" / "shen2021-mnist.yaml"), check=False)
+    assert r.returncode != 0 and "invalid config: datasets.mnist.root: resources/raw/mnist does not exist" in r.stdout + r.stderr
+    (tmp_path / "resources" / "raw" / "mnist").mkdir(parents=True)
     cfg = yaml.safe_load((REPO / "config" / "shen2021-mnist.yaml").read_text())
     counts = job_counts(run(tmp_path, "-n", config=str(REPO / "config" / "shen2021-mnist.yaml")).stdout)
     n_runs = len(cfg["shen2021"]["lambdas"]) * len(cfg["shen2021"]["seeds"])

@@ -54,8 +54,10 @@ SLURM_JOBS = {  # rule -> the folder names of its SLURM logs (.snakemake/slurm_l
     "cheney2017_perturb": {"lenet5_gaussian_noise_features.0", "lenet5_gaussian_noise_classifier.4"},
 }
 GPU_RULES = {"cheney2017_baseline", "cheney2017_perturb"}
-#: rules that run in the GPU conda env and get the profile's CPUs per GPU (the fault study's too)
-GPU_ENV_RULES = GPU_RULES | {"faults_baseline", "faults_perturb"}
+#: rules that run in the GPU conda env and get the profile's CPUs per GPU (the fault study's and
+#: pravin2024's too; its train rules, one per model, are named after the model: see below)
+GPU_ENV_RULES = GPU_RULES | {"faults_baseline", "faults_perturb", "pravin2024_baseline", "pravin2024_sweep_layers",
+                             "pravin2024_sweep_network", "pravin2024_retrain"}
 
 
 def _slurm_unavailable() -> str | None:
@@ -301,8 +303,12 @@ def test_profile_takes_sizes_from_the_paper_config(tmp_path):
 
 
 @pytest.mark.workflow
-def test_profile_takes_pravins_sizes_from_its_config():
-    jobs = _dry_run("--workflow-profile", str(PROFILE), "--configfile", "config/pravin2024-mnist.yaml")
+def test_profile_takes_pravins_sizes_from_its_config(tmp_path):
+    # the MNIST files must exist before any job (issue 27): an empty folder stands for them
+    paper = yaml.safe_load((REPO / "config" / "pravin2024-mnist.yaml").read_text())
+    paper["datasets"]["mnist"]["root"] = str(tmp_path)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(paper))
+    jobs = _dry_run("--workflow-profile", str(PROFILE), "--configfile", str(tmp_path / "c.yaml"))
     rules = [r for r in jobs if r.startswith("pravin2024_") and jobs[r][0]]
     sized = {r for r in rules if "runtime=240" in jobs[r][0]}
     assert {"pravin2024_baseline", "pravin2024_retrain"} <= sized, {r: jobs[r][0] for r in rules}
@@ -378,11 +384,15 @@ def test_local_rules_and_the_gpu_env_match_the_profile():
     assert {r for r, (_, local) in cpu.items() if local} >= {"prepare_dataset", "cheney2017_merge", "cheney2017_report"}
     assert {r for r, (_, local) in cpu.items() if not local} >= {"train", "cheney2017_baseline", "cheney2017_perturb"}
     assert {env for env, _ in cpu.values()} == {"netperturb.yaml"}
-    # gpu_env: exactly the rules the profile gives CPUs per GPU run in the CUDA env
+    # gpu_env: exactly the rules the profile gives CPUs per GPU run in the CUDA env, and the train
+    # rules of pravin2024 (one per model: pravin2024_train_resnet18 in the default config)
     gpu = _rules({"gpu_env": True})
-    assert {r for r, (env, _) in gpu.items() if env == "netperturb-gpu.yaml"} == gpu_in_profile == GPU_ENV_RULES
-    assert {r: v for r, v in gpu.items() if r not in GPU_ENV_RULES} == {r: v for r, v in cpu.items() if r not in GPU_ENV_RULES}
-    assert not any(local for r, (_, local) in gpu.items() if r in GPU_ENV_RULES)
+    in_gpu_env = {r for r, (env, _) in gpu.items() if env == "netperturb-gpu.yaml"}
+    assert in_gpu_env - {"pravin2024_train_resnet18"} == gpu_in_profile == GPU_ENV_RULES
+    assert "pravin2024_train_resnet18" in in_gpu_env
+    GPU_ENV = GPU_ENV_RULES | {"pravin2024_train_resnet18"}
+    assert {r: v for r, v in gpu.items() if r not in GPU_ENV} == {r: v for r, v in cpu.items() if r not in GPU_ENV}
+    assert not any(local for r, (_, local) in gpu.items() if r in GPU_ENV)
     spec = yaml.safe_load((REPO / "envs" / "netperturb-gpu.yaml").read_text())["dependencies"]
     cpu_spec = yaml.safe_load((REPO / "envs" / "netperturb.yaml").read_text())["dependencies"]
     assert "pytorch =2.14.1=cuda*" in spec and "torchvision =0.29.1=cuda*" in spec

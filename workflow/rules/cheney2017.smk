@@ -2,28 +2,15 @@
 # one job per model x layer x perturbation (all levels x repeats inside), one tidy table, the
 # report. Plan: netperturb.studies.cheney2017.plan; jobs: netperturb.studies.cheney2017.jobs.
 
-from netperturb.studies.cheney2017.plan import plan_grid
-
 CHENEY = config["cheney2017"]
 CHENEY_DIR = study_dir("cheney2017")
-try:
-    CHENEY_PLAN = plan_grid(
-        config, num_classes=DATA_INFO["num_classes"], in_channels=DATA_INFO["in_channels"]
-    )
-except ConfigError as e:
-    raise WorkflowError(f"invalid config: {e}")
+CHENEY_PLAN = PLANS["cheney2017"]  # netperturb.studies.cheney2017.plan.plan_grid, checked in common.smk
 
 # What a baseline / perturbation job asks of the executor (cheney2017.resources): gpu=1 puts
 # them on GPU nodes under SLURM; runtime x attempt on a retry.
 CHENEY_RESOURCES = job_resources(CHENEY["resources"])
-CHENEY_COMMON = dict(
-    run=RUN,
-    dataset=DATASET,
-    seed=config["seed"],
-    split=DATA_INFO["eval_split"],
-    batch_size=CHENEY["batch_size"],
-    device=config["device"],
-)
+# every job's netperturb.core.context.RunContext (model, source, data, seed, batch size, device)
+CHENEY_CONTEXT = job_context(CHENEY["batch_size"])
 
 
 if "cheney2017" in config["studies"]:
@@ -42,15 +29,14 @@ rule cheney2017_baseline:
     output:
         f"{CHENEY_DIR}/baseline/{{model}}.csv",
     params:
-        source=model_source,
-        **CHENEY_COMMON,
+        context=CHENEY_CONTEXT,
     resources:
         **CHENEY_RESOURCES,
     priority: 25  # small jobs that finish a study: run them as soon as they can
     log:
         f"logs/{RUN}/cheney2017/baseline/{{model}}.log",
     conda:
-        GPU_CONDA_ENV
+        conda_env(CHENEY["resources"])
     script:
         "../scripts/cheney2017/baseline.py"
 
@@ -65,13 +51,12 @@ rule cheney2017_perturb:
     wildcard_constraints:
         perturbation="|".join(CHENEY["perturbations"]),
     params:
-        source=model_source,
+        context=CHENEY_CONTEXT,
         options=lambda wildcards: CHENEY["perturbations"][wildcards.perturbation],
         repeats=CHENEY["repeats"],
         engine=CHENEY["engine"],
         precision=CHENEY["precision"],
         max_replicas=CHENEY["max_replicas"],
-        **CHENEY_COMMON,
     threads: 1
     resources:
         **CHENEY_RESOURCES,
@@ -80,12 +65,13 @@ rule cheney2017_perturb:
     benchmark:
         f"benchmarks/{RUN}/cheney2017/perturb/{{model}}/{{perturbation}}/{{layer}}.tsv"
     conda:
-        GPU_CONDA_ENV
+        conda_env(CHENEY["resources"])
     script:
         "../scripts/cheney2017/perturb.py"
 
 
-# Concatenate the per-job tables (CSV + Parquet) and the baselines.
+# Check the per-job tables and the baselines against the plan (netperturb.core.merge), then
+# concatenate them (CSV + Parquet, each with its sha256 record).
 rule cheney2017_merge:
     input:
         runs=CHENEY_PLAN.job_tables(CHENEY_DIR),
@@ -94,6 +80,9 @@ rule cheney2017_merge:
         csv=f"{CHENEY_DIR}/perturbation.csv",
         parquet=f"{CHENEY_DIR}/perturbation.parquet",
         baseline=f"{CHENEY_DIR}/baseline.csv",
+    params:
+        # job table -> its [level, repeat] cells: the merge checks each table against it
+        planned=CHENEY_PLAN.job_cells(CHENEY_DIR, CHENEY["repeats"]),
     priority: 25
     log:
         f"logs/{RUN}/cheney2017/merge.log",
@@ -107,8 +96,12 @@ rule cheney2017_merge:
 # The Cheney et al. 2017 report: accuracy against level per layer, drop table, rank-sum tests.
 rule cheney2017_report:
     input:
-        perturbation=rules.cheney2017_merge.output.csv,
-        baseline=rules.cheney2017_merge.output.baseline,
+        unpack(
+            merged_tables(
+                perturbation=rules.cheney2017_merge.output.csv,
+                baseline=rules.cheney2017_merge.output.baseline,
+            )
+        ),
         notebook=workflow.source_path("../../notebooks/cheney2017.ipynb"),
     output:
         **report_outputs("cheney2017", "Cheney et al. 2017"),

@@ -20,6 +20,27 @@ rule prepare_dataset:
         "../scripts/data/prepare_dataset.py"
 
 
+# Decode the config's own images once into uint8 shards + manifest (value range, channels, size):
+# `dataset: {kind: image_folder, root, ...}` or `{kind: tensors, path}` (netperturb.datasets.sources).
+# The shards' folder name carries a digest of the settings, the params a fingerprint of the
+# files: another transform, or a changed image, makes them again.
+rule prepare_data_source:
+    input:
+        DATA.inputs,
+    output:
+        shards=directory("resources/data/{data_source}/shards"),
+    params:
+        spec=DATA.spec,
+    threads: int(config["dataset"].get("threads", 1)) if DATA.spec else 1
+    log:
+        "logs/prepare/{data_source}.log",
+    localrule: True
+    conda:
+        "../../envs/netperturb.yaml"
+    script:
+        "../scripts/data/prepare_data_source.py"
+
+
 # Fetch one torchvision weights file from its official URL (or a configured mirror) and check
 # its sha256 prefix; a local rule, as compute nodes often have no internet.
 rule download_weights:
@@ -64,10 +85,13 @@ rule prepare_imagenet:
         "../scripts/data/prepare_imagenet.py"
 
 
-# Train one configured model (config `models`, without `weights`) on the training split;
-# checkpoint + per-epoch test accuracy, in results/<run>/models/ for every study to use.
+# Train one configured model (config `models`, source netperturb without `file`) on the training
+# split; checkpoint + per-epoch test accuracy, in results/<run>/models/ for every study to use. A
+# model given as a file (torchvision, timm, python, torchscript, exported) is never trained.
 # Its priority starts it before the independent jobs: most of the run's jobs wait for it.
 rule train:
+    wildcard_constraints:
+        model="|".join(map(re.escape, SOURCES.trained_here())) or "(?!)",
     input:
         shards=shard_dir(),
     output:

@@ -3,27 +3,15 @@
 # variant (all levels x repeats inside), one tidy table, the report.
 # Plan and config checks: netperturb.studies.faults.plan; jobs: netperturb.studies.faults.jobs.
 
-from netperturb.studies.faults.plan import plan_faults
-
 FAULTS = config["faults"]
 FAULTS_DIR = study_dir("faults")
-try:
-    # bad fault options (format: int4, bits: [40] for fp32, a rate above 1, ...) stop the run here
-    FAULTS_PLAN = plan_faults(
-        config, num_classes=DATA_INFO["num_classes"], in_channels=DATA_INFO["in_channels"]
-    )
-except ConfigError as e:
-    raise WorkflowError(f"invalid config: {e}")
+# netperturb.studies.faults.plan.plan_faults, checked in common.smk: bad fault options
+# (format: int4, bits: [40] for fp32, a rate above 1, ...) stop the run there
+FAULTS_PLAN = PLANS["faults"]
 
 FAULTS_RESOURCES = {k: FAULTS["resources"][k] for k in ("gpu", "mem_mb", "runtime")}
-FAULTS_COMMON = dict(
-    run=RUN,
-    dataset=DATASET,
-    seed=config["seed"],
-    split=DATA_INFO["eval_split"],
-    batch_size=FAULTS["batch_size"],
-    device=config["device"],
-)
+# every job's netperturb.core.context.RunContext (model, source, data, seed, batch size, device)
+FAULTS_CONTEXT = job_context(FAULTS["batch_size"])
 
 
 if "faults" in config["studies"]:
@@ -44,15 +32,14 @@ rule faults_baseline:
     wildcard_constraints:
         reference="|".join(FAULTS_PLAN.references()),
     params:
-        source=model_source,
-        **FAULTS_COMMON,
+        context=FAULTS_CONTEXT,
     resources:
         **FAULTS_RESOURCES,
     priority: 25
     log:
         f"logs/{RUN}/faults/baseline/{{model}}/{{reference}}.log",
     conda:
-        GPU_CONDA_ENV
+        conda_env(FAULTS["resources"])
     script:
         "../scripts/faults/baseline.py"
 
@@ -67,12 +54,11 @@ rule faults_perturb:
     wildcard_constraints:
         variant="|".join(map(re.escape, FAULTS["perturbations"])),
     params:
-        source=model_source,
+        context=FAULTS_CONTEXT,
         spec=lambda wildcards: FAULTS["perturbations"][wildcards.variant],
         repeats=FAULTS["repeats"],
         engine=FAULTS["engine"],
         max_replicas=FAULTS["max_replicas"],
-        **FAULTS_COMMON,
     threads: 1
     resources:
         **FAULTS_RESOURCES,
@@ -81,12 +67,13 @@ rule faults_perturb:
     benchmark:
         f"benchmarks/{RUN}/faults/perturb/{{model}}/{{variant}}/{{layer}}.tsv"
     conda:
-        GPU_CONDA_ENV
+        conda_env(FAULTS["resources"])
     script:
         "../scripts/faults/perturb.py"
 
 
-# Concatenate the per-job tables (CSV + Parquet) and the reference networks' rows.
+# Check the per-job tables and the reference networks' rows against the plan
+# (netperturb.core.merge), then concatenate them (CSV + Parquet, each with its sha256 record).
 rule faults_merge:
     input:
         runs=FAULTS_PLAN.job_tables(FAULTS_DIR),
@@ -95,6 +82,9 @@ rule faults_merge:
         csv=f"{FAULTS_DIR}/perturbation.csv",
         parquet=f"{FAULTS_DIR}/perturbation.parquet",
         baseline=f"{FAULTS_DIR}/baseline.csv",
+    params:
+        # job table -> its [level, repeat] cells: the merge checks each table against it
+        planned=FAULTS_PLAN.job_cells(FAULTS_DIR, FAULTS["repeats"]),
     priority: 25
     log:
         f"logs/{RUN}/faults/merge.log",
@@ -109,8 +99,12 @@ rule faults_merge:
 # bit positions, findings.
 rule faults_report:
     input:
-        perturbation=rules.faults_merge.output.csv,
-        baseline=rules.faults_merge.output.baseline,
+        unpack(
+            merged_tables(
+                perturbation=rules.faults_merge.output.csv,
+                baseline=rules.faults_merge.output.baseline,
+            )
+        ),
         notebook=workflow.source_path("../../notebooks/faults.ipynb"),
     output:
         **report_outputs("faults", "Hardware faults"),

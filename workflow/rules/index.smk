@@ -8,17 +8,22 @@ SNAKEMAKE_REPORT = f"{RESULTS}/snakemake-report.html"
 TARGETS.append(INDEX)
 
 
-# One page per run, links relative to results/<run>/ (netperturb.core.report.write_index).
+# One page per run, links relative to results/<run>/ (netperturb.core.report.write_index): every
+# study present there, this config's and those of another config that joined the run folder.
 rule index:
     input:
         lambda wildcards: [t for t in TARGETS if t != INDEX],
     output:
         html=INDEX,
         config=f"{RESULTS}/config.yaml",
+        # each study's own copy: another config that joins the run folder (another study on
+        # the same models, netperturb.core.runfolder) replaces config.yaml, not these
+        study_configs=[f"{study_dir(s)}/config.yaml" for s in config["studies"]],
     params:
         run=RUN,
         studies=config["studies"],
         config=config,
+        files=CONFIGFILES,
         snakemake_report=SNAKEMAKE_REPORT,
     priority: 25
     log:

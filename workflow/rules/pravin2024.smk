@@ -3,21 +3,19 @@
 # filtering scores -> selective retraining -> merge -> report.
 # Plan: netperturb.studies.pravin2024.plan; jobs: netperturb.studies.pravin2024.jobs.
 
-from netperturb.studies.pravin2024.plan import attack_eps, network_eps, plan_study
+from netperturb.studies.pravin2024.plan import attack_eps, network_eps
 
 PRAVIN = config["pravin2024"]
 PRAVIN_DIR = study_dir("pravin2024")
 PRAVIN_DATASET = PRAVIN.get("dataset") or DATASET
-PRAVIN_INFO = dataset_info(PRAVIN_DATASET)
-try:
-    PRAVIN_PLAN = plan_study(
-        PRAVIN,
-        num_classes=PRAVIN_INFO["num_classes"],
-        in_channels=PRAVIN_INFO["in_channels"],
+PRAVIN_INFO = DATA_INFO if PRAVIN_DATASET == DATASET else dataset_info(PRAVIN_DATASET)
+if "pravin2024" in config["studies"] and "train" not in PRAVIN_INFO.get("splits", ("train",)):
+    raise WorkflowError(
+        f"invalid config: dataset: pravin2024 trains its models, and {PRAVIN_DATASET} has no training split; "
+        "set pravin2024.dataset to a built-in dataset, or give the image folder train/ and test/ folders"
     )
-except ConfigError as e:
-    raise WorkflowError(f"invalid config: {e}")
-PRAVIN_SHARDS = f"resources/data/{PRAVIN_DATASET}/shards"
+PRAVIN_PLAN = PLANS["pravin2024"]  # netperturb.studies.pravin2024.plan.plan_study, checked in common.smk
+PRAVIN_SHARDS = dataset_shards(PRAVIN.get("dataset"))
 PRAVIN_RUNS = [(m, i) for m in PRAVIN["models"] for i in PRAVIN["seeds"]]  # model x initialisation
 PRAVIN_CKPT = f"{PRAVIN_DIR}/models/{{fmodel}}/init{{init}}/epoch{{epoch}}.pt"
 
@@ -27,16 +25,15 @@ PRAVIN_CKPT = f"{PRAVIN_DIR}/models/{{fmodel}}/init{{init}}/epoch{{epoch}}.pt"
 # runtime x attempt on a retry.
 PRAVIN_RESOURCES = job_resources(PRAVIN["resources"])
 
+# every job's netperturb.core.context.RunContext (its model is {fmodel}, a checkpoint of the study)
+PRAVIN_CONTEXT = job_context(
+    PRAVIN["batch_size"], model_wildcard="fmodel", dataset=PRAVIN_DATASET, split=PRAVIN_INFO["eval_split"]
+)
 PRAVIN_COMMON = dict(
-    run=RUN,
-    dataset=PRAVIN_DATASET,
-    seed=config["seed"],
-    split=PRAVIN_INFO["eval_split"],
+    context=PRAVIN_CONTEXT,
     n_images=PRAVIN["eval_images"],
-    batch_size=PRAVIN["batch_size"],
     channels_last=PRAVIN["channels_last"],
     attack=PRAVIN["attack"],
-    device=config["device"],
 )
 
 
@@ -70,13 +67,11 @@ for _model, _epochs in PRAVIN_PLAN.checkpoints.items():
             checkpoints=[f"{PRAVIN_DIR}/models/{_model}/init{{init}}/epoch{e}.pt" for e in _epochs],
             history=f"{PRAVIN_DIR}/models/{_model}/init{{init}}/history.csv",
         params:
-            model=_model,
+            context=job_context(PRAVIN["batch_size"], dataset=PRAVIN_DATASET, model=_model),
             arch=PRAVIN["models"][_model]["arch"],
             train={**PRAVIN["models"][_model].get("train", {}), "schedule": PRAVIN["schedule"]},
             input_size=PRAVIN["models"][_model].get("input_size"),
             epochs=_epochs,
-            run=RUN,
-            device=config["device"],
         threads: 2
         priority: 30  # the study's chain (train, sweeps, scores, retrain) is the run's longest: start it first
         resources:
@@ -86,7 +81,7 @@ for _model, _epochs in PRAVIN_PLAN.checkpoints.items():
         benchmark:
             f"benchmarks/{RUN}/pravin2024/train/{_model}/init{{init}}.tsv"
         conda:
-            "../../envs/netperturb.yaml"
+            conda_env(PRAVIN["resources"])
         script:
             "../scripts/pravin2024/train.py"
 
@@ -112,7 +107,7 @@ rule pravin2024_baseline:
     log:
         f"logs/{RUN}/pravin2024/baseline/{{fmodel}}/init{{init}}.log",
     conda:
-        "../../envs/netperturb.yaml"
+        conda_env(PRAVIN["resources"])
     script:
         "../scripts/pravin2024/baseline.py"
 
@@ -142,7 +137,7 @@ rule pravin2024_sweep_layers:
     benchmark:
         f"benchmarks/{RUN}/pravin2024/sweep/{{fmodel}}/init{{init}}/epoch{{epoch}}/layers_{{part}}.tsv"
     conda:
-        "../../envs/netperturb.yaml"
+        conda_env(PRAVIN["resources"])
     script:
         "../scripts/pravin2024/sweep.py"
 
@@ -170,7 +165,7 @@ rule pravin2024_sweep_network:
     benchmark:
         f"benchmarks/{RUN}/pravin2024/sweep/{{fmodel}}/init{{init}}/epoch{{epoch}}/network.tsv"
     conda:
-        "../../envs/netperturb.yaml"
+        conda_env(PRAVIN["resources"])
     script:
         "../scripts/pravin2024/sweep.py"
 
@@ -202,10 +197,10 @@ rule pravin2024_scores:
 # Selective retraining of the robust and antifragile layers, against none and full retraining.
 rule pravin2024_retrain:
     input:
+        unpack(merged_tables(scores=rules.pravin2024_scores.output.scores)),
         checkpoint=lambda wildcards: PRAVIN_PLAN.checkpoint_files(PRAVIN_DIR, wildcards.fmodel, wildcards.init)[
             PRAVIN_PLAN.retrain_at[wildcards.fmodel]
         ],
-        scores=rules.pravin2024_scores.output.scores,
         shards=PRAVIN_SHARDS,
     output:
         f"{PRAVIN_DIR}/retraining/{{fmodel}}/init{{init}}.csv",
@@ -225,7 +220,7 @@ rule pravin2024_retrain:
     benchmark:
         f"benchmarks/{RUN}/pravin2024/retrain/{{fmodel}}/init{{init}}.tsv"
     conda:
-        "../../envs/netperturb.yaml"
+        conda_env(PRAVIN["resources"])
     script:
         "../scripts/pravin2024/retrain.py"
 
@@ -251,11 +246,15 @@ rule pravin2024_merge_retraining:
 # The Pravin et al. 2024 report: accuracy against alpha, score heat maps, classes, retraining.
 rule pravin2024_report:
     input:
-        sweeps=rules.pravin2024_scores.output.sweeps,
-        baseline=rules.pravin2024_scores.output.baseline,
-        scores=rules.pravin2024_scores.output.scores,
-        retraining=rules.pravin2024_merge_retraining.output.retraining,
-        training=rules.pravin2024_merge_retraining.output.histories,
+        unpack(
+            merged_tables(
+                sweeps=rules.pravin2024_scores.output.sweeps,
+                baseline=rules.pravin2024_scores.output.baseline,
+                scores=rules.pravin2024_scores.output.scores,
+                retraining=rules.pravin2024_merge_retraining.output.retraining,
+                training=rules.pravin2024_merge_retraining.output.histories,
+            )
+        ),
         notebook=workflow.source_path("../../notebooks/pravin2024.ipynb"),
     output:
         **report_outputs("pravin2024", "Pravin et al. 2024"),

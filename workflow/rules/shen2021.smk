@@ -3,20 +3,19 @@
 # perturbed internally (the Cheney et al. grid); merged tables and a report.
 # Plan: netperturb.studies.shen2021.plan; jobs: netperturb.studies.shen2021.jobs.
 
-from netperturb.studies.shen2021.plan import check_config as shen2021_plan
-
 SHEN = config["shen2021"]
 SHEN_DATASET = SHEN.get("dataset", DATASET)  # no schema default: the top-level dataset
-SHEN_INFO = dataset_info(SHEN_DATASET)
-SHEN_DIR = study_dir("shen2021")
-try:
-    SHEN_PLAN = shen2021_plan(
-        SHEN,
-        num_classes=SHEN_INFO["num_classes"],
-        in_channels=SHEN_INFO["in_channels"],
+SHEN_INFO = DATA_INFO if SHEN_DATASET == DATASET else dataset_info(SHEN_DATASET)
+SHEN_SHARDS = dataset_shards(SHEN.get("dataset"))
+if "shen2021" in config["studies"] and "train" not in SHEN_INFO.get("splits", ("train",)):
+    raise WorkflowError(
+        f"invalid config: dataset: shen2021 trains its models, and {SHEN_DATASET} has no training split; "
+        "set shen2021.dataset to a built-in dataset, or give the image folder train/ and test/ folders"
     )
-except ConfigError as e:
-    raise WorkflowError(f"invalid config: {e}")
+# every job's netperturb.core.context.RunContext (its model is the run's own checkpoint)
+SHEN_CONTEXT = job_context(SHEN["perturbation"]["batch_size"], dataset=SHEN_DATASET, split=SHEN_INFO["eval_split"])
+SHEN_DIR = study_dir("shen2021")
+SHEN_PLAN = PLANS["shen2021"]  # netperturb.studies.shen2021.plan.check_config, checked in common.smk
 SHEN_LAMS = dict(zip(SHEN_PLAN["lams"], SHEN["lambdas"]))
 SHEN_RUN = f"{SHEN_DIR}/runs/lam{{lam}}_seed{{seed}}"
 # every lambda x seed, for expand()
@@ -35,7 +34,7 @@ if "shen2021" in config["studies"]:
 # Train one lambda x seed run with the fuzziness term; checkpoint, history, weight tracking.
 rule shen2021_train:
     input:
-        shards=f"resources/data/{SHEN_DATASET}/shards",
+        shards=SHEN_SHARDS,
     output:
         checkpoint=f"{SHEN_RUN}/model.pt",
         history=f"{SHEN_RUN}/history.csv",
@@ -45,11 +44,9 @@ rule shen2021_train:
         lam=r"[0-9.e+-]+",
         seed=r"\d+",
     params:
-        run=RUN,
-        dataset=SHEN_DATASET,
+        context=SHEN_CONTEXT,
         lam=lambda wildcards: SHEN_LAMS[wildcards.lam],
         options=SHEN,
-        device=config["device"],
     threads: 1
     log:
         f"logs/{RUN}/shen2021/train/lam{{lam}}_seed{{seed}}.log",
@@ -65,20 +62,16 @@ rule shen2021_train:
 rule shen2021_attack:
     input:
         checkpoint=rules.shen2021_train.output.checkpoint,
-        shards=f"resources/data/{SHEN_DATASET}/shards",
+        shards=SHEN_SHARDS,
     output:
         f"{SHEN_RUN}/robustness.csv",
     wildcard_constraints:
         lam=r"[0-9.e+-]+",
         seed=r"\d+",
     params:
-        run=RUN,
-        dataset=SHEN_DATASET,
+        context=SHEN_CONTEXT,
         lam=lambda wildcards: SHEN_LAMS[wildcards.lam],
-        seed=config["seed"],
-        split=SHEN_INFO["eval_split"],
         attacks=SHEN["attacks"],
-        device=config["device"],
     threads: 1
     log:
         f"logs/{RUN}/shen2021/attack/lam{{lam}}_seed{{seed}}.log",
@@ -94,20 +87,16 @@ rule shen2021_attack:
 rule shen2021_perturb:
     input:
         checkpoint=rules.shen2021_train.output.checkpoint,
-        shards=f"resources/data/{SHEN_DATASET}/shards",
+        shards=SHEN_SHARDS,
     output:
         f"{SHEN_RUN}/perturbation.csv",
     wildcard_constraints:
         lam=r"[0-9.e+-]+",
         seed=r"\d+",
     params:
-        run=RUN,
-        dataset=SHEN_DATASET,
+        context=SHEN_CONTEXT,
         lam=lambda wildcards: SHEN_LAMS[wildcards.lam],
-        seed=config["seed"],
-        split=SHEN_INFO["eval_split"],
         options=SHEN["perturbation"],
-        device=config["device"],
     threads: 1
     log:
         f"logs/{RUN}/shen2021/perturb/lam{{lam}}_seed{{seed}}.log",
@@ -148,11 +137,15 @@ rule shen2021_merge:
 # The Shen et al. 2021 report: interval histograms and fuzziness over training, robustness.
 rule shen2021_report:
     input:
-        history=rules.shen2021_merge.output.history,
-        tracking=rules.shen2021_merge.output.tracking_parquet,
-        histograms=rules.shen2021_merge.output.histograms_parquet,
-        robustness=rules.shen2021_merge.output.robustness,
-        perturbation=rules.shen2021_merge.output.perturbation,
+        unpack(
+            merged_tables(
+                history=rules.shen2021_merge.output.history,
+                tracking=rules.shen2021_merge.output.tracking_parquet,
+                histograms=rules.shen2021_merge.output.histograms_parquet,
+                robustness=rules.shen2021_merge.output.robustness,
+                perturbation=rules.shen2021_merge.output.perturbation,
+            )
+        ),
         notebook=workflow.source_path("../../notebooks/shen2021.ipynb"),
     output:
         **report_outputs("shen2021", "Shen et al. 2021"),

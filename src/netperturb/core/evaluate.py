@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from netperturb.core.preprocess import Preprocess
+from netperturb.core.stream import ImageStream, TensorStream
 
 __all__ = [
     "Counts",
@@ -42,6 +43,7 @@ __all__ = [
     "resilience_parts",
     "add_resilience",
     "evaluate",
+    "evaluate_stream",
     "resolve_device",
 ]
 
@@ -265,20 +267,23 @@ def resilience_parts(
     return s1, s5, ~finite
 
 
-def count_logits(logits: Tensor, labels: Tensor, reference: Tensor | None = None) -> Counts:
+def count_logits(
+    logits: Tensor, labels: Tensor, reference: Tensor | None = None, *, masks: tuple[Tensor, Tensor] | None = None
+) -> Counts:
     """:class:`Counts` of one batch of logits (B, C) against labels (B,): exact sums of the
     tie-aware credits and of the per-image float32 cross-entropy (module docstring); with the
-    clean network's logits ``reference`` (B, C) also the exact SDC sums
-    (:func:`resilience_parts`). ``due`` is counted either way."""
+    clean network's logits ``reference`` (B, C), or its :func:`reference_masks` ``masks``
+    (two bool (B,)), also the exact SDC sums (:func:`resilience_parts`). ``due`` is counted
+    either way."""
     logits = logits.float()
     loss = F.cross_entropy(logits, labels, reduction="none")
     p1 = topk_credit_parts(logits, labels, 1)
     p5 = topk_credit_parts(logits, labels, min(5, logits.shape[1]))
     c = counts_from_parts(*p1, *p5, loss)
-    if reference is None:
+    if reference is None and masks is None:
         c.due = int((~torch.isfinite(logits).all(1)).sum())
         return c
-    ok1, ok5 = reference_masks(reference, labels)
+    ok1, ok5 = masks if masks is not None else reference_masks(reference, labels)
     s1, s5, due = resilience_parts(logits, ok1, ok5, p1, p5)
     add_resilience(c, s1, p1[1], s5, p5[1], due, int(ok1.sum()), int(ok5.sum()))
     return c
@@ -320,12 +325,36 @@ def evaluate(
     """Evaluate ``model`` (in eval mode) on uint8 ``images`` (N, C, H, W) with ``labels`` (N,).
 
     With ``preprocess=None`` the images are taken as model inputs already (float, e.g.
-    adversarial examples).
+    adversarial examples). :func:`evaluate_stream` on a
+    :class:`~netperturb.core.stream.TensorStream` of ``images`` and ``labels`` in batches of
+    ``batch_size``.
 
     ``overrides`` maps full parameter names (``features.0.weight``) to replacement tensors;
     the model itself is never modified (``torch.func.functional_call``). Images and labels
     are moved batch by batch to the model's device. The SDC sums are against the model
     itself (without overrides; an extra forward pass per batch when there are overrides).
+
+    Raises:
+        ValueError: the model is in training mode (BatchNorm/Dropout would change the result);
+            uint8 images with ``preprocess=None``.
+    """
+    if model.training:
+        raise ValueError("evaluate() needs the model in eval() mode")
+    return evaluate_stream(model, TensorStream(images, labels, preprocess, batch_size), overrides=overrides)
+
+
+@torch.no_grad()
+def evaluate_stream(model: nn.Module, stream: ImageStream, *, overrides: Mapping[str, Tensor] | None = None) -> Counts:
+    """Evaluate ``model`` (in eval mode, on its device) on every batch of ``stream``
+    (:mod:`netperturb.core.stream`; read once, batch by batch).
+
+    ``overrides`` maps full parameter names (``features.0.weight``) to replacement tensors;
+    the model itself is never modified (``torch.func.functional_call``). The SDC sums are
+    against the model itself (without overrides; an extra forward pass per batch when there
+    are overrides).
+
+    Returns:
+        The exact :class:`Counts` over the stream's images.
 
     Raises:
         ValueError: the model is in training mode (BatchNorm/Dropout would change the result).
@@ -334,14 +363,11 @@ def evaluate(
         raise ValueError("evaluate() needs the model in eval() mode")
     device = next(model.parameters()).device
     total = Counts()
-    for start in range(0, len(labels), batch_size):
-        x = images[start : start + batch_size].to(device, non_blocking=True)
-        x = preprocess(x) if preprocess is not None else x
-        y = labels[start : start + batch_size].to(device, non_blocking=True)
+    for b in stream.batches(device):
         if overrides:
-            logits = functional_call(model, dict(overrides), (x,), strict=False)
-            reference = model(x)
+            logits = functional_call(model, dict(overrides), (b.x,), strict=False)
+            reference = model(b.x)
         else:
-            logits = reference = model(x)
-        total += count_logits(logits, y, reference)
+            logits = reference = model(b.x)
+        total += count_logits(logits, b.y, reference)
     return total

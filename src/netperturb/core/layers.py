@@ -15,6 +15,7 @@ al. 2017 perturb: every conv and dense layer). Each gets
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -56,6 +57,12 @@ class LayerInfo:
     def n_out(self) -> int:
         """Number of output units (conv filters or dense rows)."""
         return int(self.weight_shape[0])
+
+    @property
+    def n_params(self) -> int:
+        """Parameters of the layer: its weight entries plus its bias entries (one per output
+        unit); the BatchNorm that follows it is not counted."""
+        return math.prod(self.weight_shape) + (self.n_out if self.has_bias else 0)
 
     def param_names(self) -> dict[str, str]:
         """Map role -> full parameter name: ``weight``, ``bias``, ``bn_weight``, ``bn_bias``

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 __all__ = [
     "save_figure", "render_notebook", "output_problems", "html_problems",
-    "Finding", "findings_markdown", "findings_frame", "software_versions", "run_index", "write_index",
+    "Finding", "findings_markdown", "findings_frame", "software_versions", "run_index", "studies_in_run", "write_index",
     "find_browser", "take_screenshots",
 ]
 
@@ -211,8 +211,18 @@ def run_index(run_dir: str | os.PathLike, studies: Sequence[str]) -> dict[str, d
             "tables": sorted(rel(p) for p in d.glob("*") if p.suffix in (".csv", ".parquet")) if d.exists() else [],
             "report_tables": sorted(rel(p) for p in (d / "report" / "tables").glob("*.csv")) if d.exists() else [],
             "findings": pd.read_csv(fcsv, keep_default_na=False).to_dict("records") if fcsv.exists() else [],
+            "config": rel(d / "config.yaml") if (d / "config.yaml").exists() else None,
         }
     return out
+
+
+def studies_in_run(run_dir: str | os.PathLike, known: Sequence[str], listed: Sequence[str] = ()) -> list[str]:
+    """The studies an index of ``run_dir`` shows, in the order of ``known``: those ``listed``
+    (this config's) and every other one with a report or a config in ``<run_dir>/<study>/``
+    (another config's that joined the run folder, :mod:`netperturb.core.runfolder`)."""
+    run_dir = Path(run_dir)
+    has = lambda s: (run_dir / s / "report" / f"{s}.html").exists() or (run_dir / s / "config.yaml").exists()  # noqa: E731
+    return [s for s in known if s in listed or has(s)] + [s for s in listed if s not in known]
 
 
 def write_index(
@@ -265,6 +275,8 @@ def write_index(
             parts.append("</ul></li>")
         if info["tables"]:
             parts.append("<li>Merged tables: " + ", ".join(link(t) for t in info["tables"]) + "</li>")
+        if info.get("config"):
+            parts.append(f"<li>Config of this study (validated, defaults filled in): {link(info['config'])}</li>")
         if info["report_tables"]:
             parts.append("<li>Report tables: " + ", ".join(link(t, Path(t).name) for t in info["report_tables"]) + "</li>")
         parts.append("</ul></section>")

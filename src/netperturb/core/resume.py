@@ -7,7 +7,7 @@ so a cell's numbers do not depend on which other cells run in the same process. 
 :class:`CellStore` records every finished cell in ``<output>.partial.jsonl`` as soon as it (or
 its group) is done; a job that is killed, preempted or timed out and then started again
 computes only the cells missing there, and writes the same final table, byte for byte, as an
-uninterrupted run (DESIGN.md, "Reliability rules"; issue 13).
+uninterrupted run (the Design page of the docs, "Reliability rules").
 
 File format (JSON lines, append-only, UTF-8)::
 
@@ -15,9 +15,15 @@ File format (JSON lines, append-only, UTF-8)::
     {"key": [...], "value": ...}                                           # one finished cell
     {"note": {"replicas": 8}}                                              # job-level facts
 
-Each append is one ``write`` of whole lines followed by ``fsync``; a kill can tear only the
-last line, which :class:`CellStore` detects on opening (no newline, or not JSON), drops, and
-truncates away before appending again. Values go through JSON exactly: floats are written
+The file is created with its header and its first cells in one atomic step (a temporary file
+renamed into place), so it never exists without its header (a full disk leaves no file
+rather than an empty one). Each later append is one ``write`` of whole lines followed by
+``fsync``; a kill can tear only the last line, which :class:`CellStore` detects on opening (no
+newline, or not JSON), drops, and truncates away before appending again. A partial file that
+cannot be read at all (no header, a cell without a value, a value the job cannot decode) is
+set aside as ``<partial>.unreadable`` with a warning naming both files, and the job starts
+afresh: never a traceback on every rerun. An ``OSError`` while writing (a full disk, a
+read-only folder) names the file, the cells kept and the remedy. Values go through JSON exactly: floats are written
 with ``repr`` (shortest round-trip form; ``NaN`` / ``Infinity`` as such), ints stay ints.
 
 The header's *fingerprint* holds everything that determines a cell's numbers besides its key
@@ -40,7 +46,7 @@ from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from netperturb.core.io import _fsync, write_csv
+from netperturb.core.io import atomic_path, write_csv, write_error
 
 log = logging.getLogger("netperturb")
 
@@ -87,6 +93,10 @@ class CellStore:
         fingerprint: JSON data describing everything besides the key that the cells' numbers
             depend on; a partial file with another fingerprint is discarded.
         enabled: False keeps the cells in memory only (no file is read or written).
+        check: called on every stored value when the file is opened (e.g.
+            :func:`counts_from_json`); one that raises makes the file unreadable (set aside,
+            see the module's text). A ``null`` value is unreadable in any case: a finished
+            cell always has one.
 
     Attributes:
         reused: cells found in the partial file when the store was opened.
@@ -94,11 +104,13 @@ class CellStore:
         notes: job-level facts recorded by :meth:`note` (also those of the killed run).
 
     Raises:
-        OSError: the partial file cannot be read or written.
+        OSError: the partial file cannot be read or written (the message names it and the remedy).
     """
 
-    def __init__(self, output: str | os.PathLike, fingerprint: Mapping[str, Any], *, enabled: bool = True):
+    def __init__(self, output: str | os.PathLike, fingerprint: Mapping[str, Any], *, enabled: bool = True,
+                 check: Callable[[Any], Any] | None = None):  # fmt: skip
         self.output = Path(output)
+        self.check = check
         self.path = partial_path(output)
         self.enabled = enabled
         self.fingerprint = json.loads(_dumps(dict(fingerprint)))  # as it reads back from the file
@@ -135,6 +147,10 @@ class CellStore:
                     break
                 header = rec
             elif isinstance(rec, dict) and "key" in rec and "value" in rec:
+                why = self._unreadable_value(rec["value"])
+                if why:
+                    self._set_aside(f"the cell {_key_id(rec['key'])} at byte {good} {why}")
+                    return
                 cells.setdefault(_key_id(rec["key"]), rec["value"])
             elif isinstance(rec, dict) and isinstance(rec.get("note"), dict):
                 notes.update(rec["note"])
@@ -151,20 +167,46 @@ class CellStore:
             )  # fmt: skip
             self.path.unlink()
             return
+        if header is None:  # nothing of it can be used: never append cells to a file without a header
+            if not data:
+                log.warning("resume: %s is empty (left by a failed write); removed", self.path)
+                self.path.unlink()
+            else:
+                self._set_aside(f"it has no header line ({problem or 'no netperturb_cells record first'})")
+            return
         if problem:
             log.warning("resume: %s: dropped %d bytes after %s (the job was killed while writing)",
                         self.path, len(data) - good, problem)  # fmt: skip
-            if header is None:
-                self.path.unlink()
-                return
-            with open(self.path, "r+b") as f:
-                f.truncate(good)
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                with open(self.path, "r+b") as f:
+                    f.truncate(good)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                raise write_error(self.path, e) from None
         self._cells, self.notes = cells, notes
         self.reused = len(cells)
         if cells:
             log.info("resume: %s: %d finished cells found in %s", self.output.name, len(cells), self.path)
+
+    def _unreadable_value(self, value: Any) -> str:
+        if value is None:
+            return "has no value (null)"
+        if self.check is not None:
+            try:
+                self.check(value)
+            except Exception as e:  # what the job could not decode: never trust the rest of the file
+                return f"has a value the job cannot read ({type(e).__name__}: {str(e)[:80]})"
+        return ""
+
+    def _set_aside(self, why: str) -> None:
+        aside = self.path.with_name(self.path.name + ".unreadable")
+        try:
+            os.replace(self.path, aside)
+        except OSError as e:
+            raise write_error(aside, e) from None
+        log.warning("resume: %s cannot be read: %s; set aside as %s (kept for inspection), the job starts afresh",
+                    self.path, why, aside.name)  # fmt: skip
 
     def __contains__(self, key: Sequence[Hashable]) -> bool:
         return _key_id(key) in self._cells
@@ -186,16 +228,22 @@ class CellStore:
         if not self.enabled or not records:
             return
         new = not self.path.exists()
-        if new:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if new:  # header and first cells appear together, atomically: never a file without its header
             records = [{"netperturb_cells": FORMAT, "output": self.output.name, "fingerprint": self.fingerprint}, *records]
         text = "".join(_dumps(r) + "\n" for r in records).encode()
-        with open(self.path, "ab") as f:
-            f.write(text)  # one write of whole lines: a kill tears at most the last one
-            f.flush()
-            os.fsync(f.fileno())
+        before = len(self._cells) - sum("key" in r for r in records)
+        kept = f"; the {before} cells finished before are kept there"
         if new:
-            _fsync(self.path.parent, directory=True)
+            with atomic_path(self.path) as tmp:  # names the file and the remedy on an OSError
+                tmp.write_bytes(text)
+            return
+        try:
+            with open(self.path, "ab") as f:
+                f.write(text)  # one write of whole lines: a kill tears at most the last one
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise write_error(self.path, e, kept + " (a torn last line is dropped when the job starts again)") from None
 
     def put(self, cells: Iterable[tuple[Sequence[Hashable], Any]]) -> int:
         """Record finished cells (key, value), in one append + ``fsync``; cells already stored

@@ -1,6 +1,6 @@
 """One seed per grid cell, from a stable hash.
 
-DESIGN.md, "Randomness": each (model, layer, perturbation, level, repeat) has its own seed,
+The Design page of the docs, "Seeds and draws": each (model, layer, perturbation, level, repeat) has its own seed,
 derived by a stable hash of those fields and the study seed, and its own CPU
 ``torch.Generator``. Results therefore do not depend on job order, job split, batch size or
 device. Python's ``hash`` is salted per process, so it is not used; sha256 of a canonical

@@ -19,7 +19,7 @@ file -- not the devkit's ILSVRC2012_ID (a different order).
 Each image is decoded by PIL, converted to RGB (grayscale and CMYK JPEGs occur in ImageNet),
 resized and centre-cropped exactly as ``weights.transforms()`` does
 (``torchvision.transforms.functional.resize`` with the weights' size, interpolation and
-antialias, then ``center_crop``), and stored as uint8 (3, crop, crop). The rest of the
+antialias, then ``center_crop``), and stored as uint8 (3, crop, crop) (or (1, crop, crop) with ``channels=1``). The rest of the
 weights' transform (scale to [0, 1], mean/std) is applied on the device
 (:class:`netperturb.core.preprocess.Preprocess`). Images PIL cannot read are skipped and listed in the
 manifest with the reason; more than ``max_bad_fraction`` of them is an error.
@@ -101,10 +101,11 @@ def parse_devkit(devkit: str | os.PathLike, *, verify_checksum: bool = True) -> 
     return dict(wnid_to_classes), list(val_wnids)
 
 
-def decode_image(data: bytes, transform: Mapping[str, Any]) -> Tensor:
-    """One encoded image -> uint8 (3, crop, crop): PIL decode, ``convert("RGB")``, then
-    torchvision's ``resize`` (``transform["resize_size"]``, ``interpolation``, ``antialias``)
-    and ``center_crop`` (``crop_size``), as ``weights.transforms()`` does before it converts
+def decode_image(data: bytes, transform: Mapping[str, Any], channels: int = 3) -> Tensor:
+    """One encoded image -> uint8 (channels, crop, crop): PIL decode, ``convert("RGB")`` (or
+    ``convert("L")``, ITU-R 601-2 luma, for ``channels=1``), then torchvision's ``resize``
+    (``transform["resize_size"]``, ``interpolation``, ``antialias``) and ``center_crop``
+    (``crop_size``; none when it is None), as ``weights.transforms()`` does before it converts
     to float.
 
     Raises:
@@ -114,14 +115,17 @@ def decode_image(data: bytes, transform: Mapping[str, Any]) -> Tensor:
     from PIL import Image
     from torchvision.transforms import InterpolationMode
 
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
     with Image.open(io.BytesIO(data)) as img:
-        img = img.convert("RGB")
+        img = img.convert("RGB" if channels == 3 else "L")
     if transform.get("resize_size") is not None:
         img = TF.resize(
             img, list(transform["resize_size"]), interpolation=InterpolationMode(transform["interpolation"]),
             antialias=bool(transform.get("antialias", True)),
         )  # fmt: skip
-    img = TF.center_crop(img, list(transform["crop_size"]))
+    if transform.get("crop_size") is not None:
+        img = TF.center_crop(img, list(transform["crop_size"]))
     return TF.pil_to_tensor(img)
 
 
@@ -139,15 +143,15 @@ def _list_tar(val_tar: Path) -> tuple[dict[str, tarfile.TarInfo], tarfile.TarFil
 
 
 def _list_tree(val_dir: Path) -> dict[str, tuple[str, Path]]:
-    """file name -> (wnid folder, path) for ``val_dir/<wnid>/<file>``."""
-    found: dict[str, tuple[str, Path]] = {}
-    for wnid_dir in sorted(p for p in val_dir.iterdir() if p.is_dir()):
-        for f in sorted(wnid_dir.iterdir()):
-            if f.is_file() and _is_image(f.name):
-                if f.name in found:
-                    raise ImageNetError(f"{f}: the same file name is also in {found[f.name][1].parent}")
-                found[f.name] = (wnid_dir.name, f)
-    return found
+    """id -> (wnid folder, path) for ``val_dir/<wnid>/<file>``. The id is the file name, or
+    ``<wnid>/<file name>`` for a name that occurs in several classes (``ImageFolder``
+    semantics: the same name in two classes is two images)."""
+    entries = [(wnid_dir.name, f) for wnid_dir in sorted(p for p in val_dir.iterdir() if p.is_dir())
+               for f in sorted(wnid_dir.iterdir()) if f.is_file() and _is_image(f.name)]  # fmt: skip
+    count: dict[str, int] = {}
+    for _, f in entries:
+        count[f.name] = count.get(f.name, 0) + 1
+    return {(f.name if count[f.name] == 1 else f"{wnid}/{f.name}"): (wnid, f) for wnid, f in entries}
 
 
 def _select(names: Sequence[str], labels: Sequence[int], images_per_class: int | None) -> list[int]:
@@ -176,6 +180,7 @@ def prepare_imagenet(
     threads: int = 1,
     verify_checksums: bool = True,
     progress: bool = True,
+    channels: int = 3,
 ) -> dict[str, Any]:
     """Decode the ImageNet validation images into shards (split ``val``) in ``out_dir``.
 
@@ -192,9 +197,10 @@ def prepare_imagenet(
         threads: decoding threads (PIL releases the GIL while decoding and resizing).
         verify_checksums: check the archives' md5 against the official ones that torchvision
             lists (``torchvision.datasets.imagenet.ARCHIVE_META``).
+        channels: 3 (RGB) or 1 (grayscale, ``PIL.Image.convert("L")``) for a 1-channel model.
 
     Images are stored in file-name order (``ILSVRC2012_val_00000001`` first), as uint8
-    (N, 3, crop, crop); labels int64 (N,) = index of the wnid in sorted order. The manifest
+    (N, channels, crop, crop); labels int64 (N,) = index of the wnid in sorted order. The manifest
     records the count, per-shard sha256, the transform, the class wnids and names, every
     stored file name in order, and the skipped files with the reason.
 
@@ -234,7 +240,7 @@ def prepare_imagenet(
         unknown = sorted({w for w, _ in tree.values()} - set(index))
         if unknown:
             raise ImageNetError(f"{val_dir}: folders that are not devkit classes: {unknown[:5]}")
-        names = sorted(tree)
+        names = sorted(tree, key=lambda k: (tree[k][1].name, k))  # file-name order; a shared name by class
         labels = [index[tree[n][0]] for n in names]
         source: dict[str, Any] = {"val_dir": str(val_dir)}
     else:
@@ -257,12 +263,12 @@ def prepare_imagenet(
     n = len(names)
     crop = [int(v) for v in transform["crop_size"]]
     h, w = (crop[0], crop[0]) if len(crop) == 1 else crop
-    images = torch.empty((n, 3, h, w), dtype=torch.uint8)
+    images = torch.empty((n, int(channels), h, w), dtype=torch.uint8)
     errors: dict[int, str] = {}
 
     def work(pos: int, data: bytes) -> None:
         try:
-            images[pos] = decode_image(data, transform)
+            images[pos] = decode_image(data, transform, channels)
         except Exception as e:  # any decoder error: the file is skipped and listed
             errors[pos] = f"{type(e).__name__}: " + re.sub(r" ?<_io\.BytesIO object at \w+>", "", str(e))
 
@@ -313,6 +319,7 @@ def prepare_imagenet(
         devkit=str(devkit) if devkit is not None else None,
         checksums_verified=bool(verify_checksums),
         transform=dict(transform),
+        channels=int(channels),
         label_rule="index of the wnid among the sorted class wnids (torchvision's order)",
         images_per_class=images_per_class,
         class_names=[", ".join(wnid_to_classes[c]) if wnid_to_classes else c for c in classes],

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Mapping
 
 from netperturb.datasets.digits import prepare_digits
 from netperturb.datasets.mnist import prepare_mnist
 
-__all__ = ["PREPARERS", "prepare_dataset", "prepare_imagenet_dataset"]
+__all__ = ["PREPARERS", "INPUT_FOLDERS", "input_folder_problem", "prepare_dataset", "prepare_imagenet_dataset"]
 
 
 def _prepare_digits(out_dir, options):
@@ -61,7 +62,7 @@ def prepare_imagenet_dataset(
             raise ValueError(f"datasets.imagenet.{key}: not set")
         if not os.path.exists(options[key]):
             raise FileNotFoundError(
-                f"datasets.imagenet.{key}: {options[key]} does not exist (see README, 'The paper configuration')"
+                f"datasets.imagenet.{key}: {options[key]} does not exist (see docs/studies/cheney2017.md, 'The paper configuration (ImageNet)')"
             )
     devkit = options.get("devkit")
     if val_dir and devkit and not os.path.exists(devkit):
@@ -70,7 +71,7 @@ def prepare_imagenet_dataset(
         out_dir, transform, val_tar=None if val_dir else options["val_tar"], devkit=devkit, val_dir=val_dir,
         images_per_class=options.get("images_per_class"), shard_size=int(options.get("shard_size", 5000)),
         max_bad_fraction=float(options.get("max_bad_fraction", 0.001)), threads=threads,
-        verify_checksums=bool(options.get("verify_checksums", True)),
+        verify_checksums=bool(options.get("verify_checksums", True)), channels=int(options.get("channels", 3)),
     )  # fmt: skip
 
 
@@ -92,3 +93,35 @@ def _prepare_tiny_imagenet(out_dir, options):
 
 # The datasets of Pravin et al. 2024 beyond MNIST.
 PREPARERS.update({"cifar10": _prepare_cifar10, "tiny_imagenet": _prepare_tiny_imagenet})
+
+
+#: Datasets prepared from a folder the user provides: name -> (its key under ``datasets.<name>``,
+#: what the folder holds). Checked before any job (:func:`input_folder_problem`).
+INPUT_FOLDERS = {
+    "mnist": ("root", "the MNIST idx files (train-/t10k-images-idx3-ubyte and -labels-idx1-ubyte, .gz or not)"),
+    "cifar10": ("root", "cifar-10-batches-py/ or cifar-10-python.tar.gz"),
+    "tiny_imagenet": ("root", "tiny-imagenet-200 (or the folder that contains it)"),
+}
+
+
+def input_folder_problem(name: str, options: Mapping[str, Any], workdir: str | os.PathLike = ".") -> str | None:
+    """Why dataset ``name`` cannot be prepared from ``options`` (``datasets.<name>`` of the
+    config): its input folder (:data:`INPUT_FOLDERS`) is not set, does not exist or is not a
+    folder; None when it can (or the dataset needs no folder: digits; ImageNet's archives are
+    checked by its own job, so that a dry run plans the grid before they are in place).
+    A relative path is relative to ``workdir``, the folder the workflow runs in."""
+    if name not in INPUT_FOLDERS:
+        return None
+    key, holds = INPUT_FOLDERS[name]
+    value = options.get(key)
+    where = f"datasets.{name}.{key}"
+    if not value:
+        return (f"{where}: not set; dataset {name!r} is prepared from a folder with {holds}: set {where} to it "
+                "(its shards, resources/data/" + name + "/shards, do not exist yet)")
+    path = Path(workdir) / os.path.expanduser(str(value))
+    if not path.exists():
+        return (f"{where}: {value} does not exist (looked for {path}); it must be the folder with {holds}: "
+                f"correct {where}, or put the files there")
+    if not path.is_dir():
+        return f"{where}: {value} is not a folder; it must be the folder with {holds}"
+    return None

@@ -1,6 +1,6 @@
 """Decoded datasets as uint8 shards (the preprocessing that goes with them: :mod:`netperturb.core.preprocess`).
 
-DESIGN.md, "Performance design" 1: images are decoded once into uint8 tensors
+The Design page of the docs, "The engine" 1: images are decoded once into uint8 tensors
 (N x C x H x W) with int64 labels, written as shards with a manifest; everything a model
 needs on top of that (scaling to [0, 1], a resize, mean/std normalisation) is done on the
 device by :class:`~netperturb.core.preprocess.Preprocess`.
@@ -19,6 +19,8 @@ reason) and free-form ``source`` information.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -30,7 +32,7 @@ from torch import Tensor
 from netperturb.core.io import sha256_file, torch_save, write_json
 from netperturb.core.preprocess import Preprocess
 
-__all__ = ["SHARD_FORMAT", "ShardError", "write_shards", "read_manifest", "load_split"]
+__all__ = ["SHARD_FORMAT", "ShardError", "write_shards", "read_manifest", "load_split", "split_digest", "data_digest"]
 
 
 SHARD_FORMAT = "netperturb-shards/1"
@@ -51,8 +53,15 @@ def write_shards(
     shard_size: int = 10_000,
     skipped: Sequence[dict[str, str]] = (),
     source: dict[str, Any] | None = None,
+    value_range: Sequence[float] | None = None,
+    normalisation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``splits`` (name -> (images uint8 (N, C, H, W), labels int64 (N,))) as shards.
+
+    ``value_range`` ([0, max]: the stored value that means full brightness) is recorded in the
+    manifest; by default 1 / ``preprocess.scale`` (16 for the digits), else [0, 255].
+    ``normalisation`` (``{"mean", "std"}``) is recorded when the dataset's config gives one;
+    a model expecting another is refused (:func:`netperturb.models.expects.resolve_inputs`).
 
     Every file is written atomically; the manifest last, so a folder with a manifest is
     complete. Returns the manifest dict.
@@ -73,7 +82,11 @@ def write_shards(
         "splits": {},
         "skipped": list(skipped),
         "source": source or {},
+        "value_range": [0, float(value_range[1])] if value_range is not None
+        else [0, round(1 / preprocess.scale, 6) if preprocess is not None else 255.0],
     }
+    if normalisation:
+        manifest["normalisation"] = {"mean": list(normalisation["mean"]), "std": list(normalisation["std"])}
     for split, (images, labels) in splits.items():
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"split {split!r}: images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
@@ -117,21 +130,65 @@ def read_manifest(shard_dir: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+def split_digest(manifest: dict[str, Any], split: str) -> str:
+    """The data's provenance id (the ``data_digest`` column of result tables, like ``weights``):
+    the first 12 hex digits of the sha256 of the split's shard list in the manifest (each
+    shard's file name, image count and sha256, in order). :func:`load_split` checks every shard
+    it loads against that list, so equal ids mean the same images and labels.
+
+    Raises:
+        ShardError: the manifest has no such split.
+    """
+    try:
+        shards = manifest["splits"][split]["shards"]
+    except KeyError:
+        raise ShardError(f"no split {split!r} in the manifest (has {sorted(manifest.get('splits', {}))})") from None
+    canon = json.dumps([[e["file"], int(e["count"]), e["sha256"]] for e in shards], separators=(",", ":"))
+    return hashlib.sha256(canon.encode()).hexdigest()[:12]
+
+
+def data_digest(shard_dir: str | os.PathLike, split: str) -> str:
+    """:func:`split_digest` of ``<shard_dir>/manifest.json``.
+
+    Raises:
+        ShardError: see :func:`read_manifest`, :func:`split_digest`.
+    """
+    try:
+        return split_digest(read_manifest(shard_dir), split)
+    except ShardError as e:
+        raise ShardError(f"{shard_dir}: {e}" if not str(e).startswith(str(shard_dir)) else str(e)) from None
+
+
+def _remedy(shard_dir: Path) -> str:
+    return (
+        f"Remedy: the shards are made by the workflow's prepare rule from the dataset's files: delete the folder "
+        f"(rm -r {shard_dir}) and run the same command again; the prepare rule decodes the dataset again (the same "
+        "files give the same shards and data digest) and Snakemake reruns the jobs that read the remade folder."
+    )
+
+
 def load_split(
     shard_dir: str | os.PathLike,
     split: str,
     *,
     limit: int | None = None,
-    verify: bool = False,
+    verify: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Load one split into memory: (images uint8 (N, C, H, W), labels int64 (N,)).
 
+    Each shard file is read once; with ``verify`` (the default, as every job loads its data)
+    the sha256 of exactly those bytes is compared with the manifest's before they are
+    deserialised, so a shard replaced after the manifest was written (another split's file,
+    a truncated copy) stops the job instead of being used. Cost: one sha256 pass over the
+    bytes read (bench/shard_digest.py measures it).
+
     Args:
         limit: keep only the first ``limit`` images (shards are read lazily up to it).
-        verify: check each shard's sha256 against the manifest first.
+        verify: check each shard's sha256 against the manifest.
 
     Raises:
-        ShardError: unknown split, missing shard, checksum or count mismatch (naming the file).
+        ShardError: unknown split, a missing, unreadable or damaged shard (sha256, count,
+            content): the message names the file and the remedy.
     """
     shard_dir = Path(shard_dir)
     manifest = read_manifest(shard_dir)
@@ -142,13 +199,28 @@ def load_split(
         if limit is not None and have >= limit:
             break
         path = shard_dir / entry["file"]
-        if not path.exists():
-            raise ShardError(f"{path}: shard listed in the manifest is missing")
-        if verify and sha256_file(path) != entry["sha256"]:
-            raise ShardError(f"{path}: sha256 does not match the manifest")
-        chunk = torch.load(path, map_location="cpu", weights_only=True)
-        if chunk["labels"].numel() != entry["count"]:
-            raise ShardError(f"{path}: {chunk['labels'].numel()} images, manifest says {entry['count']}")
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ShardError(f"{path}: shard listed in the manifest is missing. {_remedy(shard_dir)}") from None
+        except OSError as e:
+            raise ShardError(f"{path}: cannot be read ({e.strerror or e}). {_remedy(shard_dir)}") from None
+        if verify:
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != entry["sha256"]:
+                raise ShardError(
+                    f"{path}: sha256 {digest[:16]}... differs from the {entry['sha256'][:16]}... recorded in "
+                    f"{shard_dir / 'manifest.json'} when the shards were written ({len(data)} B now): the file was "
+                    f"replaced or damaged after it was made. {_remedy(shard_dir)}"
+                )
+        try:
+            chunk = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            n = chunk["labels"].numel()
+        except Exception as e:  # a damaged zip archive: torch raises RuntimeError / OSError / KeyError ...
+            raise ShardError(f"{path}: not a readable shard ({type(e).__name__}: {str(e)[:120]}). {_remedy(shard_dir)}") from None
+        del data
+        if n != entry["count"]:
+            raise ShardError(f"{path}: {n} images, manifest says {entry['count']}. {_remedy(shard_dir)}")
         images.append(chunk["images"])
         labels.append(chunk["labels"])
         have += entry["count"]

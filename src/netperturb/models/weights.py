@@ -254,11 +254,17 @@ def load_pretrained(
     w = get_weights(arch, weights)
     digest = sha256_file(path)
     if sha256_prefix and not digest.startswith(sha256_prefix):
+        from netperturb.core.integrity import sidecar_path
+
+        if sidecar_path(path).exists():  # fetched by the workflow (download_weights records it)
+            remedy = (f"delete it and fetch it again (rm {path} {path}.sha256, then run the same snakemake "
+                      "command: download_weights fetches it again)")  # fmt: skip
+        else:  # the user's file (models.<name>.weights_file, --checkpoint)
+            remedy = (f"replace it with a good copy of {arch} {weights} (models.<name>.weights_file), or give "
+                      "its own model source if it is other weights (e.g. source: python with its factory)")  # fmt: skip
         raise WeightsError(
             f"weights file {path}: sha256 {digest} does not start with {sha256_prefix}: the file is "
-            f"damaged or not these weights; delete it and fetch it again (in the workflow: rm {path}, "
-            "then run the same snakemake command: download_weights fetches it again), or, for "
-            "models.<name>.weights_file, replace it with a good copy"
+            f"damaged or not these weights; {remedy}"
         )
     official = os.path.basename(urlparse(w.url).path)
     previous = torch.hub.get_dir()
@@ -273,8 +279,18 @@ def load_pretrained(
         finally:
             torch.hub.set_dir(previous)
     model.to(device).eval().requires_grad_(False)
+    from netperturb.models.expects import InputSpec
+
+    t = w.transforms()
+    crop = [int(v) for v in t.crop_size] * (2 if len(t.crop_size) == 1 else 1)
+    inputs = InputSpec(
+        value_max=255.0, mean=tuple(float(m) for m in t.mean), std=tuple(float(v) for v in t.std), size=(crop[0], crop[1]),
+        resize=False, channels=3, described=f"the torchvision weights {arch} {w.name} ({path})",
+        crop_pct=crop[0] / int(t.resize_size[0]) if t.resize_size else None,
+    )  # fmt: skip
     return LoadedModel(
         model=model,
+        inputs=inputs,
         preprocess=weights_preprocess(w),
         arch=arch,
         weights=f"{w.name}@{digest[:12]}",

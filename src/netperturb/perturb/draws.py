@@ -158,7 +158,7 @@ def choose_mask(n: int, k: int, key: int, device: torch.device | str = "cpu", *,
     Returns:
         bool tensor (n,) on ``device`` with exactly ``clamp(k, 0, n)`` True entries.
 
-    Source: DESIGN.md, "Randomness" (counter-based draws); synapse / node knockout of Cheney
+    Source: the Design page of the docs, "Seeds and draws"; synapse / node knockout of Cheney
     et al. 2017, Sec. 2.2 (a uniform random fraction of weights / units).
     """
     device = torch.device(device)

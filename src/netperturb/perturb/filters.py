@@ -22,7 +22,7 @@ point, ``t = i / (S - 1)`` in [0, 1], is the normalised alpha used on the x axis
 and for the filtering scores; for the low filter ``t = (alpha - min) / (max - min)``, for the
 high filter ``t = (max - alpha) / (max - min)``.
 
-Level unit: the threshold value ``alpha`` itself (DESIGN.md, "level units"), any finite real.
+Level unit: the threshold value ``alpha`` itself (the Design page of the docs, "Result schema"), any finite real.
 Unlike the magnitude perturbations, level 0 is not the identity here (``filter_low`` at 0
 removes every negative weight); a filter whose zero set is empty returns ``{}`` (the clean
 network), which the grid code evaluates once and reuses.

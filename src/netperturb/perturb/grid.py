@@ -1,8 +1,8 @@
 """One perturbation job: one model x one layer x one perturbation, every level x repeat.
 
 This is the unit of work of the workflow's ``cheney2017_perturb`` rule (and of
-``shen2021_perturb``; DESIGN.md, "Data flow"). The result is a tidy table, one row per
-(level, repeat) cell, with the columns of :data:`COLUMNS` (DESIGN.md, "Tidy results").
+``shen2021_perturb``; the Design page of the docs, "Data flow"). The result is a tidy table, one row per
+(level, repeat) cell, with the columns of :data:`COLUMNS` (the Design page of the docs, "Result schema").
 """
 
 from __future__ import annotations
@@ -25,11 +25,14 @@ from netperturb.perturb.base import Perturbation
 __all__ = ["COLUMNS", "LayerJob", "run_layer_job", "baseline_table", "layer_params"]
 
 #: Column order of every perturbation / baseline table. ``sdc1``, ``sdc5``, ``due``: the resilience
-#: metrics against the clean network (:func:`netperturb.core.evaluate.resilience_sums`).
+#: metrics against the clean network (:func:`netperturb.core.evaluate.resilience_parts`).
+#: Provenance: ``weights`` (the weights' id), ``data_digest`` (the evaluation data's id,
+#: :func:`netperturb.datasets.shards.split_digest`; empty when the images did not come from
+#: shards), ``precision``, ``device``, ``netperturb_version``.
 COLUMNS = [
     "study", "dataset", "model", "arch", "layer", "layer_label", "layer_index",
     "perturbation", "level", "repeat", "seed", "n_images", "top1", "top5", "loss", "sdc1", "sdc5", "due",
-    "weights", "precision", "device", "netperturb_version",
+    "weights", "data_digest", "precision", "device", "netperturb_version",
 ]  # fmt: skip
 
 
@@ -45,6 +48,8 @@ class LayerJob:
         repeats: independent draws per level (>= 1).
         study_seed: the config's ``seed``; each cell's seed derives from it
             (:func:`netperturb.core.seeds.cell_seed`).
+        data_digest: the evaluation data's id for the ``data_digest`` column
+            (:func:`netperturb.datasets.shards.split_digest`; ``""`` when unknown).
     """
 
     study: str
@@ -56,6 +61,7 @@ class LayerJob:
     repeats: int
     study_seed: int
     extra: dict = field(default_factory=dict)
+    data_digest: str = ""
 
     def __post_init__(self) -> None:
         if self.repeats < 1:
@@ -102,6 +108,7 @@ def _row(
         **counts.metrics(),
         **counts.resilience(),
         "weights": loaded.weights,
+        "data_digest": job.data_digest,
         "precision": precision,
         "device": device,
         "netperturb_version": __version__,
@@ -111,8 +118,8 @@ def _row(
 def run_layer_job(
     job: LayerJob,
     loaded: LoadedModel,
-    images: Tensor,
-    labels: Tensor,
+    images,
+    labels: Tensor | None = None,
     *,
     batch_size: int = 256,
     progress: bool = True,
@@ -121,8 +128,10 @@ def run_layer_job(
     max_replicas: int | None = None,
     store: CellStore | None = None,
 ) -> pd.DataFrame:
-    """Evaluate every (level, repeat) cell of ``job`` on ``images`` (uint8 (N, C, H, W)) and
-    ``labels`` (N,).
+    """Evaluate every (level, repeat) cell of ``job`` on ``images`` (uint8 (N, C, H, W),
+    preprocessed by ``loaded.preprocess``) and ``labels`` (N,); or, with ``labels=None``, on
+    ``images`` as any data :func:`netperturb.perturb.engine.runners.data_stream` takes (an
+    :class:`~netperturb.core.stream.ImageStream`, a DataLoader, a Dataset), read batch by batch.
 
     Each cell: draw the perturbed layer tensors from the cell's own CPU generator and
     evaluate the network with them (the loaded model is never modified). Cells whose
@@ -169,7 +178,7 @@ def run_layer_job(
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _resumable_cells(job: LayerJob, loaded: LoadedModel, images: Tensor, labels: Tensor, store: CellStore, *,
+def _resumable_cells(job: LayerJob, loaded: LoadedModel, images, labels: Tensor | None, store: CellStore, *,
                      max_replicas: int | None, **kw) -> list[Counts]:  # fmt: skip
     """:func:`~netperturb.perturb.engine.runners.run_cells` computing only the cells missing
     from ``store`` and recording each finished one there; the counts of every cell."""
@@ -204,10 +213,12 @@ def baseline_table(
     study_seed: int,
     batch_size: int = 256,
     store: CellStore | None = None,
+    data_digest: str = "",
 ) -> pd.DataFrame:
     """The unperturbed network as one row of :data:`COLUMNS` (perturbation ``none``, layer
     ``""``, level 0, repeat 0); with ``store``, taken from / recorded in it as the cell
-    ``("", "none", 0.0, 0)`` (cell-level resume, :mod:`netperturb.core.resume`)."""
+    ``("", "none", 0.0, 0)`` (cell-level resume, :mod:`netperturb.core.resume`).
+    ``data_digest``: the ``data_digest`` column (the images' id, :func:`netperturb.datasets.shards.split_digest`)."""
 
     def clean() -> Counts:
         return evaluate(loaded.model, images, labels, loaded.preprocess, batch_size=batch_size)
@@ -231,6 +242,7 @@ def baseline_table(
         **counts.metrics(),
         **counts.resilience(),
         "weights": loaded.weights,
+        "data_digest": data_digest,
         "precision": "fp32",
         "device": str(next(loaded.model.parameters()).device),
         "netperturb_version": __version__,

@@ -1,4 +1,4 @@
-"""Synapse knockout and node knockout (Cheney et al. 2017, Sec. 2.2)."""
+"""Synapse knockout and node knockout (Cheney et al. 2017; the Design page of the docs, "Perturbation semantics")."""
 
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ class NodeKnockout(Perturbation):
     ``bn_bias``), that BN channel's affine terms are zeroed too, so the node outputs exactly 0
     after BN (otherwise BN would turn the zero into -mean/std * gamma + beta).
 
-    Unlike the authors' code, Linear *input* columns are not zeroed as well (DESIGN.md).
+    Unlike the authors' code, Linear *input* columns are not zeroed as well (the cheney2017 page of the
+    docs, "Departures from the authors' code").
     Level unit: fraction of output units, in [0, 1]. Source: Cheney et al. 2017, Sec. 2.2
     ("node knockout").
     """

@@ -166,21 +166,29 @@ def test_unit_each_equals_each_replica_alone():
 def test_batched_resume_writes_the_per_point_csv(lenet_checkpoint, digits_shards, tmp_path, monkeypatch, caplog, k):
     from netperturb.studies.pravin2024.jobs import sweep_layers
 
-    kw = dict(study="s", dataset="digits", model_name="m", init=0, epoch=1, filters=["low", "pulse"], steps=3,
-              attack=AttackSpec(eps=0.1), study_seed=7, n_images=30, batch_size=16, device="cpu", progress=False,
+    kw = dict(init=0, epoch=1, filters=["low", "pulse"], steps=3, attack=AttackSpec(eps=0.1), n_images=30,
               layers=["conv1", "fc5"])  # fmt: skip
+    ctx = _ctx(lenet_checkpoint, digits_shards)
     ref = tmp_path / "ref.csv"
-    sweep_layers(lenet_checkpoint, digits_shards, ref, max_replicas=1, **kw)
+    sweep_layers(ctx, ref, max_replicas=1, **kw)
     out = tmp_path / "out.csv"
     with monkeypatch.context() as m:
         kill_after(m, 5)  # in the middle of conv1's second chunk of K = 3 points
         with pytest.raises(Killed):
-            sweep_layers(lenet_checkpoint, digits_shards, out, max_replicas=3, **kw)
+            sweep_layers(ctx, out, max_replicas=3, **kw)
     stored = stored_cells(partial_path(out))
     assert stored == 5
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="netperturb"):
-        sweep_layers(lenet_checkpoint, digits_shards, out, max_replicas=k, **kw)
+        sweep_layers(ctx, out, max_replicas=k, **kw)
     assert out.read_bytes() == ref.read_bytes()
     assert reuse_message(caplog).endswith(f"{stored} cells reused from an interrupted run, {12 - stored} computed")
     pd.testing.assert_frame_equal(pd.read_csv(out), pd.read_csv(ref))
+
+
+def _ctx(checkpoint, shards):
+    """The run context these sweeps share (model m, digits, study seed 7, batches of 16)."""
+    from netperturb.core.context import RunContext
+
+    return RunContext(run="s", dataset="digits", shard_dir=str(shards), model="m", model_file=str(checkpoint),
+                      study_seed=7, batch_size=16, device="cpu", progress=False)  # fmt: skip

@@ -141,13 +141,21 @@ def test_untraceable_model_falls_back_to_the_whole_network(caplog):
 def test_one_job_for_several_layers_equals_one_job_per_layer(lenet_checkpoint, digits_shards, tmp_path, reuse_prefix):
     from netperturb.studies.pravin2024.jobs import sweep_layers
 
-    kw = dict(study="s", dataset="digits", model_name="m", init=0, epoch=1, filters=["low", "pulse"], steps=3,
-              attack=AttackSpec(eps=0.1), study_seed=7, n_images=30, batch_size=16, device="cpu", progress=False,
+    kw = dict(init=0, epoch=1, filters=["low", "pulse"], steps=3, attack=AttackSpec(eps=0.1), n_images=30,
               reuse_prefix=reuse_prefix)  # fmt: skip
-    both = sweep_layers(lenet_checkpoint, digits_shards, tmp_path / "both.csv", layers=["conv1", "fc5"], **kw)
+    ctx = _ctx(lenet_checkpoint, digits_shards)
+    both = sweep_layers(ctx, tmp_path / "both.csv", layers=["conv1", "fc5"], **kw)
     assert list(both["layer_label"].unique()) == ["conv1", "fc5"] and len(both) == 2 * 2 * 3 * 2
     for label in ("conv1", "fc5"):
-        one = sweep_layers(lenet_checkpoint, digits_shards, tmp_path / f"{label}.csv", layers=[label], **kw)
+        one = sweep_layers(ctx, tmp_path / f"{label}.csv", layers=[label], **kw)
         pd.testing.assert_frame_equal(both[both["layer_label"] == label].reset_index(drop=True), one)
     with pytest.raises(ValueError, match="no layers"):
-        sweep_layers(lenet_checkpoint, digits_shards, tmp_path / "none.csv", layers=[], **kw)
+        sweep_layers(ctx, tmp_path / "none.csv", layers=[], **kw)
+
+
+def _ctx(checkpoint, shards):
+    """The run context these sweeps share (model m, digits, study seed 7, batches of 16)."""
+    from netperturb.core.context import RunContext
+
+    return RunContext(run="s", dataset="digits", shard_dir=str(shards), model="m", model_file=str(checkpoint),
+                      study_seed=7, batch_size=16, device="cpu", progress=False)  # fmt: skip

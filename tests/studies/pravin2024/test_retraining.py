@@ -72,10 +72,13 @@ def test_retrain_job_compares_none_selective_full(tmp_path, lenet_checkpoint, di
         rows.append({"model": "lenet5", "init": 0, "epoch": 2, "mode": "layer", "score": "adversarial", "filter": "low",
                      "layer": path, "layer_label": label, "layer_index": i, "value": 0.0 if label == "conv2" else -0.3})  # fmt: skip
     pd.DataFrame(rows).to_csv(tmp_path / "scores.csv", index=False)
+    from netperturb.core.context import RunContext
+
+    ctx = RunContext(run="t", dataset="digits", shard_dir=str(digits_shards), model="lenet5",
+                     model_file=str(lenet_checkpoint), study_seed=1)  # fmt: skip
     df = retrain(
-        lenet_checkpoint, tmp_path / "scores.csv", digits_shards, tmp_path / "r.csv", study="t", dataset="digits",
-        model_name="lenet5", init=0, epoch=2, train_cfg={"batch_size": 64, "lr": 1e-3}, epochs=1, score="adversarial",
-        filter="mean", tolerance=0.05, include_bn=True, attack=AttackSpec(eps=0.1), study_seed=1,
+        ctx, tmp_path / "scores.csv", tmp_path / "r.csv", init=0, epoch=2, train_cfg={"batch_size": 64, "lr": 1e-3},
+        epochs=1, score="adversarial", filter="mean", tolerance=0.05, include_bn=True, attack=AttackSpec(eps=0.1),
     )  # fmt: skip
     assert list(df["strategy"]) == ["none", "none", "selective", "selective", "full", "full"]
     sel = df[df["strategy"] == "selective"].iloc[0]

@@ -209,10 +209,14 @@ def test_robust_accuracy_clean_at_eps_zero_lower_under_attack_and_seeded(lenet_c
 def test_perturb_run_draws_are_shared_across_lambda(tmp_path, lenet_checkpoint, digits_shards):
     from netperturb.studies.shen2021.jobs import perturb_run
 
-    kw = dict(study="t", dataset="digits", seed=4, study_seed=9, layers=["conv1", "fc5"], repeats=2, progress=False,
+    from netperturb.core.context import RunContext
+
+    ctx = RunContext(run="t", dataset="digits", shard_dir=str(digits_shards), model_file=str(lenet_checkpoint), study_seed=9,
+                     progress=False)  # fmt: skip
+    kw = dict(seed=4, layers=["conv1", "fc5"], repeats=2,
               perturbations={"synapse_knockout": {"levels": [0, 0.5]}, "gaussian_noise": {"levels": [0, 1.0], "include_bias": False}})  # fmt: skip
-    a = perturb_run(lenet_checkpoint, digits_shards, tmp_path / "a.csv", lam=0.0, **kw)
-    b = perturb_run(lenet_checkpoint, digits_shards, tmp_path / "b.csv", lam=1.0, **kw)
+    a = perturb_run(ctx, tmp_path / "a.csv", lam=0.0, **kw)
+    b = perturb_run(ctx, tmp_path / "b.csv", lam=1.0, **kw)
     assert len(a) == 1 + 2 * 2 * 2 * 2 and set(a["model"]) == {"lenet5_lam0_seed4"} and set(b["model"]) == {"lenet5_lam1_seed4"}
     assert (a["lam"] == 0).all() and (b["lam"] == 1).all() and (a["train_seed"] == 4).all()
     # same checkpoint, same draws: identical cells whatever lambda says
@@ -232,10 +236,13 @@ def test_train_run_lambda_zero_is_plain_training(tmp_path, digits_shards):
     train_model(digits_shards, "lenet5", {"epochs": 1, "seed": 3}, tmp_path / "p.pt", tmp_path / "p.csv",
                 model_name="p", study="t")  # fmt: skip
     outs = {k: tmp_path / f"{k}.csv" for k in ("history", "tracking", "histograms")}
+    from netperturb.core.context import RunContext
+
     hist = train_run(
-        digits_shards, checkpoint_out=tmp_path / "m.pt", history_out=outs["history"], tracking_out=outs["tracking"],
-        histograms_out=outs["histograms"], study="t", dataset="digits", arch="lenet5", lam=0.0, seed=3,
-        train_cfg={"epochs": 1, "seed": 99}, first_epoch_points=[0.5], bins=5, progress=False,
+        RunContext(run="t", dataset="digits", shard_dir=str(digits_shards), progress=False),
+        checkpoint_out=tmp_path / "m.pt", history_out=outs["history"], tracking_out=outs["tracking"],
+        histograms_out=outs["histograms"], arch="lenet5", lam=0.0, seed=3,
+        train_cfg={"epochs": 1, "seed": 99}, first_epoch_points=[0.5], bins=5,
     )  # fmt: skip
     plain, ours = load_checkpoint(tmp_path / "p.pt"), load_checkpoint(tmp_path / "m.pt")
     assert all(torch.equal(v, ours.model.state_dict()[k]) for k, v in plain.model.state_dict().items())

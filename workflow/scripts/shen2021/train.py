@@ -1,18 +1,17 @@
-"""Rule shen2021_train: one lambda x seed run of the Min-Max study (netperturb.minmax_study.train_run)."""
+"""Rule shen2021_train: one lambda x seed run of the Min-Max study (netperturb.studies.shen2021.jobs.train_run)."""
 
+from netperturb.core.context import RunContext
 from netperturb.core.jobs import start_job
 from netperturb.studies.shen2021.jobs import train_run
 
 start_job(snakemake.log[0], snakemake.threads)
 p, o, out = snakemake.params, snakemake.params.options, snakemake.output
 train_run(
-    snakemake.input.shards,
+    RunContext.from_job(snakemake),
     checkpoint_out=out.checkpoint,
     history_out=out.history,
     tracking_out=out.tracking,
     histograms_out=out.histograms,
-    study=p.run,
-    dataset=p.dataset,
     arch=o["arch"],
     lam=p.lam,
     seed=int(snakemake.wildcards.seed),
@@ -24,5 +23,4 @@ train_run(
     end_fraction=o["end_fraction"],
     interval=o["interval"],
     input_size=o.get("input_size"),
-    device=p.device,
 )

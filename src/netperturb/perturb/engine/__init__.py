@@ -1,6 +1,6 @@
 """The performance engine behind :func:`netperturb.perturb.grid.run_layer_job`, and the naive reference.
 
-DESIGN.md, "Performance design". A job is one (model, layer, perturbation) with every
+The Design page of the docs, "The engine". A job is one (model, layer, perturbation) with every
 level x repeat cell. Three ways to compute it, all giving the same per-cell numbers in fp32:
 
 ``"fast"`` (default)
@@ -49,6 +49,7 @@ level x repeat cell. Three ways to compute it, all giving the same per-cell numb
        layer's shape (:mod:`netperturb.perturb.engine.sparse`). The engine picks every path
        from what the perturbation says it changes (:attr:`Perturbation.changes`), never from
        its class.
+
     Level-0 cells are the clean network by definition: they share one clean evaluation of the
     whole model (bit for bit the baseline in fp32). If the graph cannot be split (the model
     does not trace, the layer is called twice, ...), the job falls back to ``"functional"``

@@ -1,4 +1,5 @@
-"""Clean-prefix reuse: the model's ``torch.fx`` graph split at the perturbed layer, and widened layers (DESIGN.md, "Performance design" 2-3)."""
+"""Clean-prefix reuse: the model's ``torch.fx`` graph split at the perturbed layer, and widened layers
+(the Design page of the docs, "The engine" 2-3)."""
 
 from __future__ import annotations
 

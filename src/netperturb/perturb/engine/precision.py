@@ -1,4 +1,5 @@
-"""Precision of the engine: fp32 (the reference, TF32 off) or autocast bf16 / fp16 (DESIGN.md, "Performance design" 5)."""
+"""Precision of the engine: fp32 (the reference, TF32 off) or autocast bf16 / fp16
+(the Design page of the docs, "The engine" 6)."""
 
 from __future__ import annotations
 

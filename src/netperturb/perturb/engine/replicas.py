@@ -1,4 +1,5 @@
-"""Batched replicas: K perturbed copies of a layer drawn into reused buffers, and how many fit in memory (DESIGN.md, "Performance design" 3-4)."""
+"""Batched replicas: K perturbed copies of a layer drawn into reused buffers, and how many fit in memory
+(the Design page of the docs, "The engine" 3-4)."""
 
 from __future__ import annotations
 

@@ -15,8 +15,9 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm  # plain tqdm: tqdm.auto in a notebook kernel warns (IProgress) without ipywidgets
 
-from netperturb.core.evaluate import Counts, count_logits, evaluate, reference_masks
+from netperturb.core.evaluate import Counts, count_logits, evaluate_stream, reference_masks
 from netperturb.core.layers import LayerInfo
+from netperturb.core.stream import ImageStream, TensorStream, as_stream, n_batches
 from netperturb.core.seeds import cell_generator
 from netperturb.perturb.base import ENTRIES, OUTPUT, ROWS, Perturbation
 from netperturb.perturb.engine.costs import cost_replicas
@@ -36,7 +37,7 @@ from netperturb.perturb.engine.replicas import (
 
 log = logging.getLogger("netperturb")
 
-__all__ = ["ENGINES", "OnCells", "run_functional", "naive_cells", "run_naive", "FastPlan", "run_fast", "run_cells"]
+__all__ = ["ENGINES", "OnCells", "data_stream", "run_functional", "naive_cells", "run_naive", "FastPlan", "run_fast", "run_cells"]
 
 #: Called as ``on_cells(indices, counts)`` whenever cells of ``job.cells()`` (by index) are
 #: finished, e.g. to checkpoint them (:class:`netperturb.core.resume.CellStore`).
@@ -57,30 +58,43 @@ def _layer_params(model: nn.Module, layer: LayerInfo) -> dict[str, Tensor]:
     return {role: named[name] for role, name in layer.param_names().items() if name in named}
 
 
-def _clean_counts(model, images, labels, preprocess, batch_size, precision) -> Counts:
-    """The whole unperturbed model; in fp32 exactly :func:`netperturb.core.evaluate.evaluate`."""
+def data_stream(images, labels: Tensor | None = None, preprocess=None, batch_size: int = 256) -> ImageStream:
+    """The engines' data: uint8 ``images`` (N, C, H, W) with ``labels`` (N,) and ``preprocess``
+    as a :class:`~netperturb.core.stream.TensorStream` in batches of ``batch_size`` (the
+    workflow's in-memory shards); with ``labels=None``, ``images`` is anything
+    :func:`~netperturb.core.stream.as_stream` takes (an :class:`~netperturb.core.stream.ImageStream`,
+    a DataLoader, a Dataset, ``(x, y)``)."""
+    if labels is None:
+        return as_stream(images, preprocess=preprocess, batch_size=batch_size)
+    return TensorStream(images, labels, preprocess, batch_size)
+
+
+def _clean_counts(model, stream: ImageStream, precision) -> Counts:
+    """The whole unperturbed model; in fp32 exactly :func:`netperturb.core.evaluate.evaluate_stream`."""
     if precision == "fp32":
-        return evaluate(model, images, labels, preprocess, batch_size=batch_size)
+        return evaluate_stream(model, stream)
     device = next(model.parameters()).device
     total = Counts()
     with torch.inference_mode(), precision_context(device, precision):
-        for start in range(0, len(labels), batch_size):
-            x = preprocess(images[start : start + batch_size].to(device))
+        for b in stream.batches(device):
+            x = b.x
             if _channels_last(device, precision):
                 x = x.contiguous(memory_format=torch.channels_last)
             logits = model(x)
-            total += count_logits(logits, labels[start : start + batch_size].to(device), logits)
+            total += count_logits(logits, b.y, logits)
     return total
 
 
 def run_functional(
-    job, model: nn.Module, images: Tensor, labels: Tensor, preprocess, *,
+    job, model: nn.Module, images, labels: Tensor | None = None, preprocess=None, *,
     batch_size: int = 256, precision: str = "fp32", progress: bool = True,
     skip: Collection[int] = (), on_cells: OnCells | None = None,
 ) -> list[Counts | None]:  # fmt: skip
     """Per cell, the whole network with the perturbed tensors swapped in
     (``torch.func.functional_call``); level-0 cells share one clean evaluation.
 
+    The data: uint8 ``images`` (N, C, H, W), ``labels`` (N,) and ``preprocess``, or with
+    ``labels=None`` any data :func:`data_stream` takes (read once per cell).
     ``skip``: indices of cells not to compute (finished earlier; None in the result);
     ``on_cells`` is called after each cell.
 
@@ -90,11 +104,11 @@ def run_functional(
     Returns:
         One :class:`Counts` per cell of ``job.cells()``, in that order.
     """
+    stream = data_stream(images, labels, preprocess, batch_size)
     if job.perturbation.changes == OUTPUT:
         from netperturb.perturb.engine.activations import run_hooked
 
-        return run_hooked(job, model, images, labels, preprocess, batch_size=batch_size, precision=precision,
-                          progress=progress, skip=skip, on_cells=on_cells)  # fmt: skip
+        return run_hooked(job, model, stream, precision=precision, progress=progress, skip=skip, on_cells=on_cells)
     params = _layer_params(model, job.layer)
     names = job.layer.param_names()
     device = next(model.parameters()).device
@@ -108,12 +122,12 @@ def run_functional(
         new = job.perturbation(params, level, cell_generator(seed))
         if not new:
             if clean is None:
-                clean = _clean_counts(model, images, labels, preprocess, batch_size, precision)
+                clean = _clean_counts(model, stream, precision)
             out.append(clean)
         else:
             overrides = {names[role]: t for role, t in new.items()}
             with precision_context(device, precision):
-                out.append(evaluate(model, images, labels, preprocess, batch_size=batch_size, overrides=overrides))
+                out.append(evaluate_stream(model, stream, overrides=overrides))
         if on_cells is not None:
             on_cells([i], [out[-1]])
     return out
@@ -185,15 +199,18 @@ def naive_cells(
 
 
 def run_naive(
-    job, model: nn.Module, images: Tensor, labels: Tensor, preprocess, *, batch_size: int = 256, progress: bool = True,
-    skip: Collection[int] = (), on_cells: OnCells | None = None,
+    job, model: nn.Module, images, labels: Tensor | None = None, preprocess=None, *, batch_size: int = 256,
+    progress: bool = True, skip: Collection[int] = (), on_cells: OnCells | None = None,
 ) -> list[Counts | None]:  # fmt: skip
-    """:func:`naive_cells` on uint8 ``images`` (N, C, H, W), normalised per batch per cell."""
+    """:func:`naive_cells` on uint8 ``images`` (N, C, H, W) with ``labels`` and ``preprocess``,
+    normalised per batch per cell; or with ``labels=None`` on any data :func:`data_stream`
+    takes (read once per cell)."""
     device = next(model.parameters()).device
+    stream = data_stream(images, labels, preprocess, batch_size)
 
     def batches():
-        for start in range(0, len(labels), batch_size):
-            yield preprocess(images[start : start + batch_size].to(device)), labels[start : start + batch_size]
+        for b in stream.batches(device):
+            yield b.x, b.y
 
     return naive_cells(job, model, batches, progress=progress, skip=skip, on_cells=on_cells)
 
@@ -219,9 +236,9 @@ class FastPlan:
 def run_fast(
     job,
     model: nn.Module,
-    images: Tensor,
-    labels: Tensor,
-    preprocess,
+    images,
+    labels: Tensor | None = None,
+    preprocess=None,
     *,
     batch_size: int = 256,
     precision: str = "fp32",
@@ -238,9 +255,14 @@ def run_fast(
     Args:
         job: a :class:`netperturb.perturb.grid.LayerJob`.
         model: in eval mode, on its device.
-        images: uint8 (N, C, H, W); labels: int64 (N,).
-        preprocess: uint8 -> model input (on the device).
-        batch_size: images per prefix call (the suffix sees K times as many).
+        images: uint8 (N, C, H, W); labels: int64 (N,); preprocess: uint8 -> model input
+            (on the device). With ``labels=None``, ``images`` is any data
+            :func:`data_stream` takes (an :class:`~netperturb.core.stream.ImageStream`, a
+            DataLoader, a Dataset): it is read batch by batch, once for the clean reference
+            and, unless the prefix outputs of every batch fit in memory (then they are
+            cached), once per group of replicas.
+        batch_size: images per prefix call for in-memory images (the suffix sees K times
+            as many); a DataLoader keeps its own.
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
         max_replicas: K, memory permitting (None: the cost model's K,
             :func:`netperturb.perturb.engine.costs.cost_replicas`, within the memory).
@@ -273,60 +295,55 @@ def run_fast(
         raise ValueError("the fast engine needs the model in eval() mode")
     device = next(model.parameters()).device
     cells = list(job.cells())
-    n = int(labels.shape[0])
-    if n == 0:
-        return [Counts() for _ in cells]
+    stream = data_stream(images, labels, preprocess, batch_size).on_device(device)
     cl = _channels_last(device, precision)
 
-    images_dev = images
-    if device.type == "cuda" and images.device.type != "cuda":
-        if images.numel() * images.element_size() < 0.3 * available_memory(device):
-            images_dev = images.to(device)
-        else:
-            images_dev = images.pin_memory()
-    labels_dev = labels.to(device)
-
-    def pre(start: int, end: int) -> Tensor:
-        x = preprocess(images_dev[start:end].to(device, non_blocking=True))
-        return x.contiguous(memory_format=torch.channels_last) if cl and x.ndim == 4 else x
+    def passes():
+        """One pass over the data: (labels, model input) per batch, channels_last when asked."""
+        for b in stream.batches(device):
+            x = b.x
+            yield b.y, (x.contiguous(memory_format=torch.channels_last) if cl and x.ndim == 4 else x)
 
     with torch.inference_mode():
-        example = pre(0, min(n, 2))
+        example = stream.head(device, 2)
+        if example is None:
+            return [Counts() for _ in cells]
+        if cl and example.ndim == 4:
+            example = example.contiguous(memory_format=torch.channels_last)
         try:
             split = split_at_layer(model, job.layer, example)
         except SplitError as e:
             plan.fallback = str(e)
             log.warning("%s: fast engine not applicable (%s); using the functional engine", _desc(job), e)
-            return run_functional(job, model, images, labels, preprocess, batch_size=batch_size,
-                                  precision=precision, progress=progress, skip=skip, on_cells=on_cells)  # fmt: skip
+            return run_functional(job, model, stream, precision=precision, progress=progress, skip=skip,
+                                  on_cells=on_cells)  # fmt: skip
         # structural check on the example, in fp32: prefix + unit + suffix == the whole model
         ref, got = split.probe_logits, split.forward(example)
         if ref.shape != got.shape or not torch.allclose(ref, got, rtol=1e-4, atol=1e-5 * float(ref.abs().max()) + 1e-6):
             plan.fallback = "prefix + suffix differs from the full forward pass"
             log.warning("%s: %s; using the functional engine", _desc(job), plan.fallback)
-            return run_functional(job, model, images, labels, preprocess, batch_size=batch_size,
-                                  precision=precision, progress=progress, skip=skip, on_cells=on_cells)  # fmt: skip
+            return run_functional(job, model, stream, precision=precision, progress=progress, skip=skip,
+                                  on_cells=on_cells)  # fmt: skip
 
+    n = stream.n
+    rows = stream.batch_size if n is None else max(1, min(stream.batch_size, n))
     if job.perturbation.changes == OUTPUT:
         from netperturb.perturb.engine.activations import run_fast_activation
 
         return run_fast_activation(
-            job, split, model, images, labels, preprocess, pre, labels_dev, batch_size=batch_size,
-            precision=precision, max_replicas=max_replicas, memory_fraction=memory_fraction, progress=progress,
-            plan=plan, skip=skip, on_cells=on_cells,
+            job, split, model, stream, passes, rows=rows, precision=precision, max_replicas=max_replicas,
+            memory_fraction=memory_fraction, progress=progress, plan=plan, skip=skip, on_cells=on_cells,
         )  # fmt: skip
     if job.perturbation.changes == ENTRIES:
         from netperturb.perturb.engine.sparse import run_sparse
 
         return run_sparse(
-            job, split, model, images, labels, pre, labels_dev, batch_size=batch_size, precision=precision,
-            max_replicas=max_replicas, memory_fraction=memory_fraction, progress=progress, plan=plan, skip=skip,
-            on_cells=on_cells, draw_workers=draw_workers,
-            clean=lambda: _clean_counts(model, images, labels, preprocess, batch_size, precision),
+            job, split, model, stream, passes, rows=rows, precision=precision, max_replicas=max_replicas,
+            memory_fraction=memory_fraction, progress=progress, plan=plan, skip=skip, on_cells=on_cells,
+            draw_workers=draw_workers, clean=lambda: _clean_counts(model, stream, precision),
         )  # fmt: skip
     builder = ReplicaBuilder(job.perturbation, split.clean_tensors())
 
-    batches = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
     perturbed = [i for i, (level, _, _) in enumerate(cells) if level != 0]
     # Cells whose perturbed layer does not depend on the seed (a knockout at level 1, a
     # deterministic perturbation such as a filter) are computed once per level.
@@ -339,13 +356,13 @@ def run_fast(
     perturbed = [i for i in perturbed if i not in same_as]
     plan.deduplicated = len(same_as)
     budget = int(memory_fraction * available_memory(device))
-    cache_bytes = n * split.live_bytes
-    plan.cached_prefix = cache_bytes <= budget // 2
+    # the prefix outputs of every batch are cached when they fit (a stream of unknown length: never)
+    plan.cached_prefix = n is not None and n * split.live_bytes <= budget // 2
     if plan.cached_prefix:
-        budget -= cache_bytes
-    k = choose_replicas(split, min(batch_size, n), max(len(perturbed), 1), budget=budget, max_replicas=max_replicas)
+        budget -= n * split.live_bytes
+    k = choose_replicas(split, rows, max(len(perturbed), 1), budget=budget, max_replicas=max_replicas)
     if max_replicas is None:  # the cost model's K (an explicit max_replicas is used as given, memory permitting)
-        k = min(k, cost_replicas(split, device, min(batch_size, n), max(len(perturbed), 1)))
+        k = min(k, cost_replicas(split, device, rows, max(len(perturbed), 1)))
     plan.replicas = k
     if draw_workers is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -355,14 +372,15 @@ def run_fast(
             draw_workers = 0 if job.perturbation.device_draws else min(8, cores)
     plan.draw_workers = draw_workers
     log.info(
-        "%s: fast engine, %d replicas per suffix call, prefix %s, %d batches of %d, %s",
-        _desc(job), k, "cached" if plan.cached_prefix else "recomputed per group", len(batches), batch_size, precision,
+        "%s: fast engine, %d replicas per suffix call, prefix %s, %s batches of %d, %s",
+        _desc(job), k, "cached" if plan.cached_prefix else "recomputed per group", n_batches(stream) or "?",
+        stream.batch_size, precision,
     )  # fmt: skip
 
     results: list[Counts | None] = [None] * len(cells)
     zero = [i for i, (level, _, _) in enumerate(cells) if level == 0 and i not in skip]
     if zero:
-        clean = _clean_counts(model, images, labels, preprocess, batch_size, precision)
+        clean = _clean_counts(model, stream, precision)
         for i in zero:
             results[i] = clean
         if on_cells is not None:
@@ -404,9 +422,20 @@ def run_fast(
             cache = None
             if plan.cached_prefix and groups:
                 with autocast:
-                    cache = [split.prefix(pre(s, e)) for s, e in batches]
+                    cache = [(split.prefix(x), y) for y, x in passes()]
+
+            def live_batches():
+                """(live values below the layer, labels) per batch: cached, or the prefix recomputed."""
+                if cache is not None:
+                    yield from cache
+                    return
+                for y, x in passes():
+                    with autocast:
+                        live = split.prefix(x)
+                    yield live, y
+
             # the clean network's predictions per batch, once (the SDC metrics compare with them)
-            reference, of = _reference(split, batches, cache, pre, labels_dev, autocast, no_autocast, precision, cl) if groups else ([], [])
+            reference, of = _reference(split, live_batches(), autocast, no_autocast, precision, cl) if groups else ([], [])
             pending = submit(groups[0]) if groups else None
             for gi, group in enumerate(groups):
                 t0 = time.perf_counter()
@@ -426,8 +455,7 @@ def run_fast(
                 del draws
                 plan.draw_seconds += time.perf_counter() - t0
                 parts: list[list] = [[] for _ in group]
-                for bi, (s, e) in enumerate(batches):
-                    live = _prefix(split, cache, bi, pre, s, e, autocast)
+                for bi, (live, y) in enumerate(live_batches()):
                     with no_autocast:
                         x = live[split.unit_input]
                         x = x.float() if precision != "fp32" else x
@@ -446,9 +474,9 @@ def run_fast(
                     reps_live = [live[i].repeat(kk, *([1] * (live[i].ndim - 1))) for i in split.suffix_live]
                     with autocast:
                         logits = split.suffix(u, *reps_live)
-                    for r, c in enumerate(_replica_counts(logits, labels_dev[s:e], kk, reference[bi])):
-                        parts[r].append((e - s, *c))
-                    del u, reps_live, logits
+                    for r, c in enumerate(_replica_counts(logits, y, kk, reference[bi])):
+                        parts[r].append((int(y.shape[0]), *c))
+                    del u, reps_live, logits, live
                 for r, i in enumerate(group):
                     results[i] = _to_counts(parts[r], of)
                 for j in copies[gi]:
@@ -463,25 +491,16 @@ def run_fast(
     return results
 
 
-def _prefix(split, cache, bi, pre, s, e, autocast):
-    """The live values of batch ``bi`` (images ``s:e``) below the perturbed layer: from the
-    prefix cache when there is one, else the prefix recomputed under ``autocast``."""
-    if cache is not None:
-        return cache[bi]
-    with autocast:
-        return split.prefix(pre(s, e))
-
-
-def _reference(split, batches, cache, pre, labels_dev, autocast, no_autocast, precision, cl):
-    """Per batch, the clean network's :func:`~netperturb.core.evaluate.reference_masks`
-    through prefix (cached or recomputed), the clean unit and the suffix, in ``precision``;
-    and per batch the SDC denominators (images right in top-1, true class in the top 5)."""
+def _reference(split, live_batches, autocast, no_autocast, precision, cl):
+    """Per batch of ``live_batches`` ((live values, labels) pairs), the clean network's
+    :func:`~netperturb.core.evaluate.reference_masks` through the clean unit and the suffix,
+    in ``precision``; and per batch the SDC denominators (images right in top-1, true class
+    in the top 5)."""
     wide = widen_roles([split.clean_tensors()], split)
     if cl and wide["weight"].ndim == 4:
         wide["weight"] = wide["weight"].contiguous(memory_format=torch.channels_last)
     out = []
-    for bi, (s, e) in enumerate(batches):
-        live = _prefix(split, cache, bi, pre, s, e, autocast)
+    for live, y in live_batches:
         with no_autocast:
             x = live[split.unit_input]
             u = split.unit(x.float() if precision != "fp32" else x, wide, 1)
@@ -489,7 +508,7 @@ def _reference(split, batches, cache, pre, labels_dev, autocast, no_autocast, pr
             u = u.contiguous(memory_format=torch.channels_last)
         with autocast:
             logits = split.suffix(u, *[live[i].clone() for i in split.suffix_live])  # clones: cached, suffix may act in place
-        out.append(reference_masks(logits, labels_dev[s:e]))
+        out.append(reference_masks(logits, y))
     return out, [(int(a.sum()), int(b.sum())) for a, b in out]
 
 
@@ -502,8 +521,8 @@ def _deterministic(perturbation: Perturbation, level: float) -> bool:
 def run_cells(
     job,
     loaded,
-    images: Tensor,
-    labels: Tensor,
+    images,
+    labels: Tensor | None = None,
     *,
     engine: str = "fast",
     batch_size: int = 256,
@@ -515,7 +534,9 @@ def run_cells(
     plan: FastPlan | None = None,
 ) -> list[Counts | None]:
     """Counts of every cell of ``job`` (a :class:`netperturb.perturb.grid.LayerJob`) for
-    ``loaded`` (a :class:`netperturb.models.loaded.LoadedModel`) with ``engine``.
+    ``loaded`` (a :class:`netperturb.models.loaded.LoadedModel`) with ``engine``, on uint8
+    ``images`` (N, C, H, W) and ``labels`` (N,) (preprocessed by ``loaded.preprocess``), or
+    with ``labels=None`` on any data :func:`data_stream` takes.
 
     ``skip`` (cell indices not to compute, None in the result) and ``on_cells`` (called as
     cells finish) serve cell-level resume (:func:`netperturb.perturb.grid.run_layer_job`);
@@ -528,15 +549,15 @@ def run_cells(
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r} unknown; known: {', '.join(ENGINES)}")
     check_precision(precision)
-    model, pre = loaded.model, loaded.preprocess
+    model = loaded.model
+    stream = data_stream(images, labels, loaded.preprocess, batch_size)
     if engine == "fast":
-        return run_fast(job, model, images, labels, pre, batch_size=batch_size, precision=precision,
-                        max_replicas=max_replicas, progress=progress, plan=plan, skip=skip, on_cells=on_cells)  # fmt: skip
+        return run_fast(job, model, stream, precision=precision, max_replicas=max_replicas, progress=progress,
+                        plan=plan, skip=skip, on_cells=on_cells)  # fmt: skip
     if engine == "functional":
-        return run_functional(job, model, images, labels, pre, batch_size=batch_size, precision=precision, progress=progress,
-                              skip=skip, on_cells=on_cells)  # fmt: skip
+        return run_functional(job, model, stream, precision=precision, progress=progress, skip=skip,
+                              on_cells=on_cells)  # fmt: skip
     if precision != "fp32":
         raise ValueError("the naive engine is the fp32 reference; precision must be fp32")
     with precision_context(next(model.parameters()).device, "fp32"):
-        return run_naive(job, model, images, labels, pre, batch_size=batch_size, progress=progress, skip=skip,
-                         on_cells=on_cells)  # fmt: skip
+        return run_naive(job, model, stream, progress=progress, skip=skip, on_cells=on_cells)

@@ -35,7 +35,7 @@ import os
 import time
 from collections import Counter
 from contextlib import nullcontext
-from typing import Callable, Collection, Mapping, Sequence
+from typing import Callable, Collection, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from netperturb.core.evaluate import Counts, count_logits, reference_masks
 from netperturb.core.seeds import cell_generator
+from netperturb.core.stream import ImageStream, n_batches
 from netperturb.perturb.base import Change, changed_entries
 from netperturb.perturb.engine.costs import cell_path, cost_model, suffix_profile, suffix_replicas, unit_seconds
 from netperturb.perturb.engine.graph import LayerSplit, widen_roles
@@ -230,8 +231,8 @@ def _layer_only(split: LayerSplit, x: Tensor, tensors: Mapping[str, Tensor]) -> 
 
 
 def run_sparse(
-    job, split: LayerSplit, model: nn.Module, images: Tensor, labels: Tensor, pre, labels_dev: Tensor, *,
-    batch_size: int, precision: str, max_replicas: int | None, memory_fraction: float, progress: bool, plan,
+    job, split: LayerSplit, model: nn.Module, stream: ImageStream, passes: Callable[[], Iterator[tuple[Tensor, Tensor]]],
+    *, rows: int, precision: str, max_replicas: int | None, memory_fraction: float, progress: bool, plan,
     skip: Collection[int] = (), on_cells: OnCells | None = None, clean: Callable[[], Counts],
     draw_workers: int | None = None,
 ) -> list[Counts | None]:  # fmt: skip
@@ -240,8 +241,10 @@ def run_sparse(
     Args:
         job: a :class:`netperturb.perturb.grid.LayerJob` whose perturbation has
             ``changes == "entries"``.
-        split: the graph cut at ``job.layer``; ``pre(start, end)``: the preprocessed batch
-            on the device; ``labels_dev``: the labels there.
+        split: the graph cut at ``job.layer``.
+        stream: the images (:class:`~netperturb.core.stream.ImageStream`); ``passes()`` is one
+            pass over it: (labels, model input on the device) per batch; ``rows``: images per
+            batch.
         clean: the clean network's counts (level-0 cells, and cells whose draw changes nothing).
         draw_workers: threads drawing the next group's cells while this group computes (None:
             the torch threads on a CPU when draws do not run on the device).
@@ -261,11 +264,11 @@ def run_sparse(
     p = job.perturbation
     device = next(model.parameters()).device
     cells = list(job.cells())
-    n = int(labels.shape[0])
+    n = stream.n
     params = split.clean_tensors()
     context = p.prepare(params)
     cl = _channels_last(device, precision)
-    batches = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    nb = n_batches(stream) or 1  # batches per pass (unknown length: the cost model assumes one)
     perturbed = [i for i, (level, _, _) in enumerate(cells) if level != 0]
     first_at: dict[float, int] = {}
     same_as = {}
@@ -280,10 +283,10 @@ def run_sparse(
     prof = suffix_profile(split, int(split.probe_logits.shape[0]) if split.probe_logits is not None else 2)
     conv = isinstance(split.module, nn.Conv2d)
     n_params = sum(int(t.numel()) for t in params.values())
-    b0 = min(batch_size, n)
+    b0 = rows
     budget = int(memory_fraction * available_memory(device))
-    cache_bytes = n * (split.live_bytes + 2 * split.unit_out_bytes)
-    plan.cached_prefix = cache_bytes <= budget // 2
+    cache_bytes = None if n is None else n * (split.live_bytes + 2 * split.unit_out_bytes)
+    plan.cached_prefix = cache_bytes is not None and cache_bytes <= budget // 2
     if plan.cached_prefix:
         budget -= cache_bytes
     per_replica_bytes = b0 * (2 * split.unit_out_bytes + split.suffix_peak_bytes)
@@ -296,7 +299,7 @@ def run_sparse(
     delta_ok = delta_supported(split)
 
     def choose(**kw) -> str:
-        return cell_path(cm, prof, n_params=n_params, batch=b0, n_batches=len(batches), conv=conv, **kw)[0]
+        return cell_path(cm, prof, n_params=n_params, batch=b0, n_batches=nb, conv=conv, **kw)[0]
 
     if draw_workers is None:
         draw_workers = 0 if (p.device_draws and device.type != "cpu") else (torch.get_num_threads() if device.type == "cpu" else min(8, os.cpu_count() or 1))
@@ -316,8 +319,9 @@ def run_sparse(
     copies = {gi: [j for j, src in same_as.items() if src in g] for gi, g in enumerate(groups)}
     todo = [gi for gi, g in enumerate(groups) if any(i not in skip for i in g + copies[gi])]
     groups, copies = [groups[gi] for gi in todo], [copies[gi] for gi in todo]
-    log.info("%s: sparse engine, %d cells per suffix call, prefix %s, %d batches of %d, %s", _desc(job), k,
-             "cached" if plan.cached_prefix else "recomputed per group", len(batches), batch_size, precision)  # fmt: skip
+    log.info("%s: sparse engine, %d cells per suffix call, prefix %s, %s batches of %d, %s", _desc(job), k,
+             "cached" if plan.cached_prefix else "recomputed per group", n_batches(stream) or "?", stream.batch_size,
+             precision)  # fmt: skip
 
     autocast = precision_context(device, precision)
     no_autocast = torch.autocast(device_type=device.type, enabled=False) if precision != "fp32" else nullcontext()
@@ -327,33 +331,39 @@ def run_sparse(
     def submit(group):
         return None if pool is None else [pool.submit(draw, i) for i in group]
 
-    def clean_batch(s: int, e: int):
-        """(live values the suffix reads, the layer's input, its clean pre-BN output, the clean
-        unit output, reference masks) of one batch."""
-        with autocast:
-            live = split.prefix(pre(s, e))
-        with no_autocast:
-            x = live[split.unit_input]
-            x = x.float() if precision != "fp32" else x
-            u = split.unit(x, clean_wide, 1)
-            y = _layer_only(split, x, clean_wide) if split.bn is not None else u
-        rest = [live[i] for i in split.suffix_live]
-        with autocast:
-            uc = u.clone(memory_format=torch.channels_last if cl and u.ndim == 4 else torch.contiguous_format)
-            logits = split.suffix(uc, *[v.clone() for v in rest])  # clones: the suffix may work in place
-        if precision == "fp32" and len(clean_parts) < len(batches):
-            # prefix + unit + suffix is the whole network bit for bit in fp32 (tests check it):
-            # the clean network's counts come with the reference, no separate evaluation
-            clean_parts.append(count_logits(logits, labels_dev[s:e], logits))
-        return rest, x, y, u, reference_masks(logits, labels_dev[s:e])
-
     clean_parts: list[Counts] = []
+    first_pass = {"done": False}
+
+    def clean_batches():
+        """Per batch: (live values the suffix reads, the layer's input, its clean pre-BN output,
+        the clean unit output, reference masks, labels)."""
+        first = not first_pass["done"] and not clean_parts
+        for labels, inputs in passes():
+            with autocast:
+                live = split.prefix(inputs)
+            with no_autocast:
+                x = live[split.unit_input]
+                x = x.float() if precision != "fp32" else x
+                u = split.unit(x, clean_wide, 1)
+                y = _layer_only(split, x, clean_wide) if split.bn is not None else u
+            rest = [live[i] for i in split.suffix_live]
+            with autocast:
+                uc = u.clone(memory_format=torch.channels_last if cl and u.ndim == 4 else torch.contiguous_format)
+                logits = split.suffix(uc, *[v.clone() for v in rest])  # clones: the suffix may work in place
+            if precision == "fp32" and first:
+                # prefix + unit + suffix is the whole network bit for bit in fp32 (tests check it):
+                # the clean network's counts come with the reference, no separate evaluation
+                clean_parts.append(count_logits(logits, labels, logits))
+            yield rest, x, y, u, reference_masks(logits, labels), labels
+        if first:
+            first_pass["done"] = True
+
     clean_counts: Counts | None = None
 
     def clean_total() -> Counts:
         nonlocal clean_counts
         if clean_counts is None:
-            if len(clean_parts) == len(batches):
+            if first_pass["done"] and precision == "fp32":
                 clean_counts = Counts()
                 for c in clean_parts:
                     clean_counts += c
@@ -368,7 +378,7 @@ def run_sparse(
             # a job-level copy of the layer's tensors that in-place cells write into and restore
             scratch = {role: t.detach().clone(memory_format=torch.contiguous_format) for role, t in params.items()}
             work = {**clean_wide, **scratch}
-            cache = [clean_batch(s, e) for s, e in batches] if plan.cached_prefix and groups else None
+            cache = list(clean_batches()) if plan.cached_prefix and groups else None
             if zero:
                 for i in zero:
                     results[i] = clean_total()
@@ -388,10 +398,9 @@ def run_sparse(
                 kk = len(active)
                 parts: list[list] = [[] for _ in active]
                 batch_of = []
-                for bi, (s, e) in enumerate(batches if kk else []):
-                    rest, x, y, u, ref = cache[bi] if cache is not None else clean_batch(s, e)
+                for rest, x, y, u, ref, labels in (cache if cache is not None else clean_batches()) if kk else ():
                     batch_of.append((int(ref[0].sum()), int(ref[1].sum())))
-                    bsz = e - s
+                    bsz = int(labels.shape[0])
                     out = torch.empty((kk * bsz, *u.shape[1:]), dtype=u.dtype, device=u.device)
                     xp = _pad(split, x) if any(prepared[r].path == "delta" for r in active) else None
                     with no_autocast:
@@ -421,7 +430,7 @@ def run_sparse(
                     reps = [v.repeat(kk, *([1] * (v.ndim - 1))) for v in rest]
                     with autocast:
                         logits = split.suffix(out, *reps)
-                    for slot_i, c in enumerate(_replica_counts(logits, labels_dev[s:e], kk, ref)):
+                    for slot_i, c in enumerate(_replica_counts(logits, labels, kk, ref)):
                         parts[slot_i].append((bsz, *c))
                     del out, reps, logits
                 for r, i in enumerate(group):

@@ -1,4 +1,4 @@
-"""Hardware fault models (DESIGN.md, "Bit flips"): bit flips and stuck-at bits in stored weights
+"""Hardware fault models (the Hardware faults page of the docs): bit flips and stuck-at bits in stored weights
 (fp32 / fp16 / bf16 / int8-quantized), multiplicative weight noise, and faults in a layer's
 output activations (transient or permanent).
 

@@ -1,5 +1,5 @@
 """Number formats, bit positions, symmetric int8 quantization and exact bit selection for the
-hardware fault models (DESIGN.md, "Bit flips").
+hardware fault models (the Hardware faults page of the docs).
 
 A stored value is a bit pattern of ``width`` bits, bit 0 the least significant:
 

@@ -1,4 +1,4 @@
-"""Faults in stored weights: bit flips, stuck-at bits, multiplicative noise.
+"""Faults in stored weights: bit flips, stuck-at bits, multiplicative noise (the Hardware faults page of the docs).
 
 The bit faults act on a network whose Conv2d / Linear weights are already stored in the
 fault's format (:func:`format_model`: fp16 / bf16 cast, int8 quantize-dequantize as torch.ao
@@ -125,7 +125,8 @@ class _BitFault(Perturbation):
         for role in self.roles(params):  # the weight's draw first, then the bias's
             t = params[role].detach()
             idx, masks = combine_masks(*choose_bits(t.numel(), self.positions, level, generator, self.count))
-            if not idx.numel():
+            if not idx.numel():  # nothing hit: the role is still reported, with no entry changed
+                out[role] = Change("entries", idx.to(t.device), t.new_empty(0))
                 continue
             idx_d = idx.to(t.device)
             scale = context[role]

@@ -35,6 +35,16 @@ class GridPlan:
             for p in self.levels
         ]
 
+    def job_cells(self, out_dir: str, repeats: int) -> dict[str, list[list[float]]]:
+        """Each job table (:meth:`job_tables`) -> the [level, repeat] cells its job computes
+        (every level of its perturbation x repeats 0 .. repeats - 1); the merge checks it."""
+        return {
+            f"{out_dir}/runs/{m}/{p}/{layer.path}.csv": [[lv, r] for lv in levels for r in range(int(repeats))]
+            for m, layers in self.layers.items()
+            for layer in layers
+            for p, levels in self.levels.items()
+        }
+
 
 def plan_grid(config: Mapping[str, Any], *, num_classes: int, in_channels: int) -> GridPlan:
     """Plan the grid of ``config`` (validated, defaults filled): every model of ``models``

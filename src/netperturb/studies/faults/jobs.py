@@ -1,4 +1,4 @@
-"""The jobs of the hardware-fault study as plain functions of paths and config values.
+"""The jobs of the hardware-fault study as plain functions of a run context, paths and config values.
 
 Each function is what one rule of ``workflow/rules/faults.smk`` runs: the fault-free
 reference network of a model in one format (:func:`baseline`, rule ``faults_baseline``: fp32,
@@ -10,17 +10,19 @@ layer x fault variant job (:func:`perturb_layer`, ``faults_perturb``) and the me
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from netperturb.core.evaluate import resolve_device
+from netperturb.core.context import RunContext
 from netperturb.core.io import write_csv
 from netperturb.core.layers import find_layers, select_layers
-from netperturb.core.merge import merge_tables
-from netperturb.models.checkpoints import load_model
+from netperturb.core.merge import merge_planned
+from netperturb.core.resume import CellStore, counts_from_json, data_fingerprint, environment
+from netperturb.datasets.shards import data_digest
 from netperturb.models.loaded import LoadedModel
-from netperturb.models.loading import eval_data
+from netperturb.models.loading import eval_data, load_for_job
 from netperturb.perturb.faults import format_model
 from netperturb.perturb.grid import COLUMNS, LayerJob, baseline_table, run_layer_job
 from netperturb.studies.faults.plan import Variant, make_variant, reference_options
@@ -41,24 +43,23 @@ def in_format(loaded: LoadedModel, reference: str) -> LoadedModel:
     opts = reference_options(reference)
     if opts["format"] == "fp32":
         return loaded
-    model = format_model(loaded.model, opts["format"], opts["granularity"], opts["include_bias"])
-    return LoadedModel(model=model, preprocess=loaded.preprocess, arch=loaded.arch, weights=loaded.weights,
-                       meta=loaded.meta)  # fmt: skip
+    return replace(loaded, model=format_model(loaded.model, opts["format"], opts["granularity"], opts["include_bias"]))
 
 
-def baseline(
-    checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, out_csv: str | os.PathLike, *, study: str,
-    dataset: str, model_name: str, reference: str, study_seed: int, split: str = "test", batch_size: int = 256,
-    device: str = "auto", model_source: Mapping[str, Any] | None = None,
-) -> pd.DataFrame:  # fmt: skip
+def baseline(ctx: RunContext, out_csv: str | os.PathLike, *, reference: str) -> pd.DataFrame:
     """The fault-free reference network ``reference`` (fp32, fp16, bf16, int8_tensor,
-    int8_channel, optionally ``_bias``) evaluated on ``split``: one row of
-    :data:`FAULT_COLUMNS` (fault ``none``, level 0)."""
-    dev = resolve_device(device)
-    loaded = in_format(load_model(checkpoint, dev, model_source), reference)
-    images, labels = eval_data(shard_dir, split, loaded, dev)
-    df = baseline_table(loaded, images, labels, study=study, dataset=dataset, model=model_name,
-                        study_seed=study_seed, batch_size=batch_size)  # fmt: skip
+    int8_channel, optionally ``_bias``) of ``ctx``'s model evaluated on its evaluation split:
+    one row of :data:`FAULT_COLUMNS` (fault ``none``, level 0).
+
+    Raises:
+        netperturb.models.expects.InputMismatchError: the data is not what the model expects.
+    """
+    loaded, dev = load_for_job(ctx)
+    loaded = in_format(loaded, reference)
+    images, labels = eval_data(ctx.shard_dir, ctx.split, loaded, dev)
+    df = baseline_table(loaded, images, labels, study=ctx.run, dataset=ctx.dataset, model=ctx.model,
+                        study_seed=ctx.study_seed, batch_size=ctx.batch_size,
+                        data_digest=data_digest(ctx.shard_dir, ctx.split))  # fmt: skip
     opts = reference_options(reference)
     df = df.assign(fault="none", target="", format=opts["format"], bits="", count="", reference=reference)
     write_csv(df[FAULT_COLUMNS], out_csv)
@@ -66,31 +67,42 @@ def baseline(
 
 
 def perturb_layer(
-    checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, out_csv: str | os.PathLike, *, study: str,
-    dataset: str, model_name: str, layer: str, variant: str, spec: Mapping[str, Any], repeats: int,
-    study_seed: int, split: str = "test", batch_size: int = 256, device: str = "auto", progress: bool = True,
-    model_source: Mapping[str, Any] | None = None, engine: str = "fast", max_replicas: int | None = None,
+    ctx: RunContext, out_csv: str | os.PathLike, *, layer: str, variant: str, spec: Mapping[str, Any], repeats: int,
+    engine: str = "fast", max_replicas: int | None = None,
 ) -> pd.DataFrame:  # fmt: skip
     """One job: every level x repeat of fault variant ``variant`` (its config ``spec``:
-    ``fault``, ``levels`` and the fault's options) on one layer of one model -> CSV of
+    ``fault``, ``levels`` and the fault's options) on one layer of ``ctx``'s model -> CSV of
     :data:`FAULT_COLUMNS`. A weight bit fault in fp16 / bf16 / int8 acts on the network
     stored in that format (every layer), so level 0 is that network bit for bit.
 
+    Cell-level resume (:mod:`netperturb.core.resume`), as the other study jobs: every finished
+    cell is appended to ``<out_csv>.partial.jsonl``; a job killed and started again computes
+    only the missing cells (same weights, data, variant, batch size, engine, device type and
+    versions) and writes the same CSV as an uninterrupted run.
+
     Raises:
         ConfigError: a bad variant (:func:`netperturb.studies.faults.plan.make_variant`).
-        LayerSelectionError: ``layer`` is not a Conv2d/Linear module path of the model.
+        LayerSelectionError: ``layer`` is not a perturbable module path of the model.
+        netperturb.models.expects.InputMismatchError: the data is not what the model expects.
     """
     var, pert = make_variant(variant, spec, f"faults.perturbations.{variant}")
-    dev = resolve_device(device)
-    loaded = in_format(load_model(checkpoint, dev, model_source), var.reference)
+    loaded, dev = load_for_job(ctx)
+    loaded = in_format(loaded, var.reference)
     (info,) = select_layers(find_layers(loaded.model), [layer])
-    job = LayerJob(study=study, dataset=dataset, model=model_name, layer=info, perturbation=pert,
-                   levels=var.levels, repeats=int(repeats), study_seed=int(study_seed))  # fmt: skip
-    images, labels = eval_data(shard_dir, split, loaded, dev)
-    df = run_layer_job(job, loaded, images, labels, batch_size=batch_size, progress=progress, engine=engine,
-                       max_replicas=max_replicas)  # fmt: skip
+    job = LayerJob(study=ctx.run, dataset=ctx.dataset, model=ctx.model, layer=info, perturbation=pert,
+                   levels=var.levels, repeats=int(repeats), study_seed=ctx.study_seed,
+                   data_digest=data_digest(ctx.shard_dir, ctx.split))  # fmt: skip
+    images, labels = eval_data(ctx.shard_dir, ctx.split, loaded, dev)
+    store = CellStore(out_csv, {
+        "job": "faults.perturb_layer", "study": ctx.run, "dataset": ctx.dataset, "model": ctx.model,
+        "weights": loaded.weights, "data": data_fingerprint(ctx.shard_dir, ctx.split), "layer": layer,
+        "variant": variant, "spec": {k: v for k, v in spec.items() if k != "levels"}, "study_seed": ctx.study_seed,
+        "batch_size": ctx.batch_size, "engine": engine, **environment(dev),
+    }, check=counts_from_json)  # fmt: skip
+    df = run_layer_job(job, loaded, images, labels, batch_size=ctx.batch_size, progress=ctx.progress, engine=engine,
+                       max_replicas=max_replicas, store=store)  # fmt: skip
     df = _describe(df, var)
-    write_csv(df, out_csv)
+    store.finish(df)
     return df
 
 
@@ -100,13 +112,19 @@ def _describe(df: pd.DataFrame, var: Variant) -> pd.DataFrame:
 
 
 def merge_faults(
-    inputs: Sequence[str | os.PathLike], out_csv: str | os.PathLike, out_parquet: str | os.PathLike | None = None
-) -> pd.DataFrame:
-    """Concatenate job (or baseline) tables into one tidy table sorted by model, variant,
-    layer depth, level, repeat.
+    inputs: Sequence[str | os.PathLike], out_csv: str | os.PathLike, out_parquet: str | os.PathLike | None = None, *,
+    planned: Mapping[str, Sequence[Sequence[float]]] | None = None, baselines: Sequence[str | os.PathLike] = (),
+    out_baseline: str | os.PathLike | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """Concatenate job tables (and the baselines into ``out_baseline``) into one tidy table
+    sorted by model, variant, layer depth, level, repeat, after checking them against the plan
+    (:func:`netperturb.core.merge.merge_planned`; ``planned`` =
+    :meth:`~netperturb.studies.faults.plan.FaultPlan.job_cells`).
 
     Raises:
-        ValueError: no inputs, or an input lacks a column of :data:`FAULT_COLUMNS`.
+        ValueError: no inputs. MergeError: see :func:`netperturb.core.merge.merge_planned`
+            (columns of :data:`FAULT_COLUMNS`).
     """
-    return merge_tables(inputs, out_csv, out_parquet, columns=FAULT_COLUMNS,
-                        sort_by=["model", "perturbation", "reference", "layer_index", "level", "repeat"])  # fmt: skip
+    return merge_planned(inputs, out_csv, out_parquet, columns=FAULT_COLUMNS,
+                         sort_by=["model", "perturbation", "reference", "layer_index", "level", "repeat"],
+                         planned=planned, baselines=baselines, out_baseline=out_baseline)  # fmt: skip

@@ -100,7 +100,7 @@ def make_variant(name: str, spec: Mapping[str, Any], key: str) -> tuple[Variant,
     try:
         pert = cls(**options)
     except TypeError as e:
-        raise ConfigError(f"{key}: {fault} does not take these options ({e}); see config/README.md") from None
+        raise ConfigError(f"{key}: {fault} does not take these options ({e}); see config/schema.yaml, faults.perturbations") from None
     except ValueError as e:
         raise ConfigError(f"{key}.{e}") from None
     levels = expand_levels(spec["levels"], key=f"{key}.levels")
@@ -136,6 +136,12 @@ class FaultPlan:
         """``<out_dir>/runs/<model>/<variant>/<layer>.csv``, one per job."""
         return [f"{out_dir}/runs/{m}/{v}/{layer.path}.csv"
                 for m, layers in self.layers.items() for layer in layers for v in self.variants]  # fmt: skip
+
+    def job_cells(self, out_dir: str, repeats: int) -> dict[str, list[list[float]]]:
+        """Each job table (:meth:`job_tables`) -> the [level, repeat] cells its job computes
+        (every level of its variant x repeats 0 .. repeats - 1); the merge checks it."""
+        return {f"{out_dir}/runs/{m}/{v}/{layer.path}.csv": [[lv, r] for lv in var.levels for r in range(int(repeats))]
+                for m, layers in self.layers.items() for layer in layers for v, var in self.variants.items()}  # fmt: skip
 
     def baseline_tables(self, out_dir: str) -> list[str]:
         """``<out_dir>/baseline/<model>/<reference>.csv``, one per model and reference network."""

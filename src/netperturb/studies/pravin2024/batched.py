@@ -181,7 +181,7 @@ class BatchedSweep:
                 pairs = [(live[i], gr) for i, gr in zip(need, grads) if gr is not None]
                 (grad,) = torch.autograd.grad([p for p, _ in pairs], xg, [gr for _, gr in pairs], retain_graph=True)
             xr = _rep(ev.x[sl], k)
-            xa = fgsm_step(xr, grad[:rows], attack.budget(xr), clamp)
+            xa = fgsm_step(xr, grad[:rows], attack.eps, clamp, std=attack.std)
             logits = logits.detach()
             with torch.no_grad():
                 adv_logits = self._logits(self.split.prefix(xa), replicas, k, each=True)

@@ -6,19 +6,20 @@ own normalised input space: ``ToTensor()`` (pixels in [0, 1]) then ``Normalize(m
 One eps in their units is ``eps * std_c`` of the pixel range [0, 1] in channel ``c``. Their
 loaders (``loadDataset`` / ``loadImageNetTiny``):
 
-==============  =========================================  ===============================
-dataset         their normalisation                        1 unit of their eps, in pixels
-==============  =========================================  ===============================
-MNIST           ``Normalize((0.1307,), (0.3081,))``         0.3081
-CIFAR-10        ``Normalize((0.5,) * 3, (0.5,) * 3)``       0.5
-Tiny ImageNet   none (``ImageNetTiny(..., transform=None)``) 1 (pixels assumed in [0, 1])
-==============  =========================================  ===============================
+==============  ============================================  ===============================
+dataset         their normalisation                           1 unit of their eps, in pixels
+==============  ============================================  ===============================
+MNIST           ``Normalize((0.1307,), (0.3081,))``           0.3081
+CIFAR-10        ``Normalize((0.5,) * 3, (0.5,) * 3)``         0.5
+Tiny ImageNet   none (``ImageNetTiny(..., transform=None)``)  1 (pixels assumed in [0, 1])
+==============  ============================================  ===============================
 
 The config gives budgets in **pixel units** (a fraction of the [0, 1] pixel range, the same
 perturbation whatever a dataset's normalisation); :func:`authors_eps_to_pixel` converts the
-authors' numbers (config/pravin2024-mnist.yaml lists each conversion), and
-:func:`input_eps` converts a pixel budget into the units of *our* normalised inputs, per
-channel: ``eps_pixel / std_c`` with ``std_c`` our :class:`~netperturb.core.preprocess.Preprocess`
+authors' numbers (config/pravin2024-mnist.yaml lists each conversion), and the
+attacks (:mod:`netperturb.core.attacks`, which take pixel units) convert a pixel budget into the
+units of *our* normalised inputs, per channel (:func:`netperturb.core.attacks.input_eps`,
+re-exported here): ``eps_pixel / std_c`` with ``std_c`` our :class:`~netperturb.core.preprocess.Preprocess`
 std (the training split's own, e.g. about 0.25 per channel on CIFAR-10, so the authors'
 CIFAR-10 0.015 -> 0.0075 pixels -> about 0.03 of our input units).
 
@@ -28,10 +29,7 @@ scale is assumed to be [0, 1] (*chosen*; were it 0..255, their 0.5 would be 0.5 
 
 from __future__ import annotations
 
-from typing import Sequence
-
-import torch
-from torch import Tensor
+from netperturb.core.attacks import input_eps
 
 __all__ = ["AUTHORS_STD", "authors_eps_to_pixel", "input_eps"]
 
@@ -51,30 +49,3 @@ def authors_eps_to_pixel(eps: float, dataset: str) -> float:
     if not eps >= 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
     return float(eps) * AUTHORS_STD[dataset]
-
-
-def input_eps(eps_pixel: float, std: Sequence[float], like: Tensor | None = None) -> float | Tensor:
-    """A budget in pixel units as a budget in the model's normalised input units, per channel:
-    ``eps_pixel / std_c``.
-
-    Args:
-        eps_pixel: fraction of the [0, 1] pixel range, >= 0.
-        std: the input normalisation's per-channel std (length C, or 1 for every channel).
-        like: a (B, C, H, W) tensor whose dtype and device the result takes.
-
-    Returns:
-        a float when every channel has the same std (e.g. one channel), else a
-        (1, C, 1, 1) tensor (on ``like``'s device and dtype, float32 on the CPU without it).
-
-    Raises:
-        ValueError: eps_pixel < 0 or a std <= 0.
-    """
-    if not eps_pixel >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps_pixel}")
-    std = [float(s) for s in std]
-    if not std or min(std) <= 0:
-        raise ValueError(f"normalisation std must be > 0, got {std}")
-    if len(set(std)) == 1:
-        return float(eps_pixel) / std[0]
-    kw = {"dtype": like.dtype, "device": like.device} if like is not None else {"dtype": torch.float32}
-    return (float(eps_pixel) / torch.tensor(std, dtype=torch.float64)).to(**kw).view(1, -1, 1, 1)

@@ -11,10 +11,10 @@ the robust and antifragile layers (:func:`netperturb.studies.pravin2024.jobs.ret
 Adversarial data (:class:`AttackSpec`): ``mode="regenerate"`` (the paper's choice, default)
 attacks every filtered network itself, white-box, through ``torch.func.functional_call`` with
 the filtered weights; ``mode="reuse"`` attacks the unfiltered network once and evaluates every
-filtered network on that fixed set. ``eps`` is in pixel units (a fraction of the [0, 1] range)
-once the spec knows the input normalisation (:meth:`AttackSpec.for_input`; converted per
-channel by :func:`netperturb.studies.pravin2024.budgets.input_eps`), else in the model's input
-units; ``clamp`` optionally keeps the examples inside the box of valid normalised images (the
+filtered network on that fixed set. ``eps`` is in pixel units (a fraction of the [0, 1] range):
+the attacks of :mod:`netperturb.core.attacks` convert it to the model's normalised input units
+per channel, given the normalisation's std that the spec learns from the model's preprocessing
+(:meth:`AttackSpec.for_input`; without it the inputs are taken as pixels); ``clamp`` optionally keeps the examples inside the box of valid normalised images (the
 authors do not clamp).
 
 Source: C. Pravin, I. Martino, G. Nicosia, V. Ojha, Artificial Intelligence 327 (2024) 104060,
@@ -37,7 +37,6 @@ from netperturb.core.attacks import fgsm_with_logits, pgd
 from netperturb.core.evaluate import Counts, count_logits
 from netperturb.core.preprocess import Preprocess
 from netperturb.core.seeds import cell_generator, cell_seed
-from netperturb.studies.pravin2024.budgets import input_eps
 
 __all__ = ["AttackSpec", "input_box", "adversarial_set", "clean_and_adversarial", "Evaluator"]
 
@@ -53,16 +52,15 @@ class AttackSpec:
     Attributes:
         name: ``"fgsm"`` (Goodfellow et al. 2015; the paper's attack) or ``"pgd"`` (Madry et
             al. 2018, L-infinity).
-        eps: budget, >= 0: in pixel units (fraction of the [0, 1] range) when ``std`` is
-            set, else in model-input units (normalised images).
+        eps: budget in pixel units (fraction of the [0, 1] range), in [0, 1]; the attacks
+            convert it with ``std``.
         mode: ``"regenerate"`` (attack each filtered network, white-box) or ``"reuse"``
             (attack the unfiltered network once, evaluate every filtered one on that set).
         clamp: keep adversarial inputs inside the box of valid normalised images.
         steps, step_size, random_start: PGD only (step size default 2.5 eps / steps); the
-            random start is drawn from the cell's CPU generator; ``step_size`` in the units of
-            ``eps``.
+            random start is drawn from the cell's CPU generator; ``step_size`` in pixel units.
         std: the model input's per-channel normalisation std (:meth:`for_input`); None =
-            ``eps`` is already in input units.
+            the inputs are pixels (no normalisation).
     """
 
     name: str = "fgsm"
@@ -96,17 +94,6 @@ class AttackSpec:
     def for_input(self, preprocess: Preprocess) -> "AttackSpec":
         """This spec with ``eps`` read as pixel units for inputs normalised by ``preprocess``."""
         return replace(self, std=tuple(float(s) for s in preprocess.std))
-
-    def budget(self, like: Tensor) -> float | Tensor:
-        """``eps`` in the model's input units: a float, or (1, C, 1, 1) per channel
-        (:func:`~netperturb.studies.pravin2024.budgets.input_eps`)."""
-        return self.eps if self.std is None else input_eps(self.eps, self.std, like)
-
-    def budget_step(self, like: Tensor) -> float | Tensor | None:
-        """PGD ``step_size`` in the model's input units (None: the default 2.5 eps / steps)."""
-        if self.step_size is None or self.std is None:
-            return self.step_size
-        return input_eps(self.step_size, self.std, like)
 
 
 def input_box(preprocess: Preprocess, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
@@ -155,10 +142,10 @@ def adversarial_set(
     for sl in _batches(len(y), batch_size):
         xb, yb = x[sl], y[sl]
         if attack.name == "fgsm":
-            _, adv = fgsm_with_logits(forward, xb, yb, attack.budget(xb), clamp)
+            _, adv = fgsm_with_logits(forward, xb, yb, attack.eps, clamp, std=attack.std)
         else:
-            adv = pgd(forward, xb, yb, attack.budget(xb), steps=attack.steps, step_size=attack.budget_step(xb),
-                      random_start=attack.random_start, generator=g, clamp=clamp)  # fmt: skip
+            adv = pgd(forward, xb, yb, attack.eps, steps=attack.steps, step_size=attack.step_size,
+                      random_start=attack.random_start, generator=g, std=attack.std, clamp=clamp)  # fmt: skip
         out.append(adv)
     return torch.cat(out) if out else x.detach().clone()
 
@@ -205,12 +192,12 @@ def clean_and_adversarial(
                 adv += count_logits(forward(x_adv[sl]), yb)
             continue
         if attack.name == "fgsm":
-            logits, xa = fgsm_with_logits(forward, xb, yb, attack.budget(xb), clamp)
+            logits, xa = fgsm_with_logits(forward, xb, yb, attack.eps, clamp, std=attack.std)
         else:
             with torch.no_grad():
                 logits = forward(xb)
-            xa = pgd(forward, xb, yb, attack.budget(xb), steps=attack.steps, step_size=attack.budget_step(xb),
-                     random_start=attack.random_start, generator=g, clamp=clamp)  # fmt: skip
+            xa = pgd(forward, xb, yb, attack.eps, steps=attack.steps, step_size=attack.step_size,
+                     random_start=attack.random_start, generator=g, std=attack.std, clamp=clamp)  # fmt: skip
         clean += count_logits(logits, yb)
         with torch.no_grad():
             adv += count_logits(forward(xa), yb)

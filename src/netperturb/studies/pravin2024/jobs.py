@@ -27,13 +27,15 @@ from torch import Tensor, nn
 from tqdm import tqdm  # plain tqdm: tqdm.auto in a notebook kernel warns (IProgress) without ipywidgets
 
 from netperturb import __version__
+from netperturb.core.context import RunContext
 from netperturb.core.evaluate import resolve_device
-from netperturb.core.io import write_csv, write_parquet
+from netperturb.core.io import write_csv
 from netperturb.core.layers import find_layers, select_layers
-from netperturb.core.merge import concat_tables, read_table
+from netperturb.core.merge import check_tables, concat_tables, read_table, read_tables, write_merged
 from netperturb.core.resume import CellStore, data_fingerprint, environment
 from netperturb.core.seeds import cell_generator, cell_seed
 from netperturb.core.training import TrainConfig, train_classifier
+from netperturb.datasets.shards import data_digest as shard_digest
 from netperturb.datasets.shards import load_split, read_manifest
 from netperturb.models import get_model
 from netperturb.models.checkpoints import load_checkpoint, save_checkpoint
@@ -61,15 +63,19 @@ from netperturb.studies.pravin2024.sweeps import (
 
 log = logging.getLogger("netperturb")
 
-__all__ = ["RETRAIN_COLUMNS", "eval_subset", "train_with_checkpoints", "checkpoint_baselines", "sweep_layers", "sweep_network", "merge_and_score", "retrain"]
+__all__ = ["ONE_PER", "RETRAIN_COLUMNS", "eval_subset", "train_with_checkpoints", "checkpoint_baselines", "sweep_layers", "sweep_network", "merge_and_score", "retrain"]
 
 
+
+#: What the merges of this study check across tables: one ``weights`` id per checkpoint (model,
+#: initialisation, epoch) and one ``data_digest`` per dataset (:func:`netperturb.core.merge.check_tables`).
+ONE_PER = (("weights", ("model", "init", "epoch")), ("data_digest", "dataset"))
 
 #: Columns of the retraining table (one row per strategy and data set).
 RETRAIN_COLUMNS = [
     "study", "dataset", "model", "arch", "init", "epoch", "strategy", "retrain_epochs", "selection_score",
     "selection_filter", "tolerance", "n_layers_trained", "layers_trained", "n_params_trained", "n_params",
-    "data", "attack", "eps", "attack_mode", "n_images", "top1", "top5", "loss", "weights", "device",
+    "data", "attack", "eps", "attack_mode", "n_images", "top1", "top5", "loss", "weights", "data_digest", "device",
     "netperturb_version",
 ]  # fmt: skip
 
@@ -93,21 +99,13 @@ def eval_subset(
 
 
 def train_with_checkpoints(
-    shard_dir: str | os.PathLike,
-    arch: str,
-    train_cfg: Mapping[str, Any],
-    init: int,
-    checkpoints: Mapping[int, str | os.PathLike],
-    history_out: str | os.PathLike,
-    *,
-    model_name: str,
-    study: str,
-    input_size: int | None = None,
-    device: str = "auto",
-) -> pd.DataFrame:
-    """Train ``arch`` from initialisation seed ``init`` (which replaces ``train_cfg["seed"]``)
-    and save a checkpoint at every epoch in ``checkpoints`` (epoch -> path), through the
-    ``on_epoch_end`` hook of :func:`netperturb.core.training.train_classifier`.
+    ctx: RunContext, arch: str, train_cfg: Mapping[str, Any], init: int, checkpoints: Mapping[int, str | os.PathLike],
+    history_out: str | os.PathLike, *, input_size: int | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """Train ``arch`` (model ``ctx.model``, on the shards of ``ctx``, on ``ctx.device``) from
+    initialisation seed ``init`` (which replaces ``train_cfg["seed"]``) and save a checkpoint
+    at every epoch in ``checkpoints`` (epoch -> path), through the ``on_epoch_end`` hook of
+    :func:`netperturb.core.training.train_classifier`.
 
     Writes the per-epoch history (``study, model, arch, init, epoch, lr, train_loss,
     test_top1, test_top5, test_loss``).
@@ -115,6 +113,7 @@ def train_with_checkpoints(
     Raises:
         ValueError: a checkpoint epoch outside [1, epochs].
     """
+    shard_dir, model_name = ctx.shard_dir, ctx.model
     manifest = read_manifest(shard_dir)
     preprocess = model_preprocess(manifest, arch, input_size)
     cfg = TrainConfig.from_mapping(train_cfg, seed=int(init))
@@ -122,7 +121,7 @@ def train_with_checkpoints(
     bad = [e for e in wanted if not 1 <= e <= cfg.epochs]
     if bad:
         raise ValueError(f"checkpoint epochs {bad} outside 1..{cfg.epochs}")
-    dev = resolve_device(device)
+    dev = resolve_device(ctx.device)
     train, test = load_split(shard_dir, "train"), load_split(shard_dir, "test")
     in_channels = int(train[0].shape[1])
     torch.manual_seed(cfg.seed)
@@ -139,10 +138,16 @@ def train_with_checkpoints(
             log.info("%s init %d: checkpoint at epoch %d (test top-1 %.4f)", model_name, init, epoch, metrics["test_top1"])
 
     history = train_classifier(model, train, test, preprocess, cfg, on_epoch_end=on_epoch_end)
-    for col, val in (("init", int(init)), ("arch", arch), ("model", model_name), ("study", study)):
+    for col, val in (("init", int(init)), ("arch", arch), ("model", model_name), ("study", ctx.run)):
         history.insert(0, col, val)
     write_csv(history, history_out)
     return history
+
+
+def _checkpoint(ctx: RunContext) -> str:
+    if not ctx.model_file:
+        raise ValueError("this job needs the checkpoint: give the RunContext a model_file")
+    return ctx.model_file
 
 
 def _prepare(
@@ -176,9 +181,9 @@ def _evaluator(
     )  # fmt: skip
 
 
-def _row(study: str, dataset: str, model_name: str, loaded: LoadedModel, init: int, epoch: int) -> dict:
+def _row(study: str, dataset: str, model_name: str, loaded: LoadedModel, init: int, epoch: int, data_digest: str) -> dict:
     return {"study": study, "dataset": dataset, "model": model_name, "arch": loaded.arch, "init": int(init),
-            "epoch": int(epoch), "weights": loaded.weights}  # fmt: skip
+            "epoch": int(epoch), "weights": loaded.weights, "data_digest": data_digest}  # fmt: skip
 
 
 def _model_key(model_name: str, init: int, epoch: int) -> str:
@@ -196,28 +201,18 @@ def _sweep_store(out_csv, job: str, loaded: LoadedModel, dev: torch.device, *, s
 
 
 def checkpoint_baselines(
-    checkpoints: Mapping[int, str | os.PathLike],
-    shard_dir: str | os.PathLike,
-    out_csv: str | os.PathLike,
-    *,
-    study: str,
-    dataset: str,
-    model_name: str,
-    init: int,
-    attack: AttackSpec,
-    study_seed: int,
-    split: str = "test",
-    n_images: int | None = None,
-    batch_size: int = 256,
-    device: str = "auto",
-    channels_last: bool = True,
+    ctx: RunContext, checkpoints: Mapping[int, str | os.PathLike], out_csv: str | os.PathLike, *, init: int,
+    attack: AttackSpec, n_images: int | None = None, channels_last: bool = True,
     network_attack: AttackSpec | None = None,
-) -> pd.DataFrame:
+) -> pd.DataFrame:  # fmt: skip
     """Clean and adversarial accuracy of every unfiltered checkpoint (epoch -> path) of one
-    (model, init) on the sweeps' evaluation images; :data:`SWEEP_COLUMNS`, ``mode="none"``.
-    With ``network_attack`` at another eps (whole-network mode's own budget), each checkpoint
-    gets a second pair of rows at that eps (the ``eps`` column tells them apart)."""
-    images, labels = eval_subset(shard_dir, split, n_images, study_seed=study_seed, dataset=dataset)
+    (model ``ctx.model``, init) on the sweeps' evaluation images (:func:`eval_subset` of
+    ``n_images``); :data:`SWEEP_COLUMNS`, ``mode="none"``. With ``network_attack`` at another
+    eps (whole-network mode's own budget), each checkpoint gets a second pair of rows at that
+    eps (the ``eps`` column tells them apart)."""
+    study, dataset, model_name, study_seed = ctx.run, ctx.dataset, ctx.model, ctx.study_seed
+    batch_size, device = ctx.batch_size, ctx.device
+    images, labels = eval_subset(ctx.shard_dir, ctx.split, n_images, study_seed=study_seed, dataset=dataset)
     attacks = [attack] + ([network_attack] if network_attack is not None and network_attack.eps != attack.eps else [])
     rows = []
     for epoch, path in sorted(checkpoints.items()):
@@ -226,7 +221,7 @@ def checkpoint_baselines(
             ev = _evaluator(loaded, dev, images, labels, a, study_seed=study_seed,
                             model_key=_model_key(model_name, init, epoch), batch_size=batch_size,
                             channels_last=channels_last)  # fmt: skip
-            rows += baseline_rows(ev, _row(study, dataset, model_name, loaded, init, epoch))
+            rows += baseline_rows(ev, _row(study, dataset, model_name, loaded, init, epoch, shard_digest(shard_dir, split)))
             log.info("%s init %d epoch %d eps %g: clean %.4f adversarial %.4f", model_name, init, epoch, a.eps,
                      rows[-2]["top1"], rows[-1]["top1"])  # fmt: skip
     df = sweep_frame(rows, device=str(resolve_device(device)))
@@ -235,30 +230,12 @@ def checkpoint_baselines(
 
 
 def sweep_layers(
-    checkpoint: str | os.PathLike,
-    shard_dir: str | os.PathLike,
-    out_csv: str | os.PathLike,
-    *,
-    study: str,
-    dataset: str,
-    model_name: str,
-    init: int,
-    epoch: int,
-    layers: Sequence[str],
-    filters: Sequence[str],
-    steps: int,
-    attack: AttackSpec,
-    study_seed: int,
-    split: str = "test",
-    n_images: int | None = None,
-    batch_size: int = 256,
-    device: str = "auto",
-    channels_last: bool = True,
-    reuse_prefix: bool = True,
-    max_replicas: int = 4,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """Per-layer mode for some layers of one checkpoint: for each layer, every filter x
+    ctx: RunContext, out_csv: str | os.PathLike, *, init: int, epoch: int, layers: Sequence[str],
+    filters: Sequence[str], steps: int, attack: AttackSpec, n_images: int | None = None, channels_last: bool = True,
+    reuse_prefix: bool = True, max_replicas: int = 4,
+) -> pd.DataFrame:  # fmt: skip
+    """Per-layer mode for some layers of one checkpoint (``ctx.model_file``, of model
+    ``ctx.model``, initialisation ``init``, epoch ``epoch``): for each layer, every filter x
     ``steps`` thresholds over the layer's weight range, clean and adversarial -> one CSV
     (:data:`SWEEP_COLUMNS`, layers in the given order).
 
@@ -279,13 +256,16 @@ def sweep_layers(
     """
     if not layers:
         raise ValueError("sweep_layers: no layers given")
-    loaded, dev = _prepare(checkpoint, device, channels_last)
+    study, dataset, model_name, study_seed = ctx.run, ctx.dataset, ctx.model, ctx.study_seed
+    shard_dir, split = ctx.shard_dir, ctx.split
+    batch_size, progress = ctx.batch_size, ctx.progress
+    loaded, dev = _prepare(_checkpoint(ctx), ctx.device, channels_last)
     infos = select_layers(find_layers(loaded.model), list(layers))
     images, labels = eval_subset(shard_dir, split, n_images, study_seed=study_seed, dataset=dataset)
     key = _model_key(model_name, init, epoch)
     ev = _evaluator(loaded, dev, images, labels, attack, study_seed=study_seed, model_key=key, batch_size=batch_size,
                     channels_last=channels_last)  # fmt: skip
-    row = _row(study, dataset, model_name, loaded, init, epoch)
+    row = _row(study, dataset, model_name, loaded, init, epoch, shard_digest(shard_dir, split))
     store = _sweep_store(out_csv, "sweep_layers", loaded, dev, shard_dir=shard_dir, split=split, n_images=n_images,
                          model_key=key, study_seed=int(study_seed), attack=dataclasses.asdict(attack), steps=int(steps),
                          batch_size=int(batch_size), channels_last=bool(channels_last), reuse_prefix=bool(reuse_prefix))  # fmt: skip
@@ -302,32 +282,17 @@ def sweep_layers(
 
 
 def sweep_network(
-    checkpoint: str | os.PathLike,
-    shard_dir: str | os.PathLike,
-    out_csv: str | os.PathLike,
-    *,
-    study: str,
-    dataset: str,
-    model_name: str,
-    init: int,
-    epoch: int,
-    layers: str | Sequence[str],
-    filters: Sequence[str],
-    steps: int,
-    grid: Sequence[float] | None,
-    attack: AttackSpec,
-    study_seed: int,
-    split: str = "test",
-    n_images: int | None = None,
-    batch_size: int = 256,
-    device: str = "auto",
+    ctx: RunContext, out_csv: str | os.PathLike, *, init: int, epoch: int, layers: str | Sequence[str],
+    filters: Sequence[str], steps: int, grid: Sequence[float] | None, attack: AttackSpec, n_images: int | None = None,
     channels_last: bool = True,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """Whole-network mode for one checkpoint: every layer of the selection filtered at once
-    at each threshold of the shared grid (``grid`` = (lo, hi), None = the weights' own range)
-    -> CSV (:data:`SWEEP_COLUMNS`)."""
-    loaded, dev = _prepare(checkpoint, device, channels_last)
+) -> pd.DataFrame:  # fmt: skip
+    """Whole-network mode for one checkpoint (``ctx.model_file``): every layer of the selection
+    filtered at once at each threshold of the shared grid (``grid`` = (lo, hi), None = the
+    weights' own range) -> CSV (:data:`SWEEP_COLUMNS`)."""
+    study, dataset, model_name, study_seed = ctx.run, ctx.dataset, ctx.model, ctx.study_seed
+    shard_dir, split = ctx.shard_dir, ctx.split
+    batch_size, progress = ctx.batch_size, ctx.progress
+    loaded, dev = _prepare(_checkpoint(ctx), ctx.device, channels_last)
     chosen = select_layers(find_layers(loaded.model), layers)
     images, labels = eval_subset(shard_dir, split, n_images, study_seed=study_seed, dataset=dataset)
     ev = _evaluator(loaded, dev, images, labels, attack, study_seed=study_seed,
@@ -338,7 +303,8 @@ def sweep_network(
                          attack=dataclasses.asdict(attack), steps=int(steps), grid=grid and [float(g) for g in grid], batch_size=int(batch_size),
                          channels_last=bool(channels_last), layers=[l.path for l in chosen])  # fmt: skip
     rows = network_sweep(ev, chosen, filters, steps, grid=grid,
-                         row=_row(study, dataset, model_name, loaded, init, epoch), progress=progress, store=store)  # fmt: skip
+                         row=_row(study, dataset, model_name, loaded, init, epoch, shard_digest(shard_dir, split)),
+                         progress=progress, store=store)  # fmt: skip
     df = sweep_frame(rows, device=str(dev))
     store.finish(df)
     return df
@@ -357,18 +323,20 @@ def merge_and_score(
     normalise: str = "first_point",
     baseline: str = "density",
 ) -> pd.DataFrame:
-    """Merge the sweep and baseline tables, compute the filtering scores
+    """Merge the sweep and baseline tables (checked first: :func:`netperturb.core.merge.check_tables`
+    with :data:`ONE_PER`), compute the filtering scores
     (:func:`netperturb.studies.pravin2024.scores.filtering_scores` with ``normalise`` and
     ``baseline``, ``pravin2024.score.*``) and write all three. Returns the scores."""
-    sw = concat_tables(sweeps, SWEEP_COLUMNS)
+    frames = read_tables([*sweeps, *baselines], SWEEP_COLUMNS)
+    check_tables(frames, one_per=ONE_PER)  # provenance filled; one weights id per checkpoint, one data digest
+    sw = concat_tables(sweeps, SWEEP_COLUMNS, frames=frames)
     sw = sw.sort_values(["model", "init", "epoch", "mode", "layer_index", "perturbation", "step", "data"],
                         kind="stable").reset_index(drop=True)  # fmt: skip
-    base = concat_tables(baselines, SWEEP_COLUMNS).sort_values(["model", "init", "epoch", "data"]).reset_index(drop=True)
+    base = concat_tables(baselines, SWEEP_COLUMNS, frames=frames).sort_values(["model", "init", "epoch", "data"]).reset_index(drop=True)
     scores = filtering_scores(sw, base, tolerance=tolerance, metric=metric, normalise=normalise, baseline=baseline)
-    write_csv(sw, sweeps_csv)
-    write_parquet(sw, sweeps_parquet)
-    write_csv(base, baseline_csv)
-    write_csv(scores, scores_csv)
+    write_merged(sw, sweeps_csv, sweeps_parquet)
+    write_merged(base, baseline_csv)
+    write_merged(scores, scores_csv)
     log.info("merged %d sweep rows; %d scores", len(sw), len(scores))
     return scores
 
@@ -379,29 +347,12 @@ def _n_params(model: nn.Module, names: Sequence[str] | None = None) -> int:
 
 
 def retrain(
-    checkpoint: str | os.PathLike,
-    scores_csv: str | os.PathLike,
-    shard_dir: str | os.PathLike,
-    out_csv: str | os.PathLike,
-    *,
-    study: str,
-    dataset: str,
-    model_name: str,
-    init: int,
-    epoch: int,
-    train_cfg: Mapping[str, Any],
-    epochs: int,
-    score: str,
-    filter: str,
-    tolerance: float,
-    include_bn: bool,
+    ctx: RunContext, scores_csv: str | os.PathLike, out_csv: str | os.PathLike, *, init: int, epoch: int,
+    train_cfg: Mapping[str, Any], epochs: int, score: str, filter: str, tolerance: float, include_bn: bool,
     attack: AttackSpec,
-    study_seed: int,
-    split: str = "test",
-    batch_size: int = 256,
-    device: str = "auto",
-) -> pd.DataFrame:
-    """Selective retraining of one checkpoint, compared with no and with full retraining.
+) -> pd.DataFrame:  # fmt: skip
+    """Selective retraining of one checkpoint (``ctx.model_file``), compared with no and with
+    full retraining.
 
     ``none`` is the checkpoint as it is; ``selective`` trains only the layers that
     :func:`netperturb.studies.pravin2024.scores.retraining_selection` selects (robust or antifragile), with
@@ -415,8 +366,11 @@ def retrain(
     Raises:
         RuntimeError: a frozen parameter or buffer changed (a bug; never expected).
     """
-    dev = resolve_device(device)
-    loaded = load_checkpoint(checkpoint, dev)
+    study, dataset, model_name, study_seed = ctx.run, ctx.dataset, ctx.model, ctx.study_seed
+    shard_dir, split = ctx.shard_dir, ctx.split
+    batch_size = ctx.batch_size
+    dev = resolve_device(ctx.device)
+    loaded = load_checkpoint(_checkpoint(ctx), dev)
     attack = attack.for_input(loaded.preprocess)  # eps in pixel units -> the model's input units
     scores = read_table(scores_csv)
     sel = retraining_selection(scores, model=model_name, init=init, epoch=epoch, score=score, filter=filter,
@@ -449,6 +403,7 @@ def retrain(
     seed = cell_seed(study_seed, _model_key(model_name, init, epoch), "", "retraining", 0.0, 0)
     x_adv = adversarial_set(loaded.model, x, y, attack, box=box, seed=seed, batch_size=batch_size) if attack.mode == "reuse" else None
     rows = []
+    digest = shard_digest(shard_dir, split)
     labels = ",".join(l.label for l in chosen)
     for strategy, (net, names) in nets.items():
         counts = clean_and_adversarial(net, x, y, attack, x_adv=x_adv, box=box, seed=seed, batch_size=batch_size)
@@ -461,7 +416,8 @@ def retrain(
                 "layers_trained": {"none": "", "selective": labels if names else "", "full": "all"}[strategy],
                 "n_params_trained": _n_params(net, names) if names else 0, "n_params": _n_params(net),
                 "data": data, "attack": attack.name, "eps": attack.eps, "attack_mode": attack.mode,
-                **c.metrics(), "weights": loaded.weights, "device": str(dev), "netperturb_version": __version__,
+                **c.metrics(), "weights": loaded.weights, "data_digest": digest, "device": str(dev),
+                "netperturb_version": __version__,
             })  # fmt: skip
         log.info("%s: clean %.4f adversarial %.4f", strategy, rows[-2]["top1"], rows[-1]["top1"])
     df = pd.DataFrame(rows, columns=RETRAIN_COLUMNS)

@@ -35,7 +35,7 @@ def saved_bytes() -> Iterator[list[int]]:
 
 
 class PrefixReuse:
-    """Clean-prefix reuse for the sweep of one layer (DESIGN.md, "Performance design", 2).
+    """Clean-prefix reuse for the sweep of one layer (the Design page of the docs, "The engine", 2).
 
     Every point of a per-layer sweep changes only that layer, so the part of the network
     below it (the *prefix*) sees the same images at every point. The network's ``torch.fx``
@@ -153,14 +153,14 @@ class PrefixReuse:
                     grads = torch.autograd.grad(F.cross_entropy(logits, yb), [leaves[i] for i in need], allow_unused=True)
                     pairs = [(live[i], gr) for i, gr in zip(need, grads) if gr is not None]
                     (grad,) = torch.autograd.grad([p for p, _ in pairs], xg, [gr for _, gr in pairs], retain_graph=True)
-                xa = fgsm_step(ev.x[sl], grad, attack.budget(grad), clamp)
+                xa = fgsm_step(ev.x[sl], grad, attack.eps, clamp, std=attack.std)
                 logits = logits.detach()
             else:
                 with torch.no_grad():
                     logits = self._logits(live, weight)
                 xb = ev.x[sl]
-                xa = pgd(self._forward(weight), xb, yb, attack.budget(xb), steps=attack.steps, step_size=attack.budget_step(xb),
-                         random_start=attack.random_start, generator=g, clamp=clamp)  # fmt: skip
+                xa = pgd(self._forward(weight), xb, yb, attack.eps, steps=attack.steps, step_size=attack.step_size,
+                         random_start=attack.random_start, generator=g, std=attack.std, clamp=clamp)  # fmt: skip
             clean += count_logits(logits, yb)
             with torch.no_grad():
                 adv += count_logits(self._forward(weight)(xa), yb)

@@ -31,7 +31,7 @@ SWEEP_COLUMNS = [
     "study", "dataset", "model", "arch", "init", "epoch", "mode", "layer", "layer_label", "layer_index",
     "perturbation", "level", "position", "step", "lo", "hi", "n_weights", "n_filtered",
     "data", "attack", "eps", "attack_mode", "repeat", "seed", "n_images", "top1", "top5", "loss",
-    "weights", "precision", "device", "netperturb_version",
+    "weights", "data_digest", "precision", "device", "netperturb_version",
 ]  # fmt: skip
 
 

@@ -27,12 +27,14 @@ import torch
 
 from netperturb import __version__
 from netperturb.core.config import expand_levels
+from netperturb.core.context import RunContext
 from netperturb.core.evaluate import resolve_device
 from netperturb.core.io import write_csv
 from netperturb.core.layers import find_layers, select_layers
 from netperturb.core.merge import merge_tables
-from netperturb.core.resume import CellStore, data_fingerprint, environment
+from netperturb.core.resume import CellStore, counts_from_json, data_fingerprint, environment
 from netperturb.core.training import TrainConfig, train_classifier
+from netperturb.datasets.shards import data_digest as shard_digest
 from netperturb.datasets.shards import load_split, read_manifest
 from netperturb.models import get_model
 from netperturb.models.checkpoints import load_checkpoint, save_checkpoint
@@ -63,29 +65,13 @@ def _head(study: str, dataset: str, arch: str, lam: float, seed: int) -> dict[st
 
 
 def train_run(
-    shard_dir: str | os.PathLike,
-    *,
-    checkpoint_out: str | os.PathLike,
-    history_out: str | os.PathLike,
-    tracking_out: str | os.PathLike,
-    histograms_out: str | os.PathLike,
-    study: str,
-    dataset: str,
-    arch: str,
-    lam: float,
-    seed: int,
-    train_cfg: Mapping[str, Any],
-    track_layers: str | Sequence[str] = "all",
-    regularizer: Mapping[str, Any] | None = None,
-    first_epoch_points: Sequence[float] = (0.05, 0.1, 0.25, 0.5),
-    bins: int = 20,
-    end_fraction: float = 0.1,
-    interval: Sequence[str] = ("current",),
-    input_size: int | None = None,
-    device: str = "auto",
-    progress: bool = True,
-) -> pd.DataFrame:
-    """Train one run: cross-entropy + ``lam`` x mean fuzziness of the regularised layers
+    ctx: RunContext, *, checkpoint_out: str | os.PathLike, history_out: str | os.PathLike,
+    tracking_out: str | os.PathLike, histograms_out: str | os.PathLike, arch: str, lam: float, seed: int,
+    train_cfg: Mapping[str, Any], track_layers: str | Sequence[str] = "all",
+    regularizer: Mapping[str, Any] | None = None, first_epoch_points: Sequence[float] = (0.05, 0.1, 0.25, 0.5),
+    bins: int = 20, end_fraction: float = 0.1, interval: Sequence[str] = ("current",), input_size: int | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """Train one run (on the shards of ``ctx``, on ``ctx.device``): cross-entropy + ``lam`` x mean fuzziness of the regularised layers
     (:class:`~netperturb.studies.shen2021.minmax.FuzzinessRegularizer`; ``lam = 0`` trains without the term,
     bit for bit the plain training), recording the weights of ``track_layers`` at
     initialisation, at ``first_epoch_points`` (fractions of epoch 1) and after every epoch.
@@ -114,11 +100,12 @@ def train_run(
         LayerSelectionError: a layer selection matches nothing.
         ValueError: lam < 0, a bad first-epoch point or training option.
     """
+    study, dataset, shard_dir, progress = ctx.run, ctx.dataset, ctx.shard_dir, ctx.progress
     reg_cfg = dict(regularizer or {})
     manifest = read_manifest(shard_dir)
     preprocess = model_preprocess(manifest, arch, input_size)
     cfg = TrainConfig.from_mapping(train_cfg, seed=int(seed))
-    dev = resolve_device(device)
+    dev = resolve_device(ctx.device)
     train, test = load_split(shard_dir, "train"), load_split(shard_dir, "test")
     in_channels = int(train[0].shape[1])
     torch.manual_seed(cfg.seed)  # the same initialisation for every lambda of this seed
@@ -172,41 +159,37 @@ def train_run(
     return history
 
 
-def _provenance(loaded, device: str) -> dict[str, Any]:
-    return {"weights": loaded.weights, "precision": "fp32", "device": device, "netperturb_version": __version__}
+def _checkpoint(ctx: RunContext) -> str:
+    if not ctx.model_file:
+        raise ValueError("this job needs the run's checkpoint: give the RunContext a model_file")
+    return ctx.model_file
+
+
+def _provenance(loaded, device: str, data_digest: str) -> dict[str, Any]:
+    return {"weights": loaded.weights, "data_digest": data_digest, "precision": "fp32", "device": device,
+            "netperturb_version": __version__}
 
 
 def attack_run(
-    checkpoint: str | os.PathLike,
-    shard_dir: str | os.PathLike,
-    out_csv: str | os.PathLike,
-    *,
-    study: str,
-    dataset: str,
-    lam: float,
-    seed: int,
-    study_seed: int,
-    attacks: Sequence[str] = ("fgsm", "pgd"),
-    eps_values: Sequence[float] = (0.0, 0.05, 0.1, 0.2),
-    pgd_steps: int = 10,
-    pgd_step_size: float | None = None,
-    split: str = "test",
-    device: str = "auto",
-) -> pd.DataFrame:
-    """Robust accuracy of one run's model against every attack and eps
+    ctx: RunContext, out_csv: str | os.PathLike, *, lam: float, seed: int, attacks: Sequence[str] = ("fgsm", "pgd"),
+    eps_values: Sequence[float] = (0.0, 0.05, 0.1, 0.2), pgd_steps: int = 10, pgd_step_size: float | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """Robust accuracy of one run's model (``ctx.model_file``) against every attack and eps
     (:func:`~netperturb.studies.shen2021.minmax.robust_accuracy`; eps in [0, 1] pixel units) -> CSV.
 
     Columns: ``study, dataset, model, arch, lam, train_seed, attack, eps, steps, n_images,
-    top1, top5, loss, weights, precision, device, netperturb_version``.
+    top1, top5, loss, weights, data_digest, precision, device, netperturb_version``.
 
     Cell-level resume (:mod:`netperturb.core.resume`): each (attack, eps) is a cell appended
     to ``<out_csv>.partial.jsonl`` when done (each eps is computed on its own, with its own
     PGD seeds); a restarted job computes only the missing ones and writes the same CSV.
     """
-    dev = resolve_device(device)
-    loaded = load_checkpoint(checkpoint, dev)
+    study, dataset, study_seed, shard_dir, split = ctx.run, ctx.dataset, ctx.study_seed, ctx.shard_dir, ctx.split
+    dev = resolve_device(ctx.device)
+    loaded = load_checkpoint(_checkpoint(ctx), dev)
     images, labels = load_split(shard_dir, split)
     head = _head(study, dataset, loaded.arch, lam, seed)
+    digest = shard_digest(shard_dir, split)
     key = (int(study_seed), seed_name(loaded.arch, seed))
     store = CellStore(out_csv, {
         "job": "shen2021.attack_run", "weights": loaded.weights, "data": data_fingerprint(shard_dir, split),
@@ -219,7 +202,7 @@ def attack_run(
                 loaded.model, images, labels, loaded.preprocess, attack=attack, eps_values=[eps],
                 seed_key=key, pgd_steps=pgd_steps, pgd_step_size=pgd_step_size,
             )[0])  # fmt: skip
-            rows.append({**head, **r, **_provenance(loaded, str(dev))})
+            rows.append({**head, **r, **_provenance(loaded, str(dev), digest)})
             log.info("%s %s eps %g: top-1 %.4f", head["model"], attack, r["eps"], r["top1"])
     df = pd.DataFrame(rows)
     store.finish(df)
@@ -227,25 +210,12 @@ def attack_run(
 
 
 def perturb_run(
-    checkpoint: str | os.PathLike,
-    shard_dir: str | os.PathLike,
-    out_csv: str | os.PathLike,
-    *,
-    study: str,
-    dataset: str,
-    lam: float,
-    seed: int,
-    study_seed: int,
-    perturbations: Mapping[str, Mapping[str, Any]],
-    layers: str | Sequence[str] = "all",
-    repeats: int = 3,
-    split: str = "test",
-    batch_size: int = 256,
-    device: str = "auto",
-    progress: bool = True,
-) -> pd.DataFrame:
+    ctx: RunContext, out_csv: str | os.PathLike, *, lam: float, seed: int,
+    perturbations: Mapping[str, Mapping[str, Any]], layers: str | Sequence[str] = "all", repeats: int = 3,
+) -> pd.DataFrame:  # fmt: skip
     """The internal perturbation grid (:func:`netperturb.perturb.grid.run_layer_job`) on one run's
-    model: every selected layer x perturbation x level x repeat, plus the clean network as
+    model (``ctx.model_file``, batches of ``ctx.batch_size``): every selected layer x
+    perturbation x level x repeat, plus the clean network as
     one row (perturbation ``none``) -> CSV.
 
     Cell seeds come from the :func:`~netperturb.studies.shen2021.plan.seed_name` of the run,
@@ -264,15 +234,18 @@ def perturb_run(
         :data:`netperturb.perturb.grid.COLUMNS` plus ``lam, train_seed``.
 
     Raises:
-        LayerSelectionError: the selection matches nothing; ValueError: bad perturbation,
-        option or level.
+        LayerSelectionError: the selection matches nothing.
+        ValueError: bad perturbation, option or level.
     """
     from netperturb.perturb.grid import baseline_table
 
-    dev = resolve_device(device)
-    loaded = load_checkpoint(checkpoint, dev)
+    study, dataset, study_seed, shard_dir, split = ctx.run, ctx.dataset, ctx.study_seed, ctx.shard_dir, ctx.split
+    batch_size, progress = ctx.batch_size, ctx.progress
+    dev = resolve_device(ctx.device)
+    loaded = load_checkpoint(_checkpoint(ctx), dev)
     images, labels = load_split(shard_dir, split)
     chosen = select_layers(find_layers(loaded.model), layers)
+    digest = shard_digest(shard_dir, split)
     key = seed_name(loaded.arch, seed)
     name = run_name(loaded.arch, lam, seed)
     store = CellStore(out_csv, {
@@ -280,10 +253,10 @@ def perturb_run(
         "seed_key": [int(study_seed), key], "options": {p: {k: v for k, v in o.items() if k != "levels"}
                                                        for p, o in perturbations.items()},
         "batch_size": int(batch_size), **environment(dev),
-    })  # fmt: skip
+    }, check=counts_from_json)  # fmt: skip
     frames = [
         baseline_table(loaded, images, labels, study=study, dataset=dataset, model=name,
-                       study_seed=study_seed, batch_size=batch_size, store=store)
+                       study_seed=study_seed, batch_size=batch_size, store=store, data_digest=digest)
     ]  # fmt: skip
     for info in chosen:
         for pert, opts in perturbations.items():
@@ -291,7 +264,7 @@ def perturb_run(
                 study=study, dataset=dataset, model=key, layer=info,
                 perturbation=make_perturbation(pert, **{k: v for k, v in opts.items() if k != "levels"}),
                 levels=expand_levels(opts["levels"], key=f"shen2021.perturbation.perturbations.{pert}.levels"),
-                repeats=int(repeats), study_seed=int(study_seed),
+                repeats=int(repeats), study_seed=int(study_seed), data_digest=digest,
             )  # fmt: skip
             frames.append(run_layer_job(job, loaded, images, labels, batch_size=batch_size, progress=progress, store=store))
     df = pd.concat(frames, ignore_index=True)[COLUMNS]
@@ -303,9 +276,7 @@ def perturb_run(
 
 
 def merge_runs(
-    inputs: Sequence[str | os.PathLike],
-    out_csv: str | os.PathLike,
-    out_parquet: str | os.PathLike | None = None,
+    inputs: Sequence[str | os.PathLike], out_csv: str | os.PathLike, out_parquet: str | os.PathLike | None = None
 ) -> pd.DataFrame:
     """Concatenate one kind of per-run table (history, tracking, histograms, robustness,
     perturbation) into one, sorted by lam and seed (stable otherwise), as CSV (and Parquet).
