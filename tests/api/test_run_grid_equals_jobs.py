@@ -12,18 +12,19 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import netperturb as npt
 from netperturb.core.context import RunContext
-from netperturb.datasets.shards import load_split
+from netperturb.datasets.shards import data_digest, load_split
 from netperturb.models.checkpoints import load_model
 from netperturb.perturb.grid import COLUMNS
 
 KW = dict(study_seed=7, batch_size=128, device="cpu", progress=False, repeats=2)
 
 
-def _grid(loaded, images, labels, *, study, layer, perturbations, engine="fast"):
+def _grid(loaded, images, labels, *, study, layer, perturbations, digest, engine="fast"):
     loader = DataLoader(TensorDataset(images, labels), batch_size=KW["batch_size"])
     return npt.run_grid(loaded.model, loader, preprocess=loaded.preprocess, layers=[layer], perturbations=perturbations,
                         repeats=KW["repeats"], seed=KW["study_seed"], model_name="lenet5", study=study, dataset="digits",
-                        arch=loaded.arch, weights=loaded.weights, engine=engine)  # fmt: skip
+                        arch=loaded.arch, weights=loaded.weights, engine=engine,
+                        data_digest=digest)  # fmt: skip
 
 
 def _context(checkpoint, shards, study) -> RunContext:
@@ -51,7 +52,7 @@ def test_run_grid_equals_the_cheney2017_job(lenet, lenet_checkpoint, digits_shar
     job = perturb_layer(_context(lenet_checkpoint, digits_shards, "cheney2017"), tmp_path / "job.csv", layer=layer,
                         perturbation=name, options={"levels": levels}, repeats=KW["repeats"], engine=engine)  # fmt: skip
     got = _grid(loaded, images, labels, study="cheney2017", layer=layer, perturbations={name: {"levels": levels}},
-                engine=engine)  # fmt: skip
+                engine=engine, digest=data_digest(digits_shards, "test"))  # fmt: skip
     assert job["top1"].nunique() > 1
     pd.testing.assert_frame_equal(got, job[COLUMNS])
     pd.testing.assert_frame_equal(got, pd.read_csv(tmp_path / "job.csv")[COLUMNS], check_dtype=False)
@@ -67,6 +68,7 @@ def test_run_grid_equals_the_faults_job(lenet, lenet_checkpoint, digits_shards, 
     loaded, images, labels = lenet
     job = perturb_layer(_context(lenet_checkpoint, digits_shards, "faults"), tmp_path / "job.csv", layer="conv1",
                         variant=variant, spec=spec, repeats=KW["repeats"])  # fmt: skip
-    got = _grid(loaded, images, labels, study="faults", layer="conv1", perturbations={variant: spec})
+    got = _grid(loaded, images, labels, study="faults", layer="conv1", perturbations={variant: spec},
+                digest=data_digest(digits_shards, "test"))
     assert job["top1"].nunique() > 1
     pd.testing.assert_frame_equal(got, job[COLUMNS])

@@ -17,25 +17,29 @@ from pathlib import Path
 import pytest
 
 from netperturb.core import resume
+from netperturb.core.context import RunContext
 from netperturb.core.resume import CellStore, counts_from_json, partial_path
 from netperturb.studies.cheney2017.jobs import perturb_layer
 from resume_kill import Killed, kill_after
 
 FP = {"weights": "abc123", "batch_size": 7}
-KW = dict(study="t", dataset="digits", model_name="lenet5", study_seed=7, batch_size=540, device="cpu", progress=False,
-          layer="fc5", perturbation="gaussian_noise", perturbation_options={}, levels=[0.0, 0.5, 1.0], repeats=2,
-          engine="functional")  # fmt: skip
+KW = dict(layer="fc5", perturbation="gaussian_noise", options={"levels": [0.0, 0.5, 1.0]}, repeats=2, engine="functional")
+
+
+def _ctx(checkpoint, shards) -> RunContext:
+    return RunContext(run="t", dataset="digits", shard_dir=str(shards), model="lenet5", model_file=str(checkpoint),
+                      study_seed=7, batch_size=540, device="cpu", progress=False)  # fmt: skip
 
 
 def test_a_partial_file_with_a_null_cell_is_set_aside_and_the_job_starts_afresh(lenet_checkpoint, digits_shards,
                                                                                 tmp_path, monkeypatch, caplog):  # fmt: skip
     ref = tmp_path / "ref.csv"
-    perturb_layer(lenet_checkpoint, digits_shards, ref, **KW)
+    perturb_layer(_ctx(lenet_checkpoint, digits_shards), ref, **KW)
     out = tmp_path / "out.csv"
     with monkeypatch.context() as m:
         kill_after(m, 2)
         with pytest.raises(Killed):
-            perturb_layer(lenet_checkpoint, digits_shards, out, **KW)
+            perturb_layer(_ctx(lenet_checkpoint, digits_shards), out, **KW)
     partial = partial_path(out)
     lines = partial.read_text().splitlines()
     cell = json.loads(lines[1])
@@ -44,7 +48,7 @@ def test_a_partial_file_with_a_null_cell_is_set_aside_and_the_job_starts_afresh(
     with open(partial, "a") as f:  # a valid header, then a cell whose value is null
         f.write(json.dumps({"key": last, "value": None}) + "\n")
     with caplog.at_level(logging.WARNING, logger="netperturb"):
-        perturb_layer(lenet_checkpoint, digits_shards, out, **KW)  # no traceback: the job starts afresh
+        perturb_layer(_ctx(lenet_checkpoint, digits_shards), out, **KW)  # no traceback: the job starts afresh
     assert out.read_bytes() == ref.read_bytes()
     aside = partial.with_name(partial.name + ".unreadable")
     assert aside.exists() and not partial.exists()
@@ -122,7 +126,7 @@ def _tmpfs(path: Path, size: str) -> bool:
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounts a 40 KB tmpfs (root only); the monkeypatched tests above cover it")
 def test_a_job_on_a_full_40kb_tmpfs_then_freed_gives_the_uninterrupted_table(lenet_checkpoint, digits_shards, tmp_path):
     ref = tmp_path / "ref.csv"
-    perturb_layer(lenet_checkpoint, digits_shards, ref, **KW)
+    perturb_layer(_ctx(lenet_checkpoint, digits_shards), ref, **KW)
     disk = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
     if not _tmpfs(disk, "40k"):
         pytest.skip("cannot mount a tmpfs here")
@@ -138,11 +142,11 @@ def test_a_job_on_a_full_40kb_tmpfs_then_freed_gives_the_uninterrupted_table(len
             os.close(fd)
         out = disk / "out.csv"
         with pytest.raises(OSError) as e:
-            perturb_layer(lenet_checkpoint, digits_shards, out, **KW)
+            perturb_layer(_ctx(lenet_checkpoint, digits_shards), out, **KW)
         assert e.value.errno == errno.ENOSPC and f"cannot write {partial_path(out)}" in str(e.value)
         assert sorted(p.name for p in disk.iterdir()) == ["filler"]  # no 0-byte partial, no temporary file
         filler.unlink()  # space freed: the same command again
-        perturb_layer(lenet_checkpoint, digits_shards, out, **KW)
+        perturb_layer(_ctx(lenet_checkpoint, digits_shards), out, **KW)
         assert out.read_bytes() == ref.read_bytes() and not partial_path(out).exists()
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)

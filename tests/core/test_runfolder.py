@@ -72,3 +72,20 @@ def test_unwritable_folders_are_named(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(ro) else real(p, mode))
     bad = unwritable_outputs([ro / "a" / "x.csv", ro / "y.csv", tmp_path / "ok" / "z.csv"])
     assert bad == [f"{ro} (no write permission): {ro / 'a' / 'x.csv'}"]  # one line per folder, nearest existing one
+
+
+def test_resources_change_no_output_so_a_config_differing_only_there_joins(tmp_path):
+    """What a study's jobs ask of a scheduler (``<study>.resources``) is not where outputs meet:
+    a config that only asks for another time limit joins the folder; the same config with
+    another repeat count is still refused."""
+    run = tmp_path / "results" / "tiny"
+    a = copy.deepcopy(A)
+    a["cheney2017"]["resources"] = {"runtime": 30, "gpu": 1}
+    record_run(run, a, ["a.yaml"])
+    b = copy.deepcopy(A)
+    b["cheney2017"]["resources"] = {"runtime": 1, "gpu": 1, "mem_mb": 9000}
+    check_run_folder(run, b, ["b.yaml"])
+    assert shared_settings(b)["cheney2017"] == {"seed": 7, "section": {"repeats": 2}}
+    b["cheney2017"]["repeats"] = 3
+    with pytest.raises(ConfigError, match=r"cheney2017\.repeats: 2 there, 3 here"):
+        check_run_folder(run, b, ["b.yaml"])

@@ -14,9 +14,14 @@ import torch
 from netperturb.core.io import torch_save
 from netperturb.datasets.shards import ShardError, data_digest, load_split, read_manifest, split_digest
 from netperturb.perturb.grid import COLUMNS
+from netperturb.core.context import RunContext
 from netperturb.studies.cheney2017.jobs import baseline, perturb_layer
 
-KW = dict(study="t", dataset="digits", model_name="lenet5", study_seed=7, batch_size=540, device="cpu")
+
+
+def _ctx(checkpoint, shards) -> RunContext:
+    return RunContext(run="t", dataset="digits", shard_dir=str(shards), model="lenet5", model_file=str(checkpoint),
+                      study_seed=7, batch_size=540, device="cpu", progress=False)  # fmt: skip
 
 
 @pytest.fixture
@@ -37,16 +42,16 @@ def _swap_in_train_images(shards):
 def test_a_shard_replaced_by_another_splits_stops_the_job_naming_the_file(lenet_checkpoint, shards, tmp_path):
     _swap_in_train_images(shards)
     assert len(torch.load(shards / "test-00000.pt", weights_only=True)["labels"]) == 540  # same count
-    for job in (lambda out: baseline(lenet_checkpoint, shards, out, **KW),
-                lambda out: perturb_layer(lenet_checkpoint, shards, out, layer="fc5", perturbation="gaussian_noise",
-                                          perturbation_options={}, levels=[0.0, 1.0], repeats=1, progress=False, **KW)):  # fmt: skip
+    for job in (lambda out: baseline(_ctx(lenet_checkpoint, shards), out),
+                lambda out: perturb_layer(_ctx(lenet_checkpoint, shards), out, layer="fc5",
+                                          perturbation="gaussian_noise", options={"levels": [0.0, 1.0]}, repeats=1)):  # fmt: skip
         out = tmp_path / "out.csv"
         with pytest.raises(ShardError) as e:
             job(out)
         msg = str(e.value)
         assert msg.startswith(f"{shards / 'test-00000.pt'}: sha256 ")
         assert f"recorded in {shards / 'manifest.json'}" in msg
-        assert f"Remedy: the shards are made by the workflow's prepare rule" in msg and f"rm -r {shards}" in msg
+        assert "Remedy: the shards are made by the workflow's prepare rule" in msg and f"rm -r {shards}" in msg
         assert not out.exists() and not (tmp_path / "out.csv.partial.jsonl").exists()  # nothing written
 
 
@@ -65,9 +70,9 @@ def test_the_data_digest_is_in_every_row_and_identifies_the_split(lenet_checkpoi
     digest = data_digest(shards, "test")
     assert digest == split_digest(m, "test") and len(digest) == 12 and digest != split_digest(m, "train")
     assert "data_digest" in COLUMNS and COLUMNS.index("data_digest") == COLUMNS.index("weights") + 1
-    base = baseline(lenet_checkpoint, shards, tmp_path / "b.csv", **KW)
-    grid = perturb_layer(lenet_checkpoint, shards, tmp_path / "p.csv", layer="fc5", perturbation="node_knockout",
-                         perturbation_options={}, levels=[0.0, 0.5], repeats=2, progress=False, **KW)  # fmt: skip
+    base = baseline(_ctx(lenet_checkpoint, shards), tmp_path / "b.csv")
+    grid = perturb_layer(_ctx(lenet_checkpoint, shards), tmp_path / "p.csv", layer="fc5", perturbation="node_knockout",
+                         options={"levels": [0.0, 0.5]}, repeats=2)  # fmt: skip
     assert set(base["data_digest"]) == set(grid["data_digest"]) == {digest}
     # the digest changes with any shard: the manifest's record of the test shard
     m["splits"]["test"]["shards"][0]["sha256"] = "0" * 64

@@ -197,18 +197,22 @@ def _freeze_first_job(workdir: Path, stop: threading.Event, frozen: list[str]) -
 
 @pytest.mark.slurm
 def test_a_job_killed_at_its_time_limit_is_retried_with_more_time(runs):
-    """cheney2017.resources.runtime: 1 (minute); the first SLURM job of one perturbation is
-    frozen, so SLURM kills it at 1 min (state TIMEOUT); snakemake resubmits it (--retries 1)
-    asking for runtime x retry_runtime_factor = 10 min, and the retry writes the table an
-    uninterrupted local run writes. Uses the trained model of `runs`; ~3 min."""
+    """cheney2017.resources.runtime: 1 (minute); the SLURM job that remakes one perturbation
+    table of `runs` is frozen, so SLURM kills it at 1 min (state TIMEOUT); snakemake resubmits
+    it (--retries 1) asking for runtime x retry_runtime_factor = 10 min, and the retry writes
+    the table an uninterrupted local run writes. The config differs from `runs`' only in
+    resources, which do not change outputs, so it joins `runs`' folder (one run folder, one
+    config) and uses its trained model; ~3 min."""
     on_slurm, local, _ = runs
     config = copy.deepcopy(CONFIG)
     config["cheney2017"]["resources"]["runtime"] = 1
     config["retry_runtime_factor"] = 10  # the retry may take 10 min (a loaded machine: several)
-    config["cheney2017"]["perturbations"]["synapse_knockout"] = {"levels": [0.0, 0.5]}
-    target = "results/slurm/cheney2017/runs/lenet5/synapse_knockout/classifier.4.csv"
+    target = "results/slurm/cheney2017/runs/lenet5/gaussian_noise/classifier.4.csv"
+    key = ("cheney2017_perturb", "lenet5_gaussian_noise_classifier.4")
+    before = set(_slurm_job_ids(on_slurm).get(key, []))
     for d in (on_slurm, local):
         (d / "timeout.yaml").write_text(yaml.safe_dump(config))
+        (d / target).unlink()
     cmd = [SNAKEMAKE, target, "-s", str(REPO / "Snakefile"), "--configfile", "timeout.yaml"]
     slurm_cmd = cmd + [
         "--workflow-profile", str(PROFILE),
@@ -234,7 +238,7 @@ def test_a_job_killed_at_its_time_limit_is_retried_with_more_time(runs):
                 slurm.kill()
     assert loc.returncode == 0, loc.stderr[-3000:]
     assert slurm.returncode == 0, out[-8000:]
-    ids = _slurm_job_ids(on_slurm)[("cheney2017_perturb", "lenet5_synapse_knockout_classifier.4")]
+    ids = [j for j in _slurm_job_ids(on_slurm)[key] if j not in before]
     first, retry = sorted(ids, key=int)
     assert frozen == [first], (frozen, ids)
     info = {j: subprocess.run(["scontrol", "show", "job", j], capture_output=True, text=True, check=True).stdout for j in ids}
@@ -244,7 +248,7 @@ def test_a_job_killed_at_its_time_limit_is_retried_with_more_time(runs):
     a = pd.read_csv(on_slurm / target, keep_default_na=False)
     b = pd.read_csv(local / target, keep_default_na=False)
     pd.testing.assert_frame_equal(a, b, check_exact=True)
-    assert len(a) == 2 * 2 and set(a["level"]) == {0.0, 0.5}
+    assert len(a) == 3 * 2 and set(a["level"]) == {0.0, 0.5, 1.0}
 
 
 def _dry_run(*args: str) -> dict[str, list[str]]:

@@ -104,6 +104,7 @@ def run_grid(
     dataset: str = "data",
     arch: str | None = None,
     weights: str | None = None,
+    data_digest: str = "",
 ) -> pd.DataFrame:
     """Every layer x perturbation x level x repeat cell on ``model`` and ``data``, with the
     workflow's engine, seeds and columns: a tidy table, one row per cell.
@@ -151,6 +152,9 @@ def run_grid(
         study, dataset: the ``study`` and ``dataset`` columns (and the resume fingerprint).
         arch, weights: the ``arch`` and ``weights`` provenance columns (default: the model's
             class name and :func:`~netperturb.api.grid.weights_id`).
+        data_digest: the ``data_digest`` provenance column, the evaluation data's id (the
+            workflow writes :func:`netperturb.datasets.shards.data_digest` of its shards;
+            default ``""``: not recorded).
 
     Returns:
         pandas DataFrame with :data:`netperturb.perturb.grid.COLUMNS`, layers in depth
@@ -207,7 +211,8 @@ def run_grid(
     for info in chosen:
         for name, (pert, levels) in perts.items():
             job = LayerJob(study=study, dataset=dataset, model=model_name, layer=info, perturbation=pert,
-                           levels=levels, repeats=int(repeats), study_seed=int(seed))  # fmt: skip
+                           levels=levels, repeats=int(repeats), study_seed=int(seed),
+                           data_digest=data_digest)  # fmt: skip
             frames.append(run_layer_job(job, loaded_for(pert), stream, None, batch_size=stream.batch_size,
                                         progress=progress, engine=engine, precision=precision,
                                         max_replicas=max_replicas, store=store))  # fmt: skip

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 __all__ = [
     "ConfigError", "NAME_PATTERN", "NAME_RESERVE", "check_config_files", "check_names", "config_errors",
-    "expand_levels", "load_config_file", "load_config_files", "parse_overrides", "update_config",
+    "expand_levels", "load_config_file", "load_config_files", "name_limit", "parse_overrides", "update_config",
     "validate_config",
 ]  # fmt: skip
 
@@ -213,7 +213,7 @@ def check_names(config: Mapping[str, Any], folder: str | os.PathLike = ".") -> N
     """Names that become folder or file names (``run``, ``models.<name>``,
     ``pravin2024.models.<name>``, ``faults.perturbations.<name>``) match :data:`NAME_PATTERN`
     (``..`` would put outputs outside ``results/``) and fit the file system that holds
-    ``folder`` (the working folder of the run): at most :func:`name_limit` bytes.
+    ``folder`` (the working folder of the run): at most :func:`netperturb.core.config.name_limit` bytes.
 
     Raises:
         ConfigError: names the key, the value (shortened when long) and the rule.

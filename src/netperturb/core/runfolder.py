@@ -6,7 +6,8 @@ with what the folder already holds wherever their outputs meet, and is **refused
 job otherwise. They meet in three places: the models trained in ``results/<run>/models/``
 (shared by cheney2017 and faults; their training settings ``models.<name>`` other than
 ``layers``), the dataset those models are trained and evaluated on (``dataset``), and a study
-both configs list (its section and the study seed ``seed``, which enter every cell).
+both configs list (its section and the study seed ``seed``, which enter every cell; not its
+``resources``, what its jobs ask of a scheduler, which change no output).
 A config that joins adds its studies to the run: the index page lists every study present in
 ``results/<run>/`` and links the config of each (``results/<run>/<study>/config.yaml``). Why
 not always refuse: running a second study on the same trained models (``studies: [faults]``
@@ -19,7 +20,7 @@ edit changed (its params trigger), as before.
 
 What the folder holds is recorded in ``results/<run>/.netperturb-run.json`` when a run starts
 (the workflow's ``onstart``, never in a dry run): the dataset, each model's training settings,
-each study's section and seed, each with the config files that set it.
+each study's section (without ``resources``) and seed, each with the config files that set it.
 """
 
 from __future__ import annotations
@@ -43,12 +44,14 @@ _STUDIES = ("cheney2017", "shen2021", "pravin2024", "faults")
 def shared_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """What the outputs of ``config`` (validated) in its run folder depend on where another
     config's outputs could meet them: ``{"dataset": ..., "models.<name>": training settings
-    (without ``layers``), "<study>": {"seed", "section"} for each listed study}``."""
+    (without ``layers``), "<study>": {"seed", "section"} for each listed study}``; a study's ``resources`` are left
+    out (they change no output)."""
     out: dict[str, Any] = {"dataset": config["dataset"]}
     for name, spec in config["models"].items():
         out[f"models.{name}"] = {k: v for k, v in spec.items() if k != "layers"}
     for study in config["studies"]:
-        out[study] = {"seed": config["seed"], "section": config.get(study, {})}
+        section = {k: v for k, v in config.get(study, {}).items() if k != "resources"}
+        out[study] = {"seed": config["seed"], "section": section}
     return json.loads(json.dumps(out, default=str))  # as it reads back from the record
 
 

@@ -2,20 +2,20 @@
 
 ``models.<name>.source`` (the command line's ``--source``) is one of
 
-==============  =====================================================  ===========================
-source          what is given                                           file the jobs read
-==============  =====================================================  ===========================
-``netperturb``  ``arch`` + ``train``: trained here (the default)        ``results/<run>/models/<name>.pt``
-                (or ``file``: a netperturb checkpoint made elsewhere)
-``torchvision`` ``arch`` + ``weights`` (a torchvision weights name;     ``resources/weights/<official name>``
-                the default source when ``weights`` is given)           (downloaded) or ``weights_file``
-``timm``        ``arch`` (a timm model name) + ``weights_file``         ``weights_file``
-``python``      ``factory`` (``package.module:function`` or             ``weights_file``
-                ``file.py:function``), ``kwargs`` + ``weights_file``
-                (a ``state_dict``, ``.pt`` or ``.safetensors``)
-``torchscript`` ``file`` (``torch.jit.save``)                           ``file``
-``exported``    ``file`` (``torch.export.save``, ``.pt2``)              ``file``
-==============  =====================================================  ===========================
+===============  =====================================================  ===========================
+source           what is given                                           file the jobs read
+===============  =====================================================  ===========================
+``netperturb``   ``arch`` + ``train``: trained here (the default)        ``results/<run>/models/<name>.pt``
+                 (or ``file``: a netperturb checkpoint made elsewhere)
+``torchvision``  ``arch`` + ``weights`` (a torchvision weights name;     ``resources/weights/<official name>``
+                 the default source when ``weights`` is given)           (downloaded) or ``weights_file``
+``timm``         ``arch`` (a timm model name) + ``weights_file``         ``weights_file``
+``python``       ``factory`` (``package.module:function`` or             ``weights_file``
+                 ``file.py:function``), ``kwargs`` + ``weights_file``
+                 (a ``state_dict``, ``.pt`` or ``.safetensors``)
+``torchscript``  ``file`` (``torch.jit.save``)                           ``file``
+``exported``     ``file`` (``torch.export.save``, ``.pt2``)              ``file``
+===============  =====================================================  ===========================
 
 A model given as a file is never trained by the workflow (no ``train`` job). Its file is the
 user's: its sha256 is computed when the jobs are planned (once; :mod:`netperturb.models.digests`)

@@ -9,13 +9,17 @@ import logging
 
 import pytest
 
-from netperturb.core.context import RunContext
 from netperturb.core.resume import partial_path
-from netperturb.studies.faults import jobs
+from netperturb.core.context import RunContext
+from netperturb.studies.faults.jobs import perturb_layer
 from resume_kill import Killed, kill_after, reuse_message, stored_cells
 
-CTX = dict(run="faults", dataset="digits", model="lenet5", study_seed=7, batch_size=128, device="cpu", progress=False)
 KW = dict(repeats=2)
+
+
+def _ctx(checkpoint, shards) -> RunContext:
+    return RunContext(run="faults", dataset="digits", shard_dir=str(shards), model="lenet5", model_file=str(checkpoint),
+                      study_seed=7, batch_size=128, device="cpu", progress=False)  # fmt: skip
 
 CASES = {
     # transient activation bit flips: a new pattern per image (the image index enters the seed)
@@ -33,18 +37,12 @@ CASES = {
 }  # fmt: skip
 
 
-def perturb_layer(checkpoint, shards, out, **kw):
-    """The job with the run context of these tests (every study job takes a RunContext)."""
-    ctx = RunContext(shard_dir=str(shards), model_file=str(checkpoint), **CTX)
-    return jobs.perturb_layer(ctx, out, **kw)
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_killed_fault_job_resumes_to_the_uninterrupted_csv(lenet_checkpoint, digits_shards, tmp_path, monkeypatch,
                                                              caplog, case):  # fmt: skip
     kw = {**KW, **CASES[case]}
     ref = tmp_path / "ref.csv"
-    perturb_layer(lenet_checkpoint, digits_shards, ref, **kw)
+    perturb_layer(_ctx(lenet_checkpoint, digits_shards), ref, **kw)
     assert not partial_path(ref).exists()  # removed once the CSV is written
     n_cells = len(kw["spec"]["levels"]) * kw["repeats"]
     for stop in (1, 2):
@@ -52,13 +50,13 @@ def test_a_killed_fault_job_resumes_to_the_uninterrupted_csv(lenet_checkpoint, d
         with monkeypatch.context() as m:
             kill_after(m, stop)
             with pytest.raises(Killed):
-                perturb_layer(lenet_checkpoint, digits_shards, out, **kw)
+                perturb_layer(_ctx(lenet_checkpoint, digits_shards), out, **kw)
         assert not out.exists() and partial_path(out).exists()
         stored = stored_cells(partial_path(out))
         assert 0 < stored < n_cells
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="netperturb"):
-            perturb_layer(lenet_checkpoint, digits_shards, out, **kw)
+            perturb_layer(_ctx(lenet_checkpoint, digits_shards), out, **kw)
         assert out.read_bytes() == ref.read_bytes()
         assert not partial_path(out).exists()
         assert reuse_message(caplog).endswith(f"{stored} cells reused from an interrupted run, {n_cells - stored} computed")
@@ -70,7 +68,7 @@ def test_a_partial_file_of_another_variant_is_not_reused(lenet_checkpoint, digit
     with monkeypatch.context() as m:
         kill_after(m, 1)
         with pytest.raises(Killed):
-            perturb_layer(lenet_checkpoint, digits_shards, out, **{**kw, "spec": {**kw["spec"], "bits": "exponent"}})
+            perturb_layer(_ctx(lenet_checkpoint, digits_shards), out, **{**kw, "spec": {**kw["spec"], "bits": "exponent"}})
     with caplog.at_level(logging.INFO, logger="netperturb"):
-        perturb_layer(lenet_checkpoint, digits_shards, out, **kw)
+        perturb_layer(_ctx(lenet_checkpoint, digits_shards), out, **kw)
     assert "spec differ" in caplog.text and "0 cells reused from an interrupted run, 6 computed" in caplog.text

@@ -221,7 +221,8 @@ def checkpoint_baselines(
             ev = _evaluator(loaded, dev, images, labels, a, study_seed=study_seed,
                             model_key=_model_key(model_name, init, epoch), batch_size=batch_size,
                             channels_last=channels_last)  # fmt: skip
-            rows += baseline_rows(ev, _row(study, dataset, model_name, loaded, init, epoch, shard_digest(shard_dir, split)))
+            digest = shard_digest(ctx.shard_dir, ctx.split)
+            rows += baseline_rows(ev, _row(study, dataset, model_name, loaded, init, epoch, digest))
             log.info("%s init %d epoch %d eps %g: clean %.4f adversarial %.4f", model_name, init, epoch, a.eps,
                      rows[-2]["top1"], rows[-1]["top1"])  # fmt: skip
     df = sweep_frame(rows, device=str(resolve_device(device)))
