@@ -67,9 +67,9 @@ def _cmd_layers(args: argparse.Namespace) -> int:
 
 
 def _print_layers(layers) -> None:
-    print(f"{'index':>5}  {'label':<8} {'path':<32} {'kind':<6} {'weight shape':<20} bn")
+    print(f"{'index':>5}  {'label':<8} {'path':<32} {'kind':<7} {'weight shape':<20} bn")
     for l in layers:
-        print(f"{l.index:>5}  {l.label:<8} {l.path:<32} {l.kind:<6} {str(l.weight_shape):<20} {l.bn or '-'}")
+        print(f"{l.index:>5}  {l.label:<8} {l.path:<32} {l.kind:<7} {str(l.weight_shape):<20} {l.bn or '-'}")
 
 
 def _cmd_seed(args: argparse.Namespace) -> int:

@@ -154,7 +154,8 @@ def perturbed(
     Raises:
         LayerSelectionError: ``layer`` names no layer or several.
         ValueError: unknown perturbation or option, options with an instance, a level out
-            of range.
+            of range; an activation fault on an attention's input projection (``in_proj``:
+            it has no output of its own).
         FormatError: a weight bit fault in ``fp16`` / ``bf16`` / ``int8`` on a layer whose
             weights are not stored in that format (the message names the format and the
             remedy: :func:`in_format`); a fault there would silently change every weight.
@@ -170,7 +171,9 @@ def perturbed(
     level = pert.check_level(level)
     seed = int(seed)
     if is_activation_fault(pert):
-        module = model.get_submodule(info.bn or info.path)
+        from netperturb.perturb.engine.hooks import output_module
+
+        module = output_module(model, info)  # the BN after the layer, else its module; in_proj: ValueError
         seen = [0]
 
         def fault(_m, _inputs, out):

@@ -9,20 +9,24 @@ level x repeat cell. Three ways to compute it, all giving the same per-cell numb
        that is still needed after the layer -- the layer's input, and also e.g. the skip
        tensor a ResNet block adds back or the parallel branches an Inception block
        concatenates; the *suffix* takes those values plus the layer's output and returns the
-       logits. Any traceable torchvision classifier works, not only ``nn.Sequential``.
-       The prefix outputs of all batches are cached when they fit in memory, otherwise
-       recomputed once per group of replicas.
-    2. *Batched replicas.* K cells of the job are evaluated in one call: their K perturbed
-       weight tensors are concatenated along the output dimension into one wider layer, and
-       the suffix runs on a K-fold batch (the other live values repeated K times). A BatchNorm
-       fed only by the layer joins the replicated unit with the K replicas' affine terms
-       concatenated the same way (node knockout zeroes a knocked-out node's BN channel), so
-       every replica gets exactly its own affine terms after the shared normalisation
-       statistics. K is the smallest number of replicas that spreads the suffix's fixed cost
-       per call (its weights read once, its operator calls) over the replicas, by the cost
-       model (:func:`netperturb.perturb.engine.costs.cost_replicas`), within the free memory
-       (GPU: ``torch.cuda.mem_get_info``; CPU: MemAvailable / the cgroup limit) and an optional
-       cap (config ``max_replicas``).
+       logits. Any traceable classifier works, not only ``nn.Sequential``; a layer computed
+       inside a larger call (an ``nn.MultiheadAttention``'s ``in_proj`` / ``out_proj``, Swin's
+       ``shifted_window_attention`` reading ``qkv.weight``) has that call as its unit
+       (:mod:`netperturb.perturb.engine.units`). A model torch.fx cannot trace (data-dependent
+       control flow) takes the *hook path* (:mod:`netperturb.perturb.engine.hooks`): the same
+       prefix / unit / suffix made from its module calls with forward hooks. The prefix
+       outputs of all batches are cached when they fit in memory, otherwise recomputed once
+       per group of replicas.
+    2. *Batched replicas.* K cells of the job form a group: the K perturbed replicas of the
+       layer (each computed on its own slice of a wide buffer, with the BatchNorm fed only by
+       the layer and each replica's own affine terms) run on the batch's clean input, and the
+       suffix runs on their K outputs -- once per replica on the CPU (``exact``: the same
+       operations on the same shapes as the naive loop, bit for bit), as one call on the
+       K-fold batch on a GPU. K is the smallest number of replicas that spreads the suffix's
+       fixed cost per call (its weights read once, its operator calls) over the replicas, by
+       the cost model (:func:`netperturb.perturb.engine.costs.cost_replicas`), within the free
+       memory (GPU: ``torch.cuda.mem_get_info``; CPU: MemAvailable / the cgroup limit) and an
+       optional cap (config ``max_replicas``).
     3. *No waste.* No model copies; masks and noise are drawn in bulk on each cell's own CPU
        generator exactly as :mod:`netperturb.perturb.knockouts` and
        :mod:`netperturb.perturb.noise` draw them (same calls in the same order, so the
@@ -51,9 +55,10 @@ level x repeat cell. Three ways to compute it, all giving the same per-cell numb
        its class.
 
     Level-0 cells are the clean network by definition: they share one clean evaluation of the
-    whole model (bit for bit the baseline in fp32). If the graph cannot be split (the model
-    does not trace, the layer is called twice, ...), the job falls back to ``"functional"``
-    with a warning in the log.
+    whole model (bit for bit the baseline in fp32). The log says which path each job took
+    (graph split, hook path) and why; if neither can cut the network (the layer is called
+    twice, a value after it has no batch dimension, ...), the job falls back to
+    ``"functional"`` with a warning that gives both reasons.
 
 ``"functional"``
     Per cell, the whole network with the perturbed tensors swapped in
@@ -70,9 +75,11 @@ from netperturb.perturb.engine.graph import (
     SplitError,
     macs_per_image,
     split_at_layer,
+    trace_model,
     widen,
     widen_roles,
 )
+from netperturb.perturb.engine.hooks import HookError, find_split, split_by_hooks
 from netperturb.perturb.engine.precision import (
     PRECISIONS,
     check_precision,
@@ -97,7 +104,11 @@ __all__ = [
     "ENGINES",
     "PRECISIONS",
     "SplitError",
+    "HookError",
     "LayerSplit",
+    "find_split",
+    "split_by_hooks",
+    "trace_model",
     "split_at_layer",
     "widen",
     "widen_roles",

@@ -56,7 +56,9 @@ def run_hooked(
         One :class:`Counts` per cell of ``job.cells()``, in that order.
     """
     device = next(model.parameters()).device
-    module = model.get_submodule(job.layer.bn or job.layer.path)
+    from netperturb.perturb.engine.hooks import check_output_hook, output_module
+
+    module = output_module(model, job.layer)
     fault = job.perturbation
     out: list[Counts | None] = []
     clean: Counts | None = None
@@ -76,13 +78,15 @@ def run_hooked(
                 x, y = b.x, b.y
                 reference = model(x)
                 index = torch.arange(b.start, b.start + y.shape[0])
+                fired = []
                 hook = module.register_forward_hook(
-                    lambda _m, _i, o, level=level, seed=seed, index=index: fault.apply_activation(o, level, seed, index)
+                    lambda _m, _i, o, level=level, seed=seed, index=index: fired.append(1) or fault.apply_activation(o, level, seed, index)
                 )
                 try:
                     logits = model(x)
                 finally:
                     hook.remove()
+                check_output_hook(job.layer, len(fired))
                 total += count_logits(logits, y, reference)
         out.append(total)
         if on_cells is not None:

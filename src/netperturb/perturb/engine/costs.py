@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 from torch import fx, nn
@@ -147,16 +148,19 @@ def suffix_profile(split: LayerSplit, batch: int) -> SuffixProfile:
     conv = lin = 0.0
     wbytes = abytes = 0
     nodes = 0
-    gm: fx.GraphModule = split.suffix
+    if isinstance(split.suffix, fx.GraphModule):  # graph split: every operator with its recorded shape
+        gm = split.suffix
+        ops = [
+            (gm.get_submodule(node.target) if node.op == "call_module" else None, node.meta.get("tensor_meta"))
+            for node in gm.graph.nodes if node.op not in ("placeholder", "output")
+        ]  # fmt: skip
+    else:  # hook path: the leaf module calls after the layer (functional operators are not seen)
+        ops = [(mod, SimpleNamespace(shape=shape)) for mod, shape in getattr(split, "suffix_calls", [])]
     seen: set[int] = set()
-    for node in gm.graph.nodes:
-        if node.op in ("placeholder", "output"):
-            continue
+    for mod, meta in ops:
         nodes += 1
-        meta = node.meta.get("tensor_meta")
         abytes += _numel(meta) * 4 // max(batch, 1)
-        if node.op == "call_module":
-            mod = gm.get_submodule(node.target)
+        if mod is not None:
             for p in mod.parameters():
                 if id(p) not in seen:
                     seen.add(id(p))
@@ -167,7 +171,7 @@ def suffix_profile(split: LayerSplit, batch: int) -> SuffixProfile:
             else:
                 conv += macs
     m = split.module
-    w = m.weight
+    w = split.clean_tensors()["weight"]  # the module's own weight, or an attention's in_proj_weight
     unit_out = split.unit_out_bytes // 4 if split.unit_out_bytes else w.shape[0]
     if isinstance(m, nn.modules.conv._ConvNd):
         spatial = max(1, unit_out // w.shape[0])

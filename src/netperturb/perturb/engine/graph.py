@@ -3,21 +3,21 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import weakref
-from dataclasses import dataclass, field
-from typing import Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from netperturb.core.layers import LayerInfo
+from netperturb.perturb.engine.units import LayerSplit, _bn_stats, standard_forward, widen, widen_roles
 
-__all__ = ["SplitError", "LayerSplit", "widen", "widen_roles", "split_at_layer", "macs_per_image"]
+__all__ = ["SplitError", "LayerSplit", "widen", "widen_roles", "split_at_layer", "macs_per_image", "trace_model"]
 
 
-_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
+_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 class SplitError(RuntimeError):
@@ -58,10 +58,15 @@ class _ShapeRecorder(fx.Interpreter):
     sympy (487 modules; ~5 s of CPU time, measured on a loaded 2-core VM, in every job process
     that splits a network)."""
 
+    def __init__(self, gm: fx.GraphModule, key: str = "tensor_meta"):
+        super().__init__(gm)
+        self.key = key
+
     def run_node(self, n: fx.Node):
         result = super().run_node(n)
-        n.meta["type"] = type(result)
-        n.meta["tensor_meta"] = _meta_of(result)
+        if self.key == "tensor_meta":
+            n.meta["type"] = type(result)
+        n.meta[self.key] = _meta_of(result)
         return result
 
 
@@ -80,156 +85,6 @@ def _bytes_per_image(node: fx.Node, batch: int) -> int:
     return walk(node.meta.get("tensor_meta")) // max(batch, 1)
 
 
-@dataclass
-class LayerSplit:
-    """A network cut at one Conv2d/Linear layer (built by :func:`split_at_layer`).
-
-    Attributes:
-        prefix: ``prefix(x) -> tuple`` of the live values (tensors (B, ...)) for input
-            ``x`` (B, C, H, W) (the preprocessed images).
-        suffix: ``suffix(unit_out, *values) -> logits`` (B', classes), where ``unit_out``
-            is the output of the replicated unit and ``values`` are ``live[i]`` for ``i``
-            in ``suffix_live`` (each repeated K times along the batch for K replicas).
-        module: the perturbed layer (Conv2d or Linear).
-        bn: the BatchNorm that is fed only by the layer, computed inside the unit; or None.
-        unit_input: index of the layer's input among the live values.
-        suffix_live: indices of the live values the suffix reads.
-        live_bytes: bytes per image of the live values (fp32 probe).
-        suffix_peak_bytes: estimated peak bytes per image of the suffix's activations.
-        unit_out_bytes: bytes per image of the unit's output (one replica).
-    """
-
-    prefix: fx.GraphModule
-    suffix: fx.GraphModule
-    module: nn.Module
-    bn: nn.Module | None
-    unit_input: int
-    suffix_live: list[int]
-    live_bytes: int = 0
-    suffix_peak_bytes: int = 0
-    unit_out_bytes: int = 0
-    roles: tuple[str, ...] = field(default=())
-    probe_logits: Tensor | None = field(default=None, repr=False)  # the full model's output on the example
-
-    @property
-    def groups(self) -> int:
-        return int(getattr(self.module, "groups", 1))
-
-    def clean_tensors(self) -> dict[str, Tensor]:
-        """role -> the model's own tensor for every role of the unit."""
-        out = {"weight": self.module.weight}
-        if self.module.bias is not None:
-            out["bias"] = self.module.bias
-        if self.bn is not None:
-            out["bn_weight"] = self.bn.weight
-            out["bn_bias"] = self.bn.bias
-        return out
-
-    def unit(self, x: Tensor, wide: Mapping[str, Tensor], k: int) -> Tensor:
-        """The layer (and its BN) for ``k`` replicas at once.
-
-        Args:
-            x: the layer's input (B, ...).
-            wide: role -> replicas' tensors widened by :func:`widen` (``weight``
-                (k * out, ...), ``bias``/``bn_weight``/``bn_bias``/``bn_mean``/``bn_var``
-                (k * out,)).
-            k: number of replicas.
-
-        Returns:
-            (k * B, ...) -- replica-major: rows ``r * B .. (r + 1) * B`` are replica r.
-        """
-        m = self.module
-        if isinstance(m, nn.Conv2d):
-            y = m._conv_forward(x, wide["weight"], wide.get("bias"))
-        else:
-            y = F.linear(x, wide["weight"], wide.get("bias"))
-        if self.bn is not None:
-            bn = self.bn
-            use_batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
-            y = F.batch_norm(
-                y, wide.get("bn_mean"), wide.get("bn_var"), wide.get("bn_weight"), wide.get("bn_bias"),
-                use_batch_stats, 0.0, bn.eps,
-            )  # fmt: skip
-        return _unwiden_output(y, k, self.groups, conv=isinstance(m, nn.Conv2d))
-
-    def unit_each(self, x: Tensor, replicas: Sequence[Mapping[str, Tensor]]) -> Tensor:
-        """The layer (and its BN) for k replicas, each on its *own* input.
-
-        :meth:`unit` feeds one input to every replica; here replica r reads rows
-        ``r * B .. (r + 1) * B`` of ``x`` (e.g. adversarial images made against replica r).
-        Each replica runs :meth:`unit` with K = 1 on its rows with its own tensors: the same
-        operation on the same shapes and memory formats as one replica alone, so every
-        replica's output equals it bit for bit (a grouped convolution or a batched matrix
-        product over replicas would use other kernels and round differently; chosen).
-
-        Args:
-            x: (k * B, ...) replica-major layer inputs.
-            replicas: k dicts role -> tensor, as :func:`widen_roles` takes them.
-
-        Returns:
-            (k * B, ...) replica-major, as :meth:`unit`.
-        """
-        k = len(replicas)
-        b = x.shape[0] // k
-        outs = [self.unit(x[r * b : (r + 1) * b], widen_roles([rep], self), 1) for r, rep in enumerate(replicas)]
-        return outs[0] if k == 1 else torch.cat(outs)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """The clean network through prefix, unit (K = 1) and suffix: logits (B, classes).
-        Equals ``model(x)``; the tests check it bit for bit."""
-        live = self.prefix(x)
-        wide = widen_roles([self.clean_tensors()], self)
-        u = self.unit(live[self.unit_input], wide, 1)
-        return self.suffix(u, *[live[i] for i in self.suffix_live])
-
-
-def widen(tensors: Sequence[Tensor], groups: int = 1) -> Tensor:
-    """Concatenate K replicas' tensors (each (out, ...)) along the output dimension.
-
-    With ``groups`` > 1 (grouped convolution), output channels are arranged (group,
-    replica, channel-in-group), so that each replica's filters of group g still read the
-    input channels of group g. Returns (K * out, ...).
-    """
-    if groups == 1 or tensors[0].ndim == 0:
-        return torch.cat(list(tensors), 0) if len(tensors) > 1 else tensors[0]
-    out = tensors[0].shape[0]
-    rest = tensors[0].shape[1:]
-    stacked = torch.stack([t.reshape(groups, out // groups, *rest) for t in tensors], dim=1)
-    return stacked.reshape(len(tensors) * out, *rest)
-
-
-def _unwiden_output(y: Tensor, k: int, groups: int, *, conv: bool) -> Tensor:
-    """(B, ..., k * out [, H, W]) wide output -> (k * B, ..., out [, H, W]), replica-major."""
-    if k == 1:
-        return y
-    b = y.shape[0]
-    if conv:
-        c = y.shape[1] // k
-        # channels are (group, replica, channel-in-group)
-        y = y.reshape(b, groups, k, c // groups, *y.shape[2:]).movedim(2, 0)
-        return y.reshape(k * b, c, *y.shape[-2:])
-    out = y.shape[-1] // k
-    y = y.reshape(*y.shape[:-1], k, out).movedim(-2, 0)
-    return y.reshape(k * b, *y.shape[2:])
-
-
-def _bn_stats(split: LayerSplit, k: int) -> dict[str, Tensor]:
-    """The unit's BatchNorm running statistics for k replicas (widened like the weights)."""
-    if split.bn is None or split.bn.running_mean is None:
-        return {}
-    return {
-        "bn_mean": widen([split.bn.running_mean] * k, split.groups),
-        "bn_var": widen([split.bn.running_var] * k, split.groups),
-    }
-
-
-def widen_roles(replicas: Sequence[Mapping[str, Tensor]], split: LayerSplit) -> dict[str, Tensor]:
-    """role -> widened tensor for the unit, adding the BN's running statistics."""
-    wide = {role: widen([r[role] for r in replicas], split.groups) for role in replicas[0]}
-    wide.update(_bn_stats(split, len(replicas)))
-    return wide
-
-
 def _eliminate_dead_code(graph: fx.Graph, root: nn.Module) -> None:
     """Remove nodes whose value nobody reads, unless they may mutate something in place
     (``x.relu_()``, ``operator.iadd``, an ``inplace=True`` module) or are impure."""
@@ -246,14 +101,67 @@ def _eliminate_dead_code(graph: fx.Graph, root: nn.Module) -> None:
         graph.erase_node(node)
 
 
+def _drop_specialised_inputs(gm: fx.GraphModule) -> None:
+    """Remove the placeholders of arguments that ``concrete_args`` fixed to their defaults,
+    with the guard nodes that check them (``_assert_is_none``, ``torch._assert``), when
+    nothing else reads them."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    changed = False
+    for ph in placeholders[1:]:
+        closure, todo = set(), [ph]
+        while todo:
+            n = todo.pop()
+            for u in n.users:
+                if u not in closure:
+                    closure.add(u)
+                    todo.append(u)
+        if any(u.op == "output" for u in closure):
+            continue
+        for n in reversed(list(gm.graph.nodes)):
+            if n in closure:
+                gm.graph.erase_node(n)
+        gm.graph.erase_node(ph)
+        changed = True
+    if changed:
+        gm.recompile()
+
+
+def trace_model(model: nn.Module) -> fx.GraphModule:
+    """``torch.fx.symbolic_trace(model)``, with every ``forward`` argument after the first that
+    has a default fixed to it (``concrete_args``) and dropped from the graph's inputs.
+
+    timm's ``VisionTransformer.forward(x, attn_mask=None, is_causal=False)`` traces to a
+    graph of 3 inputs; fixed to their defaults (what ``model(x)`` runs), it has one.
+
+    Raises:
+        SplitError: the model does not trace (dynamic control flow, unsupported ops, ...).
+    """
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    concrete = {
+        p.name: p.default
+        for p in params[1:]
+        if p.default is not inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    try:
+        gm = fx.symbolic_trace(model, concrete_args=concrete or None)
+    except Exception as e:  # dynamic control flow, unsupported ops, ...
+        raise SplitError(f"the model does not trace with torch.fx ({type(e).__name__}: {e})") from None
+    _drop_specialised_inputs(gm)
+    return gm
+
+
 _TRACES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
 def _traced(model: nn.Module, example: Tensor) -> tuple[fx.GraphModule, Tensor]:
-    """``torch.fx.symbolic_trace(model)`` with every node's shape and dtype recorded
-    (:class:`_ShapeRecorder`) on ``example``, and the model's output on it. Cached per model and
-    example (and the version counters of its tensors, so an in-place change of the weights
-    invalidates it): the jobs of one model in a process trace it once.
+    """:func:`trace_model` with every node's shape and dtype recorded (:class:`_ShapeRecorder`)
+    on ``example``, and the model's output on it. Cached per model and example (and the
+    version counters of its tensors, so an in-place change of the weights invalidates it):
+    the jobs of one model in a process trace it once.
 
     Raises:
         SplitError: the model does not trace, or the traced graph does not run.
@@ -268,12 +176,12 @@ def _traced(model: nn.Module, example: Tensor) -> tuple[fx.GraphModule, Tensor]:
         and torch.equal(hit[1], example)
     ):
         return hit[0], hit[2]
-    try:
-        gm = fx.symbolic_trace(model)
-    except Exception as e:  # dynamic control flow, unsupported ops, ...
-        raise SplitError(f"the model does not trace with torch.fx ({type(e).__name__}: {e})") from None
+    gm = trace_model(model)
     try:
         with torch.no_grad():
+            # a second run on one image more tells a batch dimension from a size that equals
+            # the batch by chance (a sequence of 2 tokens at 2 images)
+            _ShapeRecorder(gm, "tensor_meta_more").run(torch.cat([example, example[:1]]))
             probe = _ShapeRecorder(gm).run(example)
     except Exception as e:
         raise SplitError(f"the traced graph does not run on the example ({type(e).__name__}: {e})") from None
@@ -281,15 +189,62 @@ def _traced(model: nn.Module, example: Tensor) -> tuple[fx.GraphModule, Tensor]:
     return gm, probe
 
 
+def layer_names(model: nn.Module, layer: LayerInfo | str, bn: str | None = None) -> dict[str, str]:
+    """role -> full parameter name for ``layer`` (a :class:`LayerInfo`, or the path of a
+    module with ``weight`` and maybe ``bias``, followed by the BatchNorm ``bn``)."""
+    if isinstance(layer, LayerInfo):
+        return layer.param_names()
+    mod = model.get_submodule(layer)
+    names = {"weight": f"{layer}.weight"}
+    if getattr(mod, "bias", None) is not None:
+        names["bias"] = f"{layer}.bias"
+    if bn is not None:
+        names.update(bn_weight=f"{bn}.weight", bn_bias=f"{bn}.bias")
+    return names
+
+
+def _unit_node(nodes: list[fx.Node], path: str, names: dict[str, str]) -> tuple[fx.Node, bool]:
+    """The node that computes the layer, and whether it is the layer's own module call
+    (True) or a larger call that reads its weights (a host: an attention module, or a
+    function taking the weights as arguments)."""
+    owner = names["weight"].rpartition(".")[0]
+    calls = [n for n in nodes if n.op == "call_module" and n.target == path]
+    if owner == path and calls:
+        if len(calls) != 1:
+            raise SplitError(f"layer {path} is called {len(calls)} times in the graph, expected once")
+        return calls[0], True
+    weights = {names[r] for r in ("weight", "bias") if r in names}
+    attrs = [n for n in nodes if n.op == "get_attr" and n.target in weights]
+    if attrs:
+        users = {u for a in attrs for u in a.users}
+        if len(users) != 1:
+            raise SplitError(f"the weights of layer {path} are read by {len(users)} calls in the graph, expected one")
+        return users.pop(), False
+    hosts = [n for n in nodes if n.op == "call_module" and names["weight"].startswith(f"{n.target}.")]
+    if not hosts:
+        raise SplitError(f"layer {path}: no call in the graph computes it (its module is not called, nothing reads its weight)")
+    target = max((n.target for n in hosts), key=len)
+    hosts = [n for n in hosts if n.target == target]
+    if len(hosts) != 1:
+        raise SplitError(f"{target}, which computes layer {path}, is called {len(hosts)} times in the graph, expected once")
+    return hosts[0], False
+
+
 def split_at_layer(model: nn.Module, layer: LayerInfo | str, example: Tensor, *, bn: str | None = None) -> LayerSplit:
     """Cut ``model``'s ``torch.fx`` graph at ``layer`` into prefix, replicated unit and suffix.
 
-    The prefix computes every value that is live across the layer call: the layer's input
-    and every tensor computed without the layer's output that a later node reads (a
-    ResNet block's skip input, the other branches of an Inception block). Values that
-    depend on the input but are not batch tensors (``x.shape``, ``x.size(0)``) and constants
-    (``get_attr``) are recomputed inside the suffix so that the suffix works on a K-fold
-    batch. A BatchNorm whose only input is the layer is put into the unit (``layer.bn``).
+    The unit is the layer's own call (a Conv1d/2d/3d or Linear module, with the BatchNorm
+    fed only by it: ``layer.bn``) or, when the layer is computed inside a larger call, that
+    call (a *host*: ``nn.MultiheadAttention`` for its ``in_proj`` and ``out_proj``, or a
+    function that takes the layer's weights as arguments, such as torchvision Swin's
+    ``shifted_window_attention``), re-run per replica with the replica's tensors
+    (:mod:`netperturb.perturb.engine.units`).
+
+    The prefix computes every value that is live across the unit: its input and every tensor
+    computed without its output that a later node reads (a ResNet block's skip input, the
+    other branches of an Inception block). Values that depend on the input but are not
+    batch tensors (``x.shape``, ``x.size(0)``) and constants (``get_attr``) are recomputed
+    inside the suffix so that the suffix works on a K-fold batch.
 
     Args:
         model: in eval mode.
@@ -299,26 +254,45 @@ def split_at_layer(model: nn.Module, layer: LayerInfo | str, example: Tensor, *,
         bn: module path of the following BatchNorm when ``layer`` is a path.
 
     Raises:
-        SplitError: the model does not trace, the layer is not called exactly once with one
-            input, a live value has no batch dimension, or the model does not return a tensor.
+        SplitError: the model does not trace; no call or more than one computes the layer;
+            the unit reads more than one batch value; a live value has no batch dimension;
+            or the model does not return one tensor.
     """
     path = layer.path if isinstance(layer, LayerInfo) else layer
     bn_path = layer.bn if isinstance(layer, LayerInfo) else bn
+    names = layer_names(model, layer, bn)
     gm, probe = _traced(model, example)
     graph = gm.graph
     nodes = list(graph.nodes)
     placeholders = [n for n in nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
-        raise SplitError(f"the model takes {len(placeholders)} inputs, expected 1")
-    hits = [n for n in nodes if n.op == "call_module" and n.target == path]
-    if len(hits) != 1:
-        raise SplitError(f"layer {path} is called {len(hits)} times in the graph, expected once")
-    L = hits[0]
-    if len(L.args) != 1 or L.kwargs or not isinstance(L.args[0], fx.Node):
+        raise SplitError(f"the model takes {len(placeholders)} inputs without defaults, expected 1")
+    L, own = _unit_node(nodes, path, names)
+    batch = int(example.shape[0])
+
+    def is_batch(n: fx.Node) -> bool:
+        meta, more = n.meta.get("tensor_meta"), n.meta.get("tensor_meta_more")
+        return (
+            _is_tensor_node(n)
+            and isinstance(meta, _TensorMeta)
+            and isinstance(more, _TensorMeta)
+            and len(meta.shape) > 0
+            and (meta.shape[0], more.shape[0]) == (batch, batch + 1)
+        )
+
+    depends: set[fx.Node] = set()  # nodes that read the input images
+    for n in nodes:
+        if n.op == "placeholder" or any(a in depends for a in n.all_input_nodes):
+            depends.add(n)
+    inputs = list(dict.fromkeys(a for a in L.all_input_nodes if a in depends and is_batch(a)))
+    if own and (len(L.args) != 1 or L.kwargs or not isinstance(L.args[0], fx.Node)):
         raise SplitError(f"layer {path} is not called with one tensor input")
+    if len(inputs) != 1:
+        raise SplitError(f"layer {path}: the call that computes it reads {len(inputs)} batch values, expected 1")
+    layer_in = inputs[0]
     unit = [L]
     bn_mod = None
-    if bn_path is not None:
+    if bn_path is not None and own:
         users = list(L.users)
         if len(users) != 1 or users[0].op != "call_module" or users[0].target != bn_path:
             raise SplitError(f"layer {path}: BatchNorm {bn_path} is not its only user in the graph")
@@ -326,19 +300,14 @@ def split_at_layer(model: nn.Module, layer: LayerInfo | str, example: Tensor, *,
         bn_mod = model.get_submodule(bn_path)
         if not isinstance(bn_mod, _BN_TYPES):
             raise SplitError(f"{bn_path} is not a BatchNorm")
-    batch = int(example.shape[0])
     out_node = nodes[-1]
     if out_node.op != "output" or not (isinstance(out_node.args[0], fx.Node) and _is_tensor_node(out_node.args[0])):
         raise SplitError("the model does not return one tensor of logits")
 
-    dirty: set[fx.Node] = set()  # nodes that read the layer's output, directly or not
-    depends: set[fx.Node] = set()  # nodes that read the input images
+    dirty: set[fx.Node] = set()  # nodes that read the unit's output, directly or not
     for n in nodes:
-        ins = n.all_input_nodes
-        if n is L or any(a in dirty for a in ins):
+        if n is L or any(a in dirty for a in n.all_input_nodes):
             dirty.add(n)
-        if n.op == "placeholder" or any(a in depends for a in ins):
-            depends.add(n)
     unit_set = set(unit)
     suffix_set = dirty - unit_set
 
@@ -348,8 +317,7 @@ def split_at_layer(model: nn.Module, layer: LayerInfo | str, example: Tensor, *,
         if u in suffix_set or u in unit_set or u in live:
             return
         if u in depends and _is_tensor_node(u):
-            meta = u.meta.get("tensor_meta")
-            if meta is None or len(meta.shape) == 0 or meta.shape[0] != batch:
+            if not is_batch(u):
                 raise SplitError(f"value {u.name} is live across the layer but has no batch dimension")
             live.append(u)
         else:  # recompute in the suffix (shapes, sizes, constants)
@@ -361,13 +329,9 @@ def split_at_layer(model: nn.Module, layer: LayerInfo | str, example: Tensor, *,
         for a in n.all_input_nodes:
             need(a)
     ordered_suffix = [n for n in nodes if n in suffix_set]
-    suffix_live_nodes = [v for v in live]
-    layer_in = L.args[0]
+    suffix_live_nodes = list(live)
     if layer_in not in live:
-        if layer_in in depends and _is_tensor_node(layer_in):
-            live.append(layer_in)
-        else:
-            raise SplitError(f"layer {path}: its input does not come from the images")
+        live.append(layer_in)
 
     # prefix: x -> live values
     pg = fx.Graph()
@@ -390,6 +354,12 @@ def split_at_layer(model: nn.Module, layer: LayerInfo | str, example: Tensor, *,
     _eliminate_dead_code(sg, gm)
     suffix = fx.GraphModule(gm, sg)
 
+    # the unit's own graph when it is not a standard Conv / Linear call
+    host, host_names = None, {}
+    module = model.get_submodule(names["weight"].rpartition(".")[0])
+    if not own or not standard_forward(module):
+        host, host_names = _unit_graph(gm, L, layer_in, depends, is_batch), names
+
     # memory estimates (bytes per image) from the probe
     size = {n: _bytes_per_image(n, batch) for n in nodes}
     last_use: dict[fx.Node, fx.Node] = {}
@@ -404,20 +374,50 @@ def split_at_layer(model: nn.Module, layer: LayerInfo | str, example: Tensor, *,
         for a in set(n.all_input_nodes):
             if last_use.get(a) is n:
                 cur -= size[a]
+    named = dict(model.named_parameters())
+    tensors = {role: named[n] for role, n in names.items() if n in named}
     split = LayerSplit(
         prefix=prefix,
         suffix=suffix,
-        module=model.get_submodule(path),
+        module=module,
         bn=bn_mod,
         unit_input=live.index(layer_in),
         suffix_live=[live.index(v) for v in suffix_live_nodes],
         live_bytes=sum(size[v] for v in live),
         suffix_peak_bytes=peak,
         unit_out_bytes=size[unit[-1]],
+        names={r: n for r, n in host_names.items() if r in ("weight", "bias")},
+        host=host,
+        how="graph",
+        tensors=tensors,
     )
-    split.roles = tuple(split.clean_tensors())
+    split.roles = tuple(tensors)
     split.probe_logits = probe
     return split
+
+
+def _unit_graph(gm: fx.GraphModule, L: fx.Node, layer_in: fx.Node, depends: set, is_batch) -> fx.GraphModule:
+    """A graph module ``unit(x) -> L's value`` with ``layer_in`` as its input, recomputing the
+    other arguments of ``L`` (weights, position-bias tables, shapes) from constants.
+
+    Raises:
+        SplitError: an argument of ``L`` depends on another batch value.
+    """
+    ug = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {layer_in: ug.placeholder("unit_in")}
+
+    def copy(n: fx.Node) -> fx.Node:
+        if n in env:
+            return env[n]
+        if n is not L and (n.op == "placeholder" or (n in depends and is_batch(n))):
+            raise SplitError(f"the call that computes the layer also reads {n.name}, another batch value")
+        for a in n.all_input_nodes:
+            copy(a)
+        env[n] = ug.node_copy(n, lambda a: env[a])
+        return env[n]
+
+    ug.output(copy(L))
+    return fx.GraphModule(gm, ug)
 
 
 def macs_per_image(split: LayerSplit, example: Tensor) -> dict[str, float]:

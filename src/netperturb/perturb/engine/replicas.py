@@ -63,7 +63,7 @@ class ReplicaBuilder:
         return {role: full[role] for role in d}
 
     def build(self, draws: Sequence[Mapping[str, Change]], groups: int = 1) -> dict[str, Tensor]:
-        """role -> the K = len(draws) replicas' tensors widened as :func:`widen` does.
+        """role -> the K = len(draws) replicas' tensors widened as :func:`~netperturb.perturb.engine.units.widen` does.
 
         Each replica is written straight into a buffer kept for the job (no per-cell copies
         of the clean tensors, no concatenation); the values equal

@@ -21,7 +21,8 @@ from netperturb.core.stream import ImageStream, TensorStream, as_stream, n_batch
 from netperturb.core.seeds import cell_generator
 from netperturb.perturb.base import ENTRIES, OUTPUT, ROWS, Perturbation
 from netperturb.perturb.engine.costs import cost_replicas
-from netperturb.perturb.engine.graph import SplitError, _bn_stats, split_at_layer, widen_roles
+from netperturb.perturb.engine.graph import _bn_stats, widen_roles
+from netperturb.perturb.engine.hooks import check_output_hook, find_split, output_module
 from netperturb.perturb.engine.precision import (
     _channels_last,
     check_precision,
@@ -170,13 +171,14 @@ def naive_cells(
         net = copy.deepcopy(model)
         params = _layer_params(net, job.layer)
         hook = None
-        offset = [0]
+        offset, fired = [0], [0]
         if activation:
             def fault(_m, _inp, y, level=level, seed=seed):
                 index = torch.arange(offset[0], offset[0] + y.shape[0])
+                fired[0] += 1
                 return job.perturbation.apply_activation(y, level, seed, index)
 
-            hook = net.get_submodule(job.layer.bn or job.layer.path).register_forward_hook(fault)
+            hook = output_module(net, job.layer).register_forward_hook(fault)
         with torch.no_grad():
             for role, t in job.perturbation(params, level, cell_generator(seed)).items():
                 params[role].copy_(t)
@@ -189,6 +191,8 @@ def naive_cells(
                 offset[0] += y.shape[0]
         if hook is not None:
             hook.remove()
+            if offset[0]:
+                check_output_hook(job.layer, fired[0])
         out.append(counts)
         del net
         if on_cell is not None:
@@ -231,6 +235,15 @@ class FastPlan:
     deduplicated: int = 0  # cells copied from an identical cell (seed-independent perturbation)
     reuse_clean_unit: bool = False  # node knockout: clean layer output, knocked channels zeroed
     paths: dict = field(default_factory=dict)  # entries perturbations: cells per path (delta, inplace, dense, clean)
+    path: str = ""  # "graph" (torch.fx split), "hooks" (hook path) or "functional" (fallback)
+    exact: bool = False  # the suffix ran once per replica (bit for bit the naive loop)
+
+
+#: How the log names each path of :func:`run_fast`.
+_PATH_TEXT = {
+    "graph": "graph split (torch.fx): prefix once per batch, K replicas per suffix call",
+    "hooks": "hook path (the model does not split with torch.fx): prefix once per batch, K replicas per suffix call",
+}
 
 
 def run_fast(
@@ -249,6 +262,8 @@ def run_fast(
     plan: FastPlan | None = None,
     skip: Collection[int] = (),
     on_cells: OnCells | None = None,
+    path: str = "auto",
+    exact: bool | None = None,
 ) -> list[Counts | None]:
     """The fast engine (module docstring): prefix once per batch, K replicas per suffix call.
 
@@ -282,12 +297,21 @@ def run_fast(
             group as in a run without ``skip`` (same numbers).
         on_cells: called with the indices and counts of the cells finished, after the clean
             evaluation and after each group.
+        path: how the network is cut at the layer: ``"auto"`` (the torch.fx graph split, else
+            the hook path, :mod:`netperturb.perturb.engine.hooks`), ``"graph"`` or ``"hooks"``;
+            a network neither cuts takes the functional engine. The log and ``plan.path`` say
+            which was taken and why.
+        exact: run the suffix once per replica on its own B rows, so that every cell's
+            logits equal the naive loop's bit for bit
+            (:meth:`~netperturb.perturb.engine.units.LayerSplit.run_suffix`); False: one
+            suffix call on the K-fold batch (faster on a GPU; the last bits of a logit may
+            differ). Default: True on the CPU, False on a GPU.
 
     Returns:
         One :class:`Counts` per cell of ``job.cells()``, in that order.
 
     Raises:
-        ValueError: model in training mode, unknown precision.
+        ValueError: model in training mode, unknown precision or path.
     """
     plan = plan if plan is not None else FastPlan()
     check_precision(precision)
@@ -310,20 +334,15 @@ def run_fast(
             return [Counts() for _ in cells]
         if cl and example.ndim == 4:
             example = example.contiguous(memory_format=torch.channels_last)
-        try:
-            split = split_at_layer(model, job.layer, example)
-        except SplitError as e:
-            plan.fallback = str(e)
-            log.warning("%s: fast engine not applicable (%s); using the functional engine", _desc(job), e)
+        activation = job.perturbation.changes == OUTPUT
+        split, why = find_split(model, job.layer, example, path=path, own_output=activation)
+        if split is None:
+            plan.fallback, plan.path = why, "functional"
+            log.warning("%s: fast engine not applicable (%s); using the functional engine", _desc(job), why)
             return run_functional(job, model, stream, precision=precision, progress=progress, skip=skip,
                                   on_cells=on_cells)  # fmt: skip
-        # structural check on the example, in fp32: prefix + unit + suffix == the whole model
-        ref, got = split.probe_logits, split.forward(example)
-        if ref.shape != got.shape or not torch.allclose(ref, got, rtol=1e-4, atol=1e-5 * float(ref.abs().max()) + 1e-6):
-            plan.fallback = "prefix + suffix differs from the full forward pass"
-            log.warning("%s: %s; using the functional engine", _desc(job), plan.fallback)
-            return run_functional(job, model, stream, precision=precision, progress=progress, skip=skip,
-                                  on_cells=on_cells)  # fmt: skip
+        plan.path = split.how
+        log.info("%s: %s%s", _desc(job), _PATH_TEXT[split.how], f" ({why})" if why else "")
 
     n = stream.n
     rows = stream.batch_size if n is None else max(1, min(stream.batch_size, n))
@@ -334,7 +353,8 @@ def run_fast(
             job, split, model, stream, passes, rows=rows, precision=precision, max_replicas=max_replicas,
             memory_fraction=memory_fraction, progress=progress, plan=plan, skip=skip, on_cells=on_cells,
         )  # fmt: skip
-    if job.perturbation.changes == ENTRIES:
+    plan.exact = device.type == "cpu" if exact is None else bool(exact)
+    if job.perturbation.changes == ENTRIES and split.host is None:  # a host unit (attention) takes the replica path
         from netperturb.perturb.engine.sparse import run_sparse
 
         return run_sparse(
@@ -364,6 +384,7 @@ def run_fast(
     if max_replicas is None:  # the cost model's K (an explicit max_replicas is used as given, memory permitting)
         k = min(k, cost_replicas(split, device, rows, max(len(perturbed), 1)))
     plan.replicas = k
+    plan.exact = device.type == "cpu" if exact is None else bool(exact)
     if draw_workers is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         if device.type == "cpu":
@@ -372,9 +393,9 @@ def run_fast(
             draw_workers = 0 if job.perturbation.device_draws else min(8, cores)
     plan.draw_workers = draw_workers
     log.info(
-        "%s: fast engine, %d replicas per suffix call, prefix %s, %s batches of %d, %s",
-        _desc(job), k, "cached" if plan.cached_prefix else "recomputed per group", n_batches(stream) or "?",
-        stream.batch_size, precision,
+        "%s: fast engine, %d replicas per group, %s, prefix %s, %s batches of %d, %s",
+        _desc(job), k, "suffix per replica (exact)" if plan.exact else "one suffix call per group",
+        "cached" if plan.cached_prefix else "recomputed per group", n_batches(stream) or "?", stream.batch_size, precision,
     )  # fmt: skip
 
     results: list[Counts | None] = [None] * len(cells)
@@ -405,6 +426,7 @@ def run_fast(
     reuse_clean_unit = (
         job.perturbation.changes == ROWS
         and job.perturbation.zeroes_units(builder.params)
+        and split.channel_dim is not None
         and (split.bn is None or split.bn.running_mean is not None)
     )
     plan.reuse_clean_unit = reuse_clean_unit
@@ -413,7 +435,7 @@ def run_fast(
         clean_wide.update(_bn_stats(split, 1))
         if cl and clean_wide["weight"].ndim == 4:
             clean_wide["weight"] = clean_wide["weight"].contiguous(memory_format=torch.channels_last)
-        channel_dim = 1 if isinstance(split.module, nn.Conv2d) else -1
+        channel_dim = split.channel_dim
 
     bar = tqdm(total=len(cells), desc=_desc(job), disable=not progress, mininterval=5)
     bar.update(len(cells) - sum(len(g) + len(c) for g, c in zip(groups, copies)))
@@ -471,12 +493,11 @@ def run_fast(
                             u = split.unit(x, wide, kk)
                     if cl and u.ndim == 4:
                         u = u.contiguous(memory_format=torch.channels_last)
-                    reps_live = [live[i].repeat(kk, *([1] * (live[i].ndim - 1))) for i in split.suffix_live]
                     with autocast:
-                        logits = split.suffix(u, *reps_live)
+                        logits = split.run_suffix(u, live, kk, exact=plan.exact)
                     for r, c in enumerate(_replica_counts(logits, y, kk, reference[bi])):
                         parts[r].append((int(y.shape[0]), *c))
-                    del u, reps_live, logits, live
+                    del u, logits, live
                 for r, i in enumerate(group):
                     results[i] = _to_counts(parts[r], of)
                 for j in copies[gi]:
@@ -507,7 +528,7 @@ def _reference(split, live_batches, autocast, no_autocast, precision, cl):
         if cl and u.ndim == 4:
             u = u.contiguous(memory_format=torch.channels_last)
         with autocast:
-            logits = split.suffix(u, *[live[i].clone() for i in split.suffix_live])  # clones: cached, suffix may act in place
+            logits = split.run_suffix(u, live, 1, exact=False)  # reads copies of the (cached) live values
         out.append(reference_masks(logits, y))
     return out, [(int(a.sum()), int(b.sum())) for a, b in out]
 

@@ -225,7 +225,7 @@ def _delta_output(split: LayerSplit, cell: SparseCell, xp: Tensor, y_clean: Tens
 def _layer_only(split: LayerSplit, x: Tensor, tensors: Mapping[str, Tensor]) -> Tensor:
     """The perturbed layer without its BatchNorm (the pre-BN output the correction adds to)."""
     m = split.module
-    if isinstance(m, nn.Conv2d):
+    if isinstance(m, nn.modules.conv._ConvNd):  # Conv1d / 2d / 3d
         return m._conv_forward(x, tensors["weight"], tensors.get("bias"))
     return F.linear(x, tensors["weight"], tensors.get("bias"))
 
@@ -346,15 +346,14 @@ def run_sparse(
                 x = x.float() if precision != "fp32" else x
                 u = split.unit(x, clean_wide, 1)
                 y = _layer_only(split, x, clean_wide) if split.bn is not None else u
-            rest = [live[i] for i in split.suffix_live]
             with autocast:
                 uc = u.clone(memory_format=torch.channels_last if cl and u.ndim == 4 else torch.contiguous_format)
-                logits = split.suffix(uc, *[v.clone() for v in rest])  # clones: the suffix may work in place
+                logits = split.run_suffix(uc, live, 1, exact=False)  # reads copies: the suffix may work in place
             if precision == "fp32" and first:
                 # prefix + unit + suffix is the whole network bit for bit in fp32 (tests check it):
                 # the clean network's counts come with the reference, no separate evaluation
                 clean_parts.append(count_logits(logits, labels, logits))
-            yield rest, x, y, u, reference_masks(logits, labels), labels
+            yield live, x, y, u, reference_masks(logits, labels), labels
         if first:
             first_pass["done"] = True
 
@@ -398,7 +397,7 @@ def run_sparse(
                 kk = len(active)
                 parts: list[list] = [[] for _ in active]
                 batch_of = []
-                for rest, x, y, u, ref, labels in (cache if cache is not None else clean_batches()) if kk else ():
+                for live, x, y, u, ref, labels in (cache if cache is not None else clean_batches()) if kk else ():
                     batch_of.append((int(ref[0].sum()), int(ref[1].sum())))
                     bsz = int(labels.shape[0])
                     out = torch.empty((kk * bsz, *u.shape[1:]), dtype=u.dtype, device=u.device)
@@ -427,12 +426,11 @@ def run_sparse(
                                         scratch[role].copy_(params[role].detach())
                     if cl and out.ndim == 4:
                         out = out.contiguous(memory_format=torch.channels_last)
-                    reps = [v.repeat(kk, *([1] * (v.ndim - 1))) for v in rest]
                     with autocast:
-                        logits = split.suffix(out, *reps)
+                        logits = split.run_suffix(out, live, kk, exact=plan.exact)
                     for slot_i, c in enumerate(_replica_counts(logits, labels, kk, ref)):
                         parts[slot_i].append((bsz, *c))
-                    del out, reps, logits
+                    del out, logits
                 for r, i in enumerate(group):
                     results[i] = clean_total() if prepared[r].path == "clean" else _to_counts(parts[active.index(r)], batch_of)
                 for j in copies[gi]:

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from netperturb.core.layers import find_layers
 from netperturb.perturb.base import ENTRIES, Change, Perturbation
 from netperturb.perturb.faults.bits import (
     StuckValue,
@@ -40,7 +41,8 @@ __all__ = ["BitFlip", "StuckAt", "MultiplicativeNoise", "format_model", "WEIGHT_
 
 
 def format_model(model: nn.Module, fmt: str, granularity: str = "tensor", include_bias: bool = False) -> nn.Module:
-    """A copy of ``model`` whose every Conv2d / Linear weight (and bias, with
+    """A copy of ``model`` whose every layer's weight (:func:`netperturb.core.layers.find_layers`:
+    Conv1d/2d/3d, Linear, attention in_proj; and bias, with
     ``include_bias``) is stored in ``fmt`` and read back as float32 (:func:`to_format`):
     the fault-free reference network of a bit-fault study in that format (fp32: ``model``
     itself, not a copy). BatchNorm parameters stay float32 (folded into the preceding layer
@@ -55,12 +57,13 @@ def format_model(model: nn.Module, fmt: str, granularity: str = "tensor", includ
     if fmt == "fp32":
         return model
     out = copy.deepcopy(model)
+    named = dict(out.named_parameters())
     with torch.no_grad():
-        for m in out.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.copy_(to_format(m.weight, fmt, granularity))
-                if include_bias and m.bias is not None:
-                    m.bias.copy_(to_format(m.bias, fmt, "tensor"))
+        for layer in find_layers(out):  # every layer: Conv1d/2d/3d, Linear, attention in_proj
+            names = layer.param_names()
+            named[names["weight"]].copy_(to_format(named[names["weight"]], fmt, granularity))
+            if include_bias and "bias" in names:
+                named[names["bias"]].copy_(to_format(named[names["bias"]], fmt, "tensor"))
     return out
 
 

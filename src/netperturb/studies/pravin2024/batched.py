@@ -53,14 +53,14 @@ class BatchedSweep:
     - FGSM, ``regenerate`` (the paper's setting): the prefix runs once per batch on the
       images repeated K times, *with its autograd graph*, which is kept across chunks. Per
       chunk of K points: the K replicas of the layer (each on its own rows,
-      :meth:`LayerSplit.unit_each`) and the suffix forward and backward on K * B rows (the
+      :meth:`~netperturb.perturb.engine.units.LayerSplit.unit_each`) and the suffix forward and backward on K * B rows (the
       loss is the sum of each replica's mean cross-entropy, so each replica gets exactly its
       own gradient), the gradient pulled back through the kept prefix graph to the K * B
       images, one FGSM step per replica, and the K * B adversarial images through the whole
       network, each replica's rows through its own filtered layer.
     - ``reuse`` mode (FGSM or PGD): the prefix outputs of the clean images and of the fixed
       adversarial set are kept (B rows); per chunk the K replicas read the same input
-      (each replica its own :meth:`LayerSplit.unit` call on it) and the suffix runs on K * B
+      (each replica its own :meth:`~netperturb.perturb.engine.units.LayerSplit.unit` call on it) and the suffix runs on K * B
       rows, twice.
 
     Every operation of a replica is the one of the per-point path on the same values, and
