@@ -164,7 +164,7 @@ class Perturbation:
     stochastic: bool = True
     #: What a cell changes: :data:`DENSE`, :data:`ROWS`, :data:`ENTRIES` or :data:`OUTPUT`.
     changes: str = DENSE
-    #: True when :meth:`draw` runs on the parameters' device (counter-based draws queued as
+    #: True when :meth:`~netperturb.perturb.base.Perturbation.draw` runs on the parameters' device (counter-based draws queued as
     #: kernels there), so a GPU job needs no CPU threads drawing ahead.
     device_draws: bool = False
 

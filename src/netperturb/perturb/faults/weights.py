@@ -5,7 +5,7 @@ fault's format (:func:`format_model`: fp16 / bf16 cast, int8 quantize-dequantize
 does it; fp32 is the network itself). On such a network level 0 changes nothing, so level 0 is
 the format's network bit for bit, and every weight a fault does not hit keeps its value bit for
 bit. Weights that are not stored in the fault's format are an error (never a silent
-conversion): :meth:`_BitFault.prepare` checks them.
+conversion): :meth:`~netperturb.perturb.base.Perturbation.prepare` of each bit fault checks them.
 
 A bit fault changes a few entries (``changes = "entries"``): its draw is the list of the hit
 weights and their new values, which the engine writes in place and undoes, or adds to the
