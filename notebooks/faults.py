@@ -4,8 +4,10 @@
 # Per layer, **bit flips** in the stored weights (fp32, or the network stored in int8 by
 # symmetric per-channel quantization), restricted to bit groups (exponent, mantissa, sign) or
 # over the whole word, and **bit flips in a layer's output activations** (a new pattern per
-# image). The level is the **bit error rate**: exactly floor(rate x eligible bits) positions
-# flip, so a rate below 1 / (weights x bits) flips nothing. Accuracy is a fraction in [0, 1];
+# image). The level is the **bit error rate**: each eligible bit flips independently with that
+# probability (`count: binomial`, the default: a Binomial(eligible bits, rate) number of flips per
+# draw), or, with `count: exact`, exactly floor(rate x eligible bits) flip (the `count` column
+# says which per variant, and the summary below). Accuracy is a fraction in [0, 1];
 # **SDC-1** is the share of the images the fault-free network gets right whose top-1 changes,
 # **DUE** the share with a NaN or Inf logit. The fault-free reference of the int8 variants is
 # the quantized network. Fault models: `netperturb.perturb.faults`; this page shows results
@@ -53,9 +55,11 @@ variants = list(dict.fromkeys(df["perturbation"]))
 found = findings(df, base, rate=compare_rate, n_boot=n_boot)
 findings_frame(found).to_csv(Path(tables) / "findings.csv", index=False)
 display(Markdown(findings_markdown(found)))
+counts = df.drop_duplicates("perturbation").set_index("perturbation")["count"].fillna("").astype(str)
 display(Markdown(f"**{len(df):,} cells**: {len(models)} model(s), {len(variants)} fault variants, "
                  f"{df.groupby('model')['layer'].nunique().sum()} layers, {df['repeat'].nunique()} repeats, "
-                 f"{int(df['n_images'].iloc[0])} test images; device {df['device'].iloc[0]}."))
+                 f"{int(df['n_images'].iloc[0])} test images; device {df['device'].iloc[0]}. Bits hit per draw: "
+                 + "; ".join(f"{v} {c}" for v, c in counts.items() if c) + "."))
 
 # %% [markdown]
 # ## Fault-free reference networks

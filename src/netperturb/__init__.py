@@ -47,7 +47,7 @@ The documentation (``make docs``) has a page per study, the configuration refere
 design of the package.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 #: The public API (:mod:`netperturb.api`), imported on first attribute access.
 _API = (

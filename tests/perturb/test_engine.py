@@ -198,7 +198,8 @@ def test_replica_tensors_equal_the_reference_perturbation_bit_for_bit(convbn, pe
     params = layer_params(convbn, layer)
     assert set(params) == {"weight", "bias", "bn_weight", "bn_bias"}
     builder = ReplicaBuilder(perturbation, params)
-    assert builder.kind is not None  # the fast path, not the generic one
+    # the fast path, not the generic one: masks / rows / deltas, not whole new tensors
+    assert all(c.op in ("mask", "rows", "add") for c in builder.draw(0.5, 1).values())
     cells = [(level, seed) for level in (0.0, 0.25, 0.5, 1.0) for seed in (1, 2)]
     refs = []
     for level, seed in cells:
@@ -234,7 +235,8 @@ def test_unknown_perturbations_run_through_the_generic_path():
     layer = find_layers(loaded.model)[3]
     j = LayerJob(study="t", dataset="r", model="alexnet", layer=layer, perturbation=SignFlip(), levels=[0.0, 0.5, 1.0],
                  repeats=2, study_seed=3)  # fmt: skip
-    assert ReplicaBuilder(j.perturbation, layer_params(loaded.model, layer)).kind is None
+    # the generic path: the perturbation's own tensors ("set"), drawn without the engine knowing it
+    assert {c.op for c in ReplicaBuilder(j.perturbation, layer_params(loaded.model, layer)).draw(0.5, 1).values()} == {"set"}
     assert_same(
         run_layer_job(j, loaded, x, y, batch_size=5, progress=False, engine="naive"),
         run_layer_job(j, loaded, x, y, batch_size=5, progress=False, engine="fast", max_replicas=2),

@@ -12,7 +12,7 @@ from netperturb.core.preprocess import Preprocess
 from netperturb.core.seeds import cell_generator
 from netperturb.models.loaded import LoadedModel
 from netperturb.perturb.faults import format_model, quantize_int8, to_format
-from netperturb.perturb.faults.bits import bit_positions, choose_bits, from_bits, to_bits
+from netperturb.perturb.faults.bits import bit_positions, choose_bits, from_bits, stored_int8, to_bits
 from netperturb.perturb.grid import LayerJob, run_layer_job
 from netperturb.perturb.registry import make_perturbation
 
@@ -30,9 +30,9 @@ def patterns(w, fmt, scale=None):
 def test_exactly_k_bits_flip(fmt, rate):
     w = torch.randn(40, 3, 3, 3)
     ref = to_format(w, fmt, "channel")
-    p = make_perturbation("bit_flip", format=fmt, granularity="channel")
+    p = make_perturbation("bit_flip", format=fmt, granularity="channel", count="exact")
     new = p({"weight": ref}, rate, cell_generator(3))["weight"]
-    scale = quantize_int8(ref, "channel")[1] if fmt == "int8" else None
+    scale = stored_int8(ref, "channel")[1] if fmt == "int8" else None
     diff = patterns(ref, fmt, scale) ^ patterns(new, fmt, scale)
     width = {"fp32": 32, "fp16": 16, "bf16": 16, "int8": 8}[fmt]
     k = math.floor(rate * w.numel() * width)
@@ -51,9 +51,9 @@ def test_exactly_k_bits_flip(fmt, rate):
                                       ("fp16", "exponent"), ("bf16", "mantissa"), ("int8", [0, 1]), ("fp32", [30])])
 def test_only_allowed_positions_flip(fmt, bits):
     w = to_format(torch.randn(64, 32), fmt)
-    p = make_perturbation("bit_flip", format=fmt, bits=bits)
+    p = make_perturbation("bit_flip", format=fmt, bits=bits, count="exact")
     new = p({"weight": w}, 0.2, cell_generator(1))["weight"]
-    scale = quantize_int8(w)[1] if fmt == "int8" else None
+    scale = stored_int8(w)[1] if fmt == "int8" else None
     diff = patterns(w, fmt, scale) ^ patterns(new, fmt, scale)
     allowed = 0
     for b in bit_positions(fmt, bits):
@@ -86,8 +86,10 @@ def test_int8_round_trip_at_rate_zero_equals_the_quantized_weights():
         q = codes.float() * scale
         assert codes.abs().max() == 127 and (codes.abs() <= 127).all()
         assert torch.equal(to_format(w, "int8", gran), q)
-        assert torch.equal(to_format(q, "int8", gran), q)  # idempotent: the reference is stable
-        p = make_perturbation("bit_flip", format="int8", granularity=gran)
+        # the stored network gives back its codes and scale exactly: the reference is stable
+        c2, s2 = stored_int8(q, gran)
+        assert torch.equal(c2, codes) and torch.equal(s2, scale)
+        p = make_perturbation("bit_flip", format="int8", granularity=gran, count="exact")
         assert torch.equal(p.reference({"weight": w})["weight"], q)
         assert p({"weight": q}, 0.0, cell_generator(0)) == {}  # level 0: the quantized network itself
         # a tiny rate: every weight not hit keeps its quantized value bit for bit
@@ -99,7 +101,7 @@ def test_int8_round_trip_at_rate_zero_equals_the_quantized_weights():
 def test_stuck_at_leaves_already_stuck_bits_unchanged():
     w = torch.randn(32, 16)
     for value in (0, 1):
-        p = make_perturbation("stuck_at", value=value)
+        p = make_perturbation("stuck_at", value=value, count="exact")
         new = p({"weight": w}, 0.25, cell_generator(4))["weight"]
         old_p, new_p = to_bits(w, "fp32"), to_bits(new, "fp32")
         idx, masks = choose_bits(w.numel(), range(32), 0.25, cell_generator(4))
@@ -163,6 +165,7 @@ def test_from_bits_inverts_to_bits():
     codes, scale = quantize_int8(w)
     r = codes.float() * scale
     assert torch.equal(from_bits(to_bits(r, "int8", scale), "int8", scale), r)
+    assert torch.equal(to_bits(r, "int8", scale), codes.to(torch.int64) & 0xFF)
 
 
 # --------------------------------------------------------------------------------------
@@ -184,7 +187,7 @@ def test_transient_activation_faults_do_not_depend_on_the_batch(name):
 
 def test_activation_bit_flip_counts_and_permanent_patterns():
     y = torch.randn(6, 3, 4, 4)
-    t = make_perturbation("activation_bit_flip", transient=True).apply_activation(y, 0.02, 5, torch.arange(6))
+    t = make_perturbation("activation_bit_flip", transient=True, count="exact").apply_activation(y, 0.02, 5, torch.arange(6))
     k = math.floor(0.02 * 48 * 32)
     for r in range(6):
         assert popcount(to_bits(y[r], "fp32") ^ to_bits(t[r], "fp32")) == k

@@ -146,8 +146,8 @@ def run_layer_job(
             full forward per cell). All three give the same counts in fp32.
         precision: ``"fp32"`` (reference), ``"bf16"`` or ``"fp16"`` (autocast; the perturbed
             layer itself in fp32); recorded in the ``precision`` column.
-        max_replicas: cap on the replicas per suffix call of the fast engine (None: as many
-            as fit in memory).
+        max_replicas: cells per suffix call of the fast engine, memory permitting (None: the
+            engine's cost model chooses, :mod:`netperturb.perturb.engine.costs`).
         store: cell-level resume (:mod:`netperturb.core.resume`): cells found there
             (:meth:`LayerJob.cell_key`) are not computed again, and every finished cell (or
             group of cells) is recorded there as soon as it is done. The fast engine's replica

@@ -7,15 +7,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from netperturb.perturb.base import Perturbation, n_chosen
+from netperturb.perturb.base import ENTRIES, ROWS, Change, Perturbation, n_chosen
 from netperturb.perturb.draws import choose_mask, stream_key
 
-__all__ = ["SynapseKnockout", "NodeKnockout"]
-
-
-def _zero_entries(t: Tensor, fraction: float, generator: torch.Generator) -> Tensor:
-    mask = choose_mask(t.numel(), n_chosen(fraction, t.numel()), stream_key(generator), t.device)
-    return t.detach().masked_fill(mask.view(t.shape), 0)
+__all__ = ["SynapseKnockout", "NodeKnockout", "knocked_units"]
 
 
 def knocked_units(n_out: int, fraction: float, generator: torch.Generator, device: torch.device) -> Tensor:
@@ -40,6 +35,8 @@ class SynapseKnockout(Perturbation):
     name = "synapse_knockout"
     level_unit = "fraction of weights"
     max_level = 1.0
+    changes = ENTRIES
+    device_draws = True
 
     def __init__(self, include_bias: bool = True):
         self.include_bias = bool(include_bias)
@@ -47,10 +44,16 @@ class SynapseKnockout(Perturbation):
     def options(self) -> dict[str, Any]:
         return {"include_bias": self.include_bias}
 
-    def _apply(self, params, level, generator):
-        out = {"weight": _zero_entries(params["weight"], level, generator)}
-        if self.include_bias and params.get("bias") is not None:
-            out["bias"] = _zero_entries(params["bias"], level, generator)
+    def seed_independent(self, level: float) -> bool:
+        """At level 1 every entry is knocked out, whatever the draw."""
+        return float(level) >= 1.0
+
+    def _draw(self, params, level, generator, context):
+        roles = ["weight"] + (["bias"] if self.include_bias and params.get("bias") is not None else [])
+        out = {}
+        for role in roles:  # the weight's stream key first, then the bias's
+            t = params[role]
+            out[role] = Change("mask", choose_mask(t.numel(), n_chosen(level, t.numel()), stream_key(generator), t.device))
         return out
 
 
@@ -70,6 +73,8 @@ class NodeKnockout(Perturbation):
     name = "node_knockout"
     level_unit = "fraction of output units"
     max_level = 1.0
+    changes = ROWS
+    device_draws = True
 
     def __init__(self, bn_aware: bool = True):
         self.bn_aware = bool(bn_aware)
@@ -77,18 +82,18 @@ class NodeKnockout(Perturbation):
     def options(self) -> dict[str, Any]:
         return {"bn_aware": self.bn_aware}
 
-    def _apply(self, params, level, generator):
+    def seed_independent(self, level: float) -> bool:
+        """At level 1 every unit is knocked out, whatever the draw."""
+        return float(level) >= 1.0
+
+    def zeroes_units(self, params) -> bool:
+        """A knocked-out unit outputs exactly 0: its weights and bias are 0, and with a
+        following BatchNorm (``bn_weight`` in ``params``) only when ``bn_aware`` zeroes its
+        affine terms too."""
+        return self.bn_aware or params.get("bn_weight") is None
+
+    def _draw(self, params, level, generator, context):
         w = params["weight"]
         idx = knocked_units(w.shape[0], level, generator, w.device)
-        out = {}
-        new_w = w.detach().clone()
-        new_w[idx] = 0
-        out["weight"] = new_w
-        roles = ["bias"] + (["bn_weight", "bn_bias"] if self.bn_aware else [])
-        for role in roles:
-            t = params.get(role)
-            if t is not None:
-                new_t = t.detach().clone()
-                new_t[idx] = 0
-                out[role] = new_t
-        return out
+        roles = ["weight", "bias"] + (["bn_weight", "bn_bias"] if self.bn_aware else [])
+        return {role: Change("rows", idx) for role in roles if params.get(role) is not None}

@@ -5,20 +5,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from netperturb.perturb.base import Perturbation
+from netperturb.perturb.base import Change, Perturbation
 from netperturb.perturb.draws import normal, stream_key
 
 __all__ = ["GaussianNoise"]
 
 
-def _add_noise(t: Tensor, sigma: float, generator: torch.Generator) -> Tensor:
-    # the s.d. is taken on the CPU so that it (and the noise) does not depend on the device
-    std = t.detach().cpu().double().std(unbiased=False).item() if t.numel() > 1 else 0.0
-    noise = normal(stream_key(generator), t.shape, t.device)
-    return t.detach() + (noise * (sigma * std)).to(dtype=t.dtype)
+def _std(t: Tensor) -> float:
+    """Population s.d. of ``t``, taken on the CPU in float64 so that it (and the noise) does not
+    depend on the device."""
+    return t.detach().cpu().double().std(unbiased=False).item() if t.numel() > 1 else 0.0
 
 
 class GaussianNoise(Perturbation):
@@ -40,11 +38,22 @@ class GaussianNoise(Perturbation):
     def __init__(self, include_bias: bool = True):
         self.include_bias = bool(include_bias)
 
+    device_draws = True
+
     def options(self) -> dict[str, Any]:
         return {"include_bias": self.include_bias}
 
-    def _apply(self, params, level, generator):
-        out = {"weight": _add_noise(params["weight"], level, generator)}
-        if self.include_bias and params.get("bias") is not None:
-            out["bias"] = _add_noise(params["bias"], level, generator)
+    def _roles(self, params) -> list[str]:
+        return ["weight"] + (["bias"] if self.include_bias and params.get("bias") is not None else [])
+
+    def prepare(self, params) -> dict:
+        """role -> the tensor's population s.d. (computed once per job)."""
+        return {role: _std(params[role]) for role in self._roles(params)}
+
+    def _draw(self, params, level, generator, context):
+        out = {}
+        for role in self._roles(params):  # the weight's stream key first, then the bias's
+            t = params[role]
+            noise = normal(stream_key(generator), t.shape, t.device)
+            out[role] = Change("add", (noise * (level * context[role])).to(dtype=t.dtype))
         return out

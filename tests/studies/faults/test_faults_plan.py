@@ -29,6 +29,9 @@ def test_default_plan(config):
     v = plan.variants["fp32_word"]
     assert v.levels[0] == 0 and v.levels[-1] == pytest.approx(1e-2) and v.target == "weights"
     assert plan.variants["activation_word"].target == "activations"
+    # the default run counts bits binomially (the field's bit error rate), 10 repeats per cell
+    assert {v.count for v in plan.variants.values()} == {"binomial"} and config["faults"]["repeats"] == 10
+    assert config["faults"]["max_replicas"] is None  # K from the engine's cost model
     tables = plan.job_tables("results/digits/faults")
     assert len(tables) == len(set(tables)) == 8 * len(plan.variants)
     assert plan.baseline_tables("r") == ["r/baseline/alexnet_digits/fp32.csv", "r/baseline/alexnet_digits/int8_channel.csv"]
@@ -64,6 +67,8 @@ def test_reference_names_round_trip():
      "faults.perturbations.bad: multiplicative_noise does not take these options"),
     ({"fault": "activation_bit_flip", "format": "int8", "levels": [0, 0.1]},
      "faults.perturbations.bad.format: 'int8'; allowed for activation faults: fp32"),
+    ({"fault": "stuck_at", "count": "poisson", "levels": [0, 0.1]},
+     "faults.perturbations.bad.count: 'poisson' unknown; allowed: binomial, exact"),
 ])  # fmt: skip
 def test_bad_variants_name_the_key(config, spec, message):
     cfg = copy.deepcopy(config)

@@ -22,9 +22,11 @@ level x repeat cell. Three ways to compute it, all giving the same per-cell numb
        the layer and each replica's own affine terms) run on the batch's clean input, and the
        suffix runs on their K outputs -- once per replica on the CPU (``exact``: the same
        operations on the same shapes as the naive loop, bit for bit), as one call on the
-       K-fold batch on a GPU. K comes from the free memory (GPU:
-       ``torch.cuda.mem_get_info``; CPU: MemAvailable / the cgroup limit) and a cap (config
-       ``cheney2017.max_replicas``).
+       K-fold batch on a GPU. K is the smallest number of replicas that spreads the suffix's
+       fixed cost per call (its weights read once, its operator calls) over the replicas, by
+       the cost model (:func:`netperturb.perturb.engine.costs.cost_replicas`), within the free
+       memory (GPU: ``torch.cuda.mem_get_info``; CPU: MemAvailable / the cgroup limit) and an
+       optional cap (config ``max_replicas``).
     3. *No waste.* No model copies; masks and noise are drawn in bulk on each cell's own CPU
        generator exactly as :mod:`netperturb.perturb.knockouts` and
        :mod:`netperturb.perturb.noise` draw them (same calls in the same order, so the
@@ -42,6 +44,15 @@ level x repeat cell. Three ways to compute it, all giving the same per-cell numb
        unit's output is exactly 0: its weights and bias are zero, with a BN-aware knockout
        its BN affine terms too). Cells whose perturbed layer does not depend on the seed
        (knockouts at level 1, deterministic perturbations) are computed once per level.
+    6. *Sparse faults as sparse.* A perturbation that changes a set of entries
+       (``changes == "entries"``: bit flips, stuck-at bits, synapse knockout) builds no
+       replicas: each cell's layer output is the clean output plus a sparse correction, or the
+       layer run on a job-level copy with the k entries written in place and undone, or on
+       that copy rewritten whole -- whichever the cost model
+       (:mod:`netperturb.perturb.engine.costs`) finds cheapest for the cell's k and the
+       layer's shape (:mod:`netperturb.perturb.engine.sparse`). The engine picks every path
+       from what the perturbation says it changes (:attr:`Perturbation.changes`), never from
+       its class.
 
     Level-0 cells are the clean network by definition: they share one clean evaluation of the
     whole model (bit for bit the baseline in fp32). The log says which path each job took
@@ -79,6 +90,7 @@ from netperturb.perturb.engine.replicas import (
     available_memory,
     choose_replicas,
 )
+from netperturb.perturb.engine.costs import CostModel, cell_path, cost_model, suffix_replicas
 from netperturb.perturb.engine.runners import (
     ENGINES,
     naive_cells,
@@ -111,4 +123,8 @@ __all__ = [
     "run_naive",
     "naive_cells",
     "macs_per_image",
+    "CostModel",
+    "cost_model",
+    "cell_path",
+    "suffix_replicas",
 ]

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from netperturb.core.evaluate import Counts, count_logits, reference_masks
 from netperturb.core.stream import ImageStream
+from netperturb.perturb.engine.costs import cost_replicas
 from netperturb.perturb.engine.graph import LayerSplit, widen_roles
 from netperturb.perturb.engine.precision import _channels_last, precision_context
 from netperturb.perturb.engine.replicas import _replica_counts, _to_counts, available_memory, choose_replicas
@@ -120,6 +121,8 @@ def run_fast_activation(
     if plan.cached_prefix:
         budget -= cache_bytes
     k = choose_replicas(split, rows, max(len(perturbed), 1), budget=budget, max_replicas=max_replicas)
+    if max_replicas is None:  # the cost model's K (netperturb.perturb.engine.costs)
+        k = min(k, cost_replicas(split, device, rows, max(len(perturbed), 1)))
     plan.replicas = k
     results: list[Counts | None] = [None] * len(cells)
     if zero:

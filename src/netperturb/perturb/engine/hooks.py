@@ -183,6 +183,9 @@ class HookSplit(LayerSplit):
     host_module: nn.Module | None = field(default=None, repr=False)
     slots: list[tuple[nn.Module, int]] = field(default_factory=list, repr=False)
     bn_module: nn.Module | None = field(default=None, repr=False)
+    #: the module calls after the layer's host that have no child modules, with their output
+    #: shapes at the 2-image example (the cost model's view of the suffix)
+    suffix_calls: list[tuple[nn.Module, tuple[int, ...]]] = field(default_factory=list, repr=False)
     _affine: list = field(default_factory=list, repr=False)  # per replica of the last unit call: (bn weight, bn bias)
     _active: list = field(default_factory=list, repr=False)  # those the suffix call now running applies
 
@@ -208,9 +211,12 @@ class HookSplit(LayerSplit):
         if not exact or k == 1:
             self._active = self._affine
             return super().run_suffix(u, live, k, exact=exact)
+        # one set of affine terms for k replicas: the unit ran once on the clean tensors and the
+        # caller made the k outputs (the sparse path), so all k share the clean BatchNorm
+        affine = self._affine * k if len(self._affine) == 1 else self._affine
         outs = []
         for r in range(k):
-            self._active = self._affine[r : r + 1] if self._affine else []
+            self._active = affine[r : r + 1] if affine else []
             outs.append(super().run_suffix(slice_replicas(u, r, k), live, 1, exact=exact))
         return torch.cat(outs)
 
@@ -399,6 +405,10 @@ def split_by_hooks(model: nn.Module, layer: LayerInfo | str, example: Tensor, *,
         host_names = {r: "h." + n[len(prefix):] for r, n in names.items() if r in ("weight", "bias")}
     named = dict(model.named_parameters())
     after = calls[start + 1 :]
+    leaf_calls = [
+        (c.module, tuple(first(c.output).shape)) for c in after
+        if next(c.module.children(), None) is None and isinstance(first(c.output), Tensor)
+    ]  # fmt: skip
     split = HookSplit(
         prefix=None,
         suffix=None,
@@ -417,6 +427,7 @@ def split_by_hooks(model: nn.Module, layer: LayerInfo | str, example: Tensor, *,
         host_module=host,
         slots=slots,
         bn_module=bn_mod,
+        suffix_calls=leaf_calls,
     )
     split.prefix, split.suffix = split._prefix, split._suffix
     split.roles = tuple(split.tensors)

@@ -11,11 +11,8 @@ from torch import Tensor
 
 from netperturb.core.evaluate import Counts, add_resilience, counts_from_parts, resilience_parts, topk_credit_parts
 from netperturb.core.seeds import cell_generator
-from netperturb.perturb.base import Perturbation, n_chosen
-from netperturb.perturb.draws import choose_mask, normal, stream_key
+from netperturb.perturb.base import Change, Perturbation, apply_change
 from netperturb.perturb.engine.graph import LayerSplit, widen
-from netperturb.perturb.knockouts import NodeKnockout, SynapseKnockout, knocked_units
-from netperturb.perturb.noise import GaussianNoise
 
 __all__ = ["ReplicaBuilder", "available_memory", "choose_replicas"]
 
@@ -28,67 +25,27 @@ __all__ = ["ReplicaBuilder", "available_memory", "choose_replicas"]
 class ReplicaBuilder:
     """Draws the perturbed tensors of cells and stacks them into the wide unit.
 
-    For the built-in perturbations (exactly :class:`SynapseKnockout`, :class:`NodeKnockout`,
-    :class:`GaussianNoise`) the *draw* (the counter-based mask / noise of
-    :mod:`netperturb.perturb.draws`, made on the layer's device, stream keys taken from the
-    cell's generator in the same order as their ``_apply``) is separated from the
-    *application* (zero the chosen entries / add the noise into the wide buffer), and the
-    layer's weight s.d. for the noise is computed once per job (on the CPU copy, so it does
-    not depend on the device). Any other :class:`~netperturb.perturb.base.Perturbation` is called as it is.
-    Either way the tensors equal ``perturbation(params, level, generator)`` bit for bit
-    (tests check it).
+    The *draw* of a cell (:meth:`Perturbation.draw`: a :class:`~netperturb.perturb.base.Change`
+    per role -- zero a mask, zero rows, add a delta, set entries, or replace the tensor) is
+    separated from its *application* (into the wide buffer), and the job's constants (e.g. the
+    layer's weight s.d. for Gaussian noise, :meth:`Perturbation.prepare`) are computed once per
+    job. The builder never looks at the perturbation's class: the tensors equal
+    ``perturbation(params, level, generator)`` bit for bit for any perturbation (tests check it).
     """
 
     def __init__(self, perturbation: Perturbation, params: Mapping[str, Tensor]):
         self.perturbation = perturbation
         self.params = dict(params)
-        self.kind = {SynapseKnockout: "synapse", NodeKnockout: "node", GaussianNoise: "noise"}.get(type(perturbation))
-        self._std: dict[str, float] = {}
+        self.context = perturbation.prepare(self.params)
         self._buffers: dict[str, Tensor] = {}
-        if self.kind == "noise":
-            for role in self._noise_roles():
-                t = self.params[role].detach()
-                self._std[role] = t.cpu().double().std(unbiased=False).item() if t.numel() > 1 else 0.0
 
-    def _noise_roles(self) -> list[str]:
-        roles = ["weight"]
-        if self.perturbation.include_bias and self.params.get("bias") is not None:
-            roles.append("bias")
-        return roles
-
-    def draw(self, level: float, seed: int) -> dict[str, tuple[str, Tensor]]:
-        """role -> (op, tensor on the parameters' device) for one cell: ``("mask", m)`` zero
-        the entries where the bool mask ``m`` (numel,) is True, ``("rows", idx)`` zero rows,
-        ``("add", delta)`` add, ``("set", tensor)`` replace. Thread-safe (reads the parameters
+    def draw(self, level: float, seed: int) -> dict[str, Change]:
+        """role -> :class:`~netperturb.perturb.base.Change` (tensors on the parameters'
+        device) for one cell, from the cell's generator. Thread-safe (reads the parameters
         only). Level 0 returns ``{}``."""
-        p = self.perturbation
-        level = p.check_level(level)
-        if level == 0:
-            return {}
-        g = cell_generator(seed)
-        out: dict[str, tuple[str, Tensor]] = {}
-        if self.kind == "synapse":
-            roles = ["weight"] + (["bias"] if p.include_bias and self.params.get("bias") is not None else [])
-            for role in roles:
-                t = self.params[role]
-                out[role] = ("mask", choose_mask(t.numel(), n_chosen(level, t.numel()), stream_key(g), t.device))
-        elif self.kind == "node":
-            w = self.params["weight"]
-            idx = knocked_units(w.shape[0], level, g, w.device)
-            roles = ["weight", "bias"] + (["bn_weight", "bn_bias"] if p.bn_aware else [])
-            for role in roles:
-                if self.params.get(role) is not None:
-                    out[role] = ("rows", idx)
-        elif self.kind == "noise":
-            for role in self._noise_roles():
-                t = self.params[role]
-                out[role] = ("add", normal(stream_key(g), t.shape, t.device).mul_(level * self._std[role]))
-        else:
-            new = p(self.params, level, g)
-            out = {role: ("set", t) for role, t in new.items()}
-        return out
+        return self.perturbation.draw(self.params, level, cell_generator(seed), self.context)
 
-    def apply(self, draw: Mapping[str, tuple[str, Tensor]]) -> dict[str, Tensor]:
+    def apply(self, draw: Mapping[str, Change]) -> dict[str, Tensor]:
         """role -> the cell's tensor on the parameters' device (clean where not drawn).
 
         Raises:
@@ -97,23 +54,7 @@ class ReplicaBuilder:
         unknown = set(draw) - set(self.params)
         if unknown:
             raise ValueError(f"{self.perturbation.name}: changes {sorted(unknown)}, not among {sorted(self.params)}")
-        out = {}
-        for role, clean in self.params.items():
-            if role not in draw:
-                out[role] = clean
-                continue
-            op, t = draw[role]
-            if op == "set":
-                out[role] = t
-                continue
-            src = clean.detach()
-            if op == "add":
-                out[role] = src + t.to(device=src.device, dtype=src.dtype)
-            elif op == "mask":
-                out[role] = src.masked_fill(t.to(src.device).view(src.shape), 0)
-            else:  # rows
-                out[role] = src.clone().index_fill_(0, t.to(src.device), 0)
-        return out
+        return {role: apply_change(clean, draw[role]) if role in draw else clean for role, clean in self.params.items()}
 
     def cell(self, level: float, seed: int) -> dict[str, Tensor]:
         """The tensors of the roles this cell changes (what the perturbation returns)."""
@@ -121,7 +62,7 @@ class ReplicaBuilder:
         full = self.apply(d)
         return {role: full[role] for role in d}
 
-    def build(self, draws: Sequence[Mapping[str, tuple[str, Tensor]]], groups: int = 1) -> dict[str, Tensor]:
+    def build(self, draws: Sequence[Mapping[str, Change]], groups: int = 1) -> dict[str, Tensor]:
         """role -> the K = len(draws) replicas' tensors widened as :func:`~netperturb.perturb.engine.units.widen` does.
 
         Each replica is written straight into a buffer kept for the job (no per-cell copies
@@ -147,7 +88,7 @@ class ReplicaBuilder:
             wide = buf[: k * rows]
             for r, d in enumerate(draws):
                 slot = wide[r * rows : (r + 1) * rows]
-                op, t = d.get(role, (None, None))
+                op, t, values = d.get(role, (None, None, None))
                 if op == "add":
                     torch.add(src, t.to(device=src.device, dtype=src.dtype), out=slot)
                     continue
@@ -157,6 +98,8 @@ class ReplicaBuilder:
                 slot.copy_(t if op == "set" else src)
                 if op == "rows":
                     slot.index_fill_(0, t.to(src.device), 0)
+                elif op == "entries":
+                    slot.view(-1)[t.to(src.device)] = values.to(device=src.device, dtype=src.dtype)
             out[role] = wide
         return out
 

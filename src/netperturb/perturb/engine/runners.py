@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Collection, Iterable
 
 import torch
@@ -19,7 +19,8 @@ from netperturb.core.evaluate import Counts, count_logits, evaluate_stream, refe
 from netperturb.core.layers import LayerInfo
 from netperturb.core.stream import ImageStream, TensorStream, as_stream, n_batches
 from netperturb.core.seeds import cell_generator
-from netperturb.perturb.base import Perturbation
+from netperturb.perturb.base import ENTRIES, OUTPUT, ROWS, Perturbation
+from netperturb.perturb.engine.costs import cost_replicas
 from netperturb.perturb.engine.graph import _bn_stats, widen_roles
 from netperturb.perturb.engine.hooks import check_output_hook, find_split, output_module
 from netperturb.perturb.engine.precision import (
@@ -34,8 +35,6 @@ from netperturb.perturb.engine.replicas import (
     available_memory,
     choose_replicas,
 )
-from netperturb.perturb.faults.activations import is_activation_fault
-from netperturb.perturb.knockouts import NodeKnockout, SynapseKnockout
 
 log = logging.getLogger("netperturb")
 
@@ -107,7 +106,7 @@ def run_functional(
         One :class:`Counts` per cell of ``job.cells()``, in that order.
     """
     stream = data_stream(images, labels, preprocess, batch_size)
-    if is_activation_fault(job.perturbation):
+    if job.perturbation.changes == OUTPUT:
         from netperturb.perturb.engine.activations import run_hooked
 
         return run_hooked(job, model, stream, precision=precision, progress=progress, skip=skip, on_cells=on_cells)
@@ -162,7 +161,7 @@ def naive_cells(
     device = next(model.parameters()).device
     out = []
     golden: list[Tensor] = []
-    activation = is_activation_fault(job.perturbation)
+    activation = job.perturbation.changes == OUTPUT
     for i, (level, _repeat, seed) in enumerate(
         tqdm(list(job.cells()), desc=_desc(job) + " (naive)", disable=not progress, mininterval=5)
     ):
@@ -235,6 +234,7 @@ class FastPlan:
     draw_seconds: float = 0.0  # main-thread time spent drawing / waiting for draws and building replicas
     deduplicated: int = 0  # cells copied from an identical cell (seed-independent perturbation)
     reuse_clean_unit: bool = False  # node knockout: clean layer output, knocked channels zeroed
+    paths: dict = field(default_factory=dict)  # entries perturbations: cells per path (delta, inplace, dense, clean)
     path: str = ""  # "graph" (torch.fx split), "hooks" (hook path) or "functional" (fallback)
     exact: bool = False  # the suffix ran once per replica (bit for bit the naive loop)
 
@@ -279,7 +279,8 @@ def run_fast(
         batch_size: images per prefix call for in-memory images (the suffix sees K times
             as many); a DataLoader keeps its own.
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
-        max_replicas: cap on K (None: memory only).
+        max_replicas: K, memory permitting (None: the cost model's K,
+            :func:`netperturb.perturb.engine.costs.cost_replicas`, within the memory).
         memory_fraction: share of the free memory for replicas and the prefix cache.
         draw_workers: threads drawing cells (each cell has its own generator, so they
             draw in parallel) while the device computes the previous group; 0 draws in the
@@ -333,7 +334,7 @@ def run_fast(
             return [Counts() for _ in cells]
         if cl and example.ndim == 4:
             example = example.contiguous(memory_format=torch.channels_last)
-        activation = is_activation_fault(job.perturbation)
+        activation = job.perturbation.changes == OUTPUT
         split, why = find_split(model, job.layer, example, path=path, own_output=activation)
         if split is None:
             plan.fallback, plan.path = why, "functional"
@@ -345,12 +346,21 @@ def run_fast(
 
     n = stream.n
     rows = stream.batch_size if n is None else max(1, min(stream.batch_size, n))
-    if is_activation_fault(job.perturbation):
+    if job.perturbation.changes == OUTPUT:
         from netperturb.perturb.engine.activations import run_fast_activation
 
         return run_fast_activation(
             job, split, model, stream, passes, rows=rows, precision=precision, max_replicas=max_replicas,
             memory_fraction=memory_fraction, progress=progress, plan=plan, skip=skip, on_cells=on_cells,
+        )  # fmt: skip
+    plan.exact = device.type == "cpu" if exact is None else bool(exact)
+    if job.perturbation.changes == ENTRIES and split.host is None:  # a host unit (attention) takes the replica path
+        from netperturb.perturb.engine.sparse import run_sparse
+
+        return run_sparse(
+            job, split, model, stream, passes, rows=rows, precision=precision, max_replicas=max_replicas,
+            memory_fraction=memory_fraction, progress=progress, plan=plan, skip=skip, on_cells=on_cells,
+            draw_workers=draw_workers, clean=lambda: _clean_counts(model, stream, precision),
         )  # fmt: skip
     builder = ReplicaBuilder(job.perturbation, split.clean_tensors())
 
@@ -371,6 +381,8 @@ def run_fast(
     if plan.cached_prefix:
         budget -= n * split.live_bytes
     k = choose_replicas(split, rows, max(len(perturbed), 1), budget=budget, max_replicas=max_replicas)
+    if max_replicas is None:  # the cost model's K (an explicit max_replicas is used as given, memory permitting)
+        k = min(k, cost_replicas(split, device, rows, max(len(perturbed), 1)))
     plan.replicas = k
     plan.exact = device.type == "cpu" if exact is None else bool(exact)
     if draw_workers is None:
@@ -378,7 +390,7 @@ def run_fast(
         if device.type == "cpu":
             draw_workers = torch.get_num_threads()
         else:
-            draw_workers = 0 if builder.kind is not None else min(8, cores)
+            draw_workers = 0 if job.perturbation.device_draws else min(8, cores)
     plan.draw_workers = draw_workers
     log.info(
         "%s: fast engine, %d replicas per group, %s, prefix %s, %s batches of %d, %s",
@@ -411,8 +423,11 @@ def run_fast(
     # output is exactly 0 (its weights and bias are zero; with a BN-aware knockout its BN
     # affine terms too): run the layer once on the clean weights and zero each replica's
     # knocked-out channels, instead of running K perturbed copies of the layer.
-    reuse_clean_unit = builder.kind == "node" and split.channel_dim is not None and (
-        split.bn is None or (job.perturbation.bn_aware and split.bn.running_mean is not None)
+    reuse_clean_unit = (
+        job.perturbation.changes == ROWS
+        and job.perturbation.zeroes_units(builder.params)
+        and split.channel_dim is not None
+        and (split.bn is None or split.bn.running_mean is not None)
     )
     plan.reuse_clean_unit = reuse_clean_unit
     if reuse_clean_unit:
@@ -519,12 +534,9 @@ def _reference(split, live_batches, autocast, no_autocast, precision, cl):
 
 
 def _deterministic(perturbation: Perturbation, level: float) -> bool:
-    """True when the perturbed tensors at ``level`` do not depend on the cell's generator:
-    a perturbation with ``stochastic = False`` (e.g. the synaptic filters), or a synapse /
-    node knockout at level 1 (everything is knocked out)."""
-    if not getattr(perturbation, "stochastic", True):
-        return True
-    return isinstance(perturbation, (SynapseKnockout, NodeKnockout)) and float(level) >= 1.0
+    """True when the perturbed tensors at ``level`` do not depend on the cell's generator
+    (:meth:`Perturbation.seed_independent`: e.g. the synaptic filters, a knockout at level 1)."""
+    return perturbation.seed_independent(level)
 
 
 def run_cells(

@@ -21,21 +21,35 @@ import torch
 from torch import Tensor
 
 from netperturb.core.seeds import cell_generator
-from netperturb.perturb.base import Perturbation
-from netperturb.perturb.faults.bits import StuckValue, bit_positions, choose_bits, combine_masks, from_bits, image_seed, to_bits
+from netperturb.perturb.base import OUTPUT, Perturbation, n_chosen
+from netperturb.perturb.faults.bits import (
+    StuckValue,
+    uniform53,
+    binomial_quantile,
+    bit_positions,
+    check_count,
+    choose_k_bits,
+    combine_masks,
+    from_bits,
+    image_seed,
+    to_bits,
+)
 
 __all__ = ["ActivationFault", "ActivationBitFlip", "ActivationStuckAt", "ActivationNoise", "ACTIVATION_FAULTS",
            "is_activation_fault"]  # fmt: skip
 
 
 def is_activation_fault(perturbation: Perturbation) -> bool:
-    """True for the faults that act on a layer's output instead of its parameters."""
-    return isinstance(perturbation, ActivationFault)
+    """True for the faults that act on a layer's output instead of its parameters
+    (``changes == "output"``)."""
+    return perturbation.changes == OUTPUT
 
 
 class ActivationFault(Perturbation):
     """Base class. Called on parameters it changes nothing (``{}``); the engine calls
     :meth:`apply_activation` on the layer's output instead."""
+
+    changes = OUTPUT
 
     def __init__(self, transient: bool = True):
         self.transient = bool(transient)
@@ -80,43 +94,71 @@ class _ActivationBits(ActivationFault):
     level_unit = "bit error rate (fraction of the eligible bits of the layer's output per image)"
     max_level = 1.0
 
-    def __init__(self, bits: str | Sequence[int] = "all", transient: bool = True, format: str = "fp32"):
+    def __init__(
+        self, bits: str | Sequence[int] = "all", transient: bool = True, format: str = "fp32", count: str = "binomial"
+    ):
         super().__init__(transient)
         if format != "fp32":
             raise ValueError(f"format: {format!r}; allowed for activation faults: fp32")
         self.format = format
         self.bits = bits if isinstance(bits, str) else [int(b) for b in bits]
         self.positions = bit_positions("fp32", self.bits)
+        self.count = check_count(count)
 
     def options(self) -> dict[str, Any]:
-        return {**super().options(), "bits": self.bits, "format": self.format}
+        return {**super().options(), "bits": self.bits, "format": self.format, "count": self.count}
 
     def _combine(self, patterns: Tensor, masks: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def _counts(self, population: int, level: float, gens: Sequence[torch.Generator]) -> list[int]:
+        """Bits hit per generator (image, or the cell): ``exact`` floor(level x population),
+        ``binomial`` one Binomial(population, level) draw from each generator
+        (:func:`~netperturb.perturb.faults.bits.n_faults`, vectorised over the generators)."""
+        if self.count == "exact":
+            return [n_chosen(level, population)] * len(gens)
+        if level >= 1:
+            return [population] * len(gens)
+        u = [uniform53(g) for g in gens]
+        return [int(k) for k in binomial_quantile(u, population, level)]
+
     def _fault(self, flat, level, gens, per_image):
         rows, idx, masks = [], [], []
-        for r, g in enumerate(gens):
-            i, m = combine_masks(*choose_bits(per_image, self.positions, level, g))
+        counts = self._counts(per_image * len(self.positions), level, gens)
+        for r, (g, k) in enumerate(zip(gens, counts)):
+            if k == 0:  # nothing hit in this image: no positions to draw
+                continue
+            i, m = choose_k_bits(per_image, self.positions, k, g)
             rows.append(torch.full_like(i, r))
             idx.append(i)
             masks.append(m)
-        rows_t, idx_t, masks_t = (torch.cat(x).to(flat.device) for x in (rows, idx, masks))
+        if not idx:
+            return
+        # the bits of one value are distinct: OR their masks (one pass for every image)
+        key, masks_t = combine_masks(torch.cat(rows) * per_image + torch.cat(idx), torch.cat(masks))
+        rows_t, idx_t = torch.div(key, per_image, rounding_mode="floor"), key % per_image
+        rows_t, idx_t, masks_t = rows_t.to(flat.device), idx_t.to(flat.device), masks_t.to(flat.device)
         if not self.transient:  # one pattern for every image
             b = flat.shape[0]
             rows_t = torch.arange(b, device=flat.device).repeat_interleave(idx_t.numel())
             idx_t, masks_t = idx_t.repeat(b), masks_t.repeat(b)
-        if idx_t.numel() == 0:
-            return
         old = to_bits(flat[rows_t, idx_t], "fp32")
         flat[rows_t, idx_t] = from_bits(self._combine(old, masks_t), "fp32")
 
 
 class ActivationBitFlip(_ActivationBits):
-    """Bit flips in a layer's output at rate r: per image (transient) or per cell (permanent)
-    exactly ``floor(r * n * m)`` of the ``n * m`` eligible bits of the image's output values
-    (n values, m positions, ``bits`` as for :class:`~netperturb.perturb.faults.weights.BitFlip`)
-    flipped by XOR. Source: PyTorchFI's neuron (activation) bit-flip model, exact count."""
+    """Bit flips in a layer's output at bit error rate r: per image (transient) or per cell
+    (permanent), among the ``n * m`` eligible bits of the image's output values (n values, m
+    positions, ``bits`` as for :class:`~netperturb.perturb.faults.weights.BitFlip`), a
+    Binomial(n * m, r) number of bits (``count: binomial``, default: each bit flips
+    independently with probability r) or exactly ``floor(r * n * m)`` (``count: exact``),
+    chosen uniformly without replacement and flipped by XOR on the fp32 pattern.
+
+    Sources: the per-bit error rate of the soft-error literature; MRFI's activation
+    ``FloatRandomBitFlip`` (a Poisson number of values, one random bit each); PyTorchFI's
+    neuron bit flip (``single_bit_flip_func``) flips one bit of an 8-bit quantized copy of
+    the value instead, and TensorFI2's ``layer_outputs`` mode one random bit of each of a
+    given number of output values."""
 
     name = "activation_bit_flip"
 
@@ -125,8 +167,8 @@ class ActivationBitFlip(_ActivationBits):
 
 
 class ActivationStuckAt(StuckValue, _ActivationBits):
-    """Stuck-at bits in a layer's output: the selection of :class:`ActivationBitFlip`, each
-    chosen bit forced to ``value`` (0 or 1)."""
+    """Stuck-at bits in a layer's output: the selection of :class:`ActivationBitFlip` (``count``
+    binomial or exact), each chosen bit forced to ``value`` (0 or 1)."""
 
     name = "activation_stuck_at"
 

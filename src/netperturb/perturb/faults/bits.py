@@ -19,17 +19,20 @@ and stuck-at faults are integer XOR / OR / AND-NOT and never depend on float ari
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from netperturb.perturb.base import _choose, n_chosen
 
 __all__ = [
-    "FORMATS", "BIT_GROUPS", "GRANULARITIES", "Format", "bit_positions", "quantize_int8", "to_format",
-    "to_bits", "from_bits", "choose_bits", "image_seed", "StuckValue",
+    "FORMATS", "BIT_GROUPS", "GRANULARITIES", "COUNTS", "Format", "bit_positions", "quantize_int8", "stored_int8",
+    "check_stored", "check_count", "to_format", "to_bits", "from_bits", "n_faults", "binomial_quantile", "uniform53",
+    "choose_k_bits", "choose_bits", "image_seed", "StuckValue",
 ]  # fmt: skip
 
 
@@ -101,26 +104,45 @@ def bit_positions(fmt: str, bits: str | Sequence[int] = "all", key: str = "bits"
     return tuple(sorted(pos))
 
 
-def _snap_scale(scale: Tensor) -> Tensor:
-    """The fixed point of s -> fl(fl(127 s) / 127) near ``scale`` (fp32), so that quantizing
-    the dequantized weights again gives the same scale, codes and values (idempotent)."""
-    s = scale
-    for _ in range(8):
-        nxt = (s * 127) / 127
-        if torch.equal(nxt, s):
-            break
-        s = nxt
-    return s
+#: float32 machine epsilon (2**-23 ~ 1.19e-7): torch.ao's observers floor the scale at it.
+_EPS = float(torch.finfo(torch.float32).eps)
+
+
+def _abs_max(w: Tensor, granularity: str) -> Tensor:
+    """max |w| over the tensor (shape ()) or per output channel (dim 0; shape (out, 1, ...))."""
+    if granularity == "channel" and w.ndim >= 1:
+        lo, hi = torch.aminmax(w.reshape(w.shape[0], -1), dim=1)
+        shape = (-1, *([1] * (w.ndim - 1)))
+        return torch.maximum(-torch.clamp(lo, max=0), torch.clamp(hi, min=0)).reshape(shape)
+    lo, hi = torch.aminmax(w)
+    return torch.maximum(-torch.clamp(lo, max=0), torch.clamp(hi, min=0))
+
+
+def _codes(w: Tensor, scale: Tensor) -> Tensor:
+    """int8 codes of float32 ``w`` at ``scale`` as torch quantizes: ``nearbyint(w * (1 / s))``
+    in float32 (round half to even), clamped to [-127, 127]."""
+    inv = torch.reciprocal(scale)
+    return torch.clamp(torch.round(w * inv), -127, 127).to(torch.int8)
 
 
 def quantize_int8(w: Tensor, granularity: str = "tensor") -> tuple[Tensor, Tensor]:
-    """Symmetric int8 quantization: ``codes = clamp(round(w / s), -127, 127)`` with
-    ``s = max|w| / 127`` over the tensor or per output channel (dim 0), snapped so that
-    ``quantize_int8(codes * s)`` returns the same codes and scale (an all-zero slice gets s = 1).
+    """Symmetric int8 quantization, equal code for code (and scale for scale) to torch.ao's.
 
-    Source: the symmetric ("scale only", zero point 0) scheme of Jacob et al. 2018 /
-    ``torch.ao.quantization``'s per-tensor and per-channel symmetric qint8 observers; the
-    restricted range [-127, 127] is chosen so that negation never overflows.
+    ``s = max(max|w| / 127, eps)`` (float32; over the tensor, or per output channel = dim 0;
+    ``eps`` = float32 machine epsilon 1.19e-7) and ``codes = clamp(nearbyint(w * (1 / s)),
+    -127, 127)`` with ``1 / s`` and the product in float32: what
+    ``torch.ao.quantization.MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric,
+    quant_min=-127, quant_max=127)`` (``PerChannelMinMaxObserver(ch_axis=0,
+    qscheme=torch.per_channel_symmetric, ...)`` per channel) computes as its scale and
+    ``torch.quantize_per_tensor`` / ``torch.quantize_per_channel`` as the codes
+    (``int_repr()``); tests check both against torch.ao on random and real-shaped weights.
+    The dequantized value of a code c is ``fl(c * s)``, as ``dequantize()`` gives it.
+
+    Source: the symmetric ("scale only", zero point 0) scheme of Jacob et al. 2018 (CVPR,
+    "Quantization and training of neural networks for efficient integer-arithmetic-only
+    inference"), as torch.ao.quantization implements it (``observer.py``,
+    ``UniformQuantizationObserverBase._calculate_qparams``; ATen ``quantize_val``). The
+    restricted range [-127, 127] keeps negation from overflowing.
 
     Args:
         w: float tensor (out, ...); granularity: ``"tensor"`` or ``"channel"``.
@@ -134,13 +156,76 @@ def quantize_int8(w: Tensor, granularity: str = "tensor") -> tuple[Tensor, Tenso
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity: {granularity!r} unknown; allowed: {', '.join(GRANULARITIES)}")
     w = w.detach().float()
-    if granularity == "channel" and w.ndim >= 1:
-        amax = w.abs().reshape(w.shape[0], -1).amax(1).reshape(-1, *([1] * (w.ndim - 1)))
-    else:
-        amax = w.abs().amax()
-    scale = _snap_scale(torch.where(amax > 0, amax / 127, torch.ones_like(amax)))
-    codes = torch.clamp(torch.round(w / scale), -127, 127).to(torch.int8)
-    return codes, scale
+    scale = torch.clamp(_abs_max(w, granularity) / 127.0, min=_EPS)
+    return _codes(w, scale), scale
+
+
+def stored_int8(values: Tensor, granularity: str = "tensor", *, what: str = "weights") -> tuple[Tensor, Tensor]:
+    """(codes, scale) of float32 ``values`` that are already int8-stored (dequantized:
+    ``values == fl(codes * scale)`` bit for bit), the inverse of ``codes.float() * scale``.
+
+    The scale of the stored values is recovered from them: the observer's scale of the values
+    (:func:`quantize_int8`) or, when rounding moved it, the nearest of its float32 neighbours
+    (up to 3 ulps either way) whose codes reproduce every value of the tensor (channel)
+    exactly. So a fault acting on a quantized network (:func:`~netperturb.perturb.faults.weights.format_model`)
+    flips the same codes torch.ao stored, and every value it does not hit keeps its bits.
+
+    Raises:
+        ValueError: the values are not int8-stored at that granularity (e.g. an fp32 network
+            given to an int8 fault): the message says how many values are not a code times a
+            scale and what to do.
+    """
+    v = values.detach().float()
+    codes, s0 = quantize_int8(v, granularity)
+    shape = (v.shape[0], -1) if granularity == "channel" and v.ndim >= 1 else (1, -1)
+
+    def reproduces(c: Tensor, s: Tensor) -> Tensor:  # per channel: fl(c * s) == v for every value
+        return ((c.float() * s).view(torch.int32) == v.view(torch.int32)).reshape(shape).all(1).reshape(s0.shape)
+
+    found = reproduces(codes, s0)
+    if bool(found.all()):
+        return codes, s0
+    chosen, up, down = s0.clone(), s0, s0
+    for _ in range(3):
+        up, down = torch.nextafter(up, torch.full_like(up, math.inf)), torch.nextafter(down, torch.zeros_like(down))
+        for s in (up, down):
+            ok = reproduces(_codes(v, s), s) & ~found
+            chosen = torch.where(ok, s, chosen)
+            found |= ok
+        if bool(found.all()):
+            return _codes(v, chosen), chosen
+    bad = int(((_codes(v, s0).float() * s0).view(torch.int32) != v.view(torch.int32)).sum())
+    raise ValueError(
+        f"the {what} are not stored in int8 ({granularity} scale): {bad} of {v.numel()} values are not an int8 "
+        f"code times the scale; apply an int8 fault to the network stored in int8 "
+        f"(netperturb.perturb.faults.format_model(model, 'int8', {granularity!r}), the fault-free reference), "
+        f"or use format: fp32"
+    )
+
+
+def check_stored(values: Tensor, fmt: str, granularity: str = "tensor", *, what: str = "weights") -> Tensor | None:
+    """Check that float32 ``values`` are stored in ``fmt`` (their value is a ``fmt`` value:
+    fp16 / bf16 representable, or an int8 code times a scale, :func:`stored_int8`); return the
+    int8 scale (None for the float formats).
+
+    Raises:
+        ValueError: they are not (a fault in ``fmt`` would otherwise change every value when
+            reading them into the format, silently); the message names the remedy.
+    """
+    check_format(fmt)
+    if fmt == "fp32":
+        return None
+    if fmt == "int8":
+        return stored_int8(values, granularity, what=what)[1]
+    v = values.detach().float()
+    bad = int((to_format(v, fmt).view(torch.int32) != v.view(torch.int32)).sum())
+    if bad:
+        raise ValueError(
+            f"the {what} are not stored in {fmt}: {bad} of {v.numel()} values are not {fmt} values; apply an "
+            f"{fmt} fault to the network stored in {fmt} (netperturb.perturb.faults.format_model(model, {fmt!r})), "
+            f"or use format: fp32"
+        )
+    return None
 
 
 def to_format(w: Tensor, fmt: str, granularity: str = "tensor") -> Tensor:
@@ -163,7 +248,7 @@ def to_bits(values: Tensor, fmt: str, scale: Tensor | None = None) -> Tensor:
     if fmt in ("fp16", "bf16"):
         half = values.to(torch.float16 if fmt == "fp16" else torch.bfloat16)
         return half.view(torch.int16).to(torch.int64) & 0xFFFF
-    codes = torch.clamp(torch.round(values.float() / scale), -128, 127).to(torch.int64)  # a flip can make -128
+    codes = torch.clamp(torch.round(values.float() * torch.reciprocal(scale)), -128, 127).to(torch.int64)  # a flip can make -128
     return codes & 0xFF
 
 
@@ -178,10 +263,30 @@ def from_bits(patterns: Tensor, fmt: str, scale: Tensor | None = None) -> Tensor
     return signed.float() * scale
 
 
+#: :func:`_choose_sparse` drops repeats in Python up to this many indices.
+_SMALL_K = 2048
+
+
 def _choose_sparse(n: int, k: int, generator: torch.Generator) -> Tensor:
     """k distinct indices of range(n), uniformly without replacement, for k << n: i.i.d.
     uniform draws in order, repeats dropped, the first k distinct kept (sequential sampling
-    without replacement; exact). Returns int64 (k,) in increasing order."""
+    without replacement; exact). Returns int64 (k,) in increasing order.
+
+    Up to :data:`_SMALL_K` indices the repeats are dropped in Python (a set) instead of with
+    tensor operations: the same draws from ``generator``, the same result, without the fixed
+    cost of a dozen tensor operations (what the per-image draws of an activation fault pay)."""
+    if k <= 0:
+        return torch.empty(0, dtype=torch.int64)
+    if k <= _SMALL_K:
+        seen: set[int] = set()
+        first: list[int] = []
+        while len(first) < k:
+            need = k - len(first)
+            for v in torch.randint(0, n, (need + need // 8 + 8,), generator=generator, dtype=torch.int64).tolist():
+                if v not in seen:
+                    seen.add(v)
+                    first.append(v)
+        return torch.tensor(sorted(first[:k]), dtype=torch.int64)
     draws = torch.empty(0, dtype=torch.int64)
     while True:
         need = k - int(torch.unique(draws).numel())
@@ -196,28 +301,101 @@ def _choose_sparse(n: int, k: int, generator: torch.Generator) -> Tensor:
     return torch.sort(keep).values
 
 
-def choose_bits(
-    n_values: int, positions: Sequence[int], rate: float, generator: torch.Generator
-) -> tuple[Tensor, Tensor]:
-    """Exactly ``k = floor(rate * n_values * len(positions))`` distinct (value, bit) pairs out
-    of the ``n_values * len(positions)`` eligible ones, uniformly without replacement.
+#: How many bits a fault hits at bit error rate r (``count:``): ``binomial`` (each eligible
+#: bit independently with probability r; the field's BER, the default) or ``exact``
+#: (exactly floor(r x eligible bits), netperturb 0.2's count).
+COUNTS = ("binomial", "exact")
 
-    The sampler is :func:`netperturb.perturb.base._choose` (the knockouts' random-key k-subset
-    sampler) when k is at least 1/64 of the population, else exact sequential sampling with
-    rejection of repeats (:func:`_choose_sparse`; memory O(k) instead of O(population), which
-    a 37.7 M-weight layer x 32 bits needs). Both draw only from ``generator``.
+
+def check_count(count: str) -> str:
+    """``count`` if it is one of :data:`COUNTS`.
+
+    Raises:
+        ValueError: otherwise (names the key and the allowed values).
+    """
+    if count not in COUNTS:
+        raise ValueError(f"count: {count!r} unknown; allowed: {', '.join(COUNTS)}")
+    return count
+
+
+def uniform53(generator: torch.Generator) -> float:
+    """One uniform number in (0, 1) with 53 random bits: ``(j + 0.5) / 2**53`` for
+    ``j = randint(0, 2**53)`` from ``generator`` (advances it by one draw)."""
+    j = int(torch.randint(0, 1 << 53, (1,), generator=generator, dtype=torch.int64))
+    return (j + 0.5) / 2.0**53
+
+
+def binomial_quantile(u, n: int, rate: float):
+    """The smallest k with ``P(Binomial(n, rate) <= k) >= u`` (inversion of the binomial CDF,
+    ``scipy.stats.binom.ppf``; Boost's incomplete beta function underneath): for u uniform in
+    (0, 1) an exact Binomial(n, rate) draw up to double rounding of the CDF. ``u``: float or
+    array; returns an int (or int64 array)."""
+    from scipy.stats import binom
+
+    k = binom.ppf(u, int(n), float(rate))
+    return int(k) if np.ndim(k) == 0 else np.asarray(k, dtype=np.int64)
+
+
+def n_faults(population: int, rate: float, count: str, generator: torch.Generator) -> int:
+    """How many of ``population`` eligible bits a fault hits at bit error rate ``rate``.
+
+    ``exact``: ``floor(rate * population)`` (:func:`~netperturb.perturb.base.n_chosen`; draws
+    nothing). ``binomial``: a Binomial(population, rate) draw -- the number of successes when
+    each bit flips independently with probability ``rate`` -- by inversion
+    (:func:`binomial_quantile`) of one 53-bit uniform from ``generator``
+    (:func:`uniform53`), so the count is a pure function of the cell's seed.
+
+    Source: the bit error rate of the soft-error literature (each stored bit fails
+    independently with probability BER; e.g. Reagen et al. 2018, "Ares", DAC, Sec. 3;
+    MRFI's ``RandomPositionByRate`` draws a Poisson count of values, its limit for small r).
+    """
+    check_count(count)
+    population = int(population)
+    if rate <= 0 or population <= 0:
+        return 0
+    if count == "exact":
+        return n_chosen(rate, population)
+    if rate >= 1:
+        return population
+    return binomial_quantile(uniform53(generator), population, rate)
+
+
+def choose_k_bits(n_values: int, positions: Sequence[int], k: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``k`` distinct (value, bit) pairs out of the ``n_values * len(positions)`` eligible ones,
+    uniformly without replacement, from ``generator``.
+
+    The sampler is :func:`netperturb.perturb.base._choose` (random-key k-subset) when k is at
+    least 1/64 of the population, else exact sequential sampling with rejection of repeats
+    (:func:`_choose_sparse`; memory O(k) instead of O(population), which a 37.7 M-weight layer
+    x 32 bits needs).
 
     Returns:
         (value index int64 (k,), bit mask int64 (k,) = 1 << position), value-major order.
     """
     pos = torch.tensor(list(positions), dtype=torch.int64)
     population = int(n_values) * len(pos)
-    k = n_chosen(rate, population)
+    k = min(int(k), population)
     if k * 64 >= population:
         flat = _choose(population, k, generator)
     else:
         flat = _choose_sparse(population, k, generator)
     return flat // len(pos), torch.bitwise_left_shift(torch.ones_like(flat), pos[flat % len(pos)])
+
+
+def choose_bits(
+    n_values: int, positions: Sequence[int], rate: float, generator: torch.Generator, count: str = "exact"
+) -> tuple[Tensor, Tensor]:
+    """The (value, bit) pairs a fault at bit error rate ``rate`` hits: their number from
+    :func:`n_faults` (``count``: ``binomial`` draws it from ``generator`` first; ``exact`` is
+    ``floor(rate * n_values * len(positions))``), the pairs from :func:`choose_k_bits` (uniform
+    without replacement, the same generator). ``count="exact"`` is netperturb 0.2's selection
+    bit for bit.
+
+    Returns:
+        (value index int64 (k,), bit mask int64 (k,) = 1 << position), value-major order.
+    """
+    k = n_faults(int(n_values) * len(positions), rate, count, generator)
+    return choose_k_bits(n_values, positions, k, generator)
 
 
 def combine_masks(value_idx: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,9 +1,15 @@
 """Faults in stored weights: bit flips, stuck-at bits, multiplicative noise (the Hardware faults page of the docs).
 
 The bit faults act on a network whose Conv2d / Linear weights are already stored in the
-fault's format (:func:`format_model`: fp16 / bf16 cast, int8 quantize-dequantize; fp32 is the
-network itself). On such a network level 0 changes nothing, so level 0 is the format's
-network bit for bit, and every weight a fault does not hit keeps its value bit for bit.
+fault's format (:func:`format_model`: fp16 / bf16 cast, int8 quantize-dequantize as torch.ao
+does it; fp32 is the network itself). On such a network level 0 changes nothing, so level 0 is
+the format's network bit for bit, and every weight a fault does not hit keeps its value bit for
+bit. Weights that are not stored in the fault's format are an error (never a silent
+conversion): :meth:`~netperturb.perturb.base.Perturbation.prepare` of each bit fault checks them.
+
+A bit fault changes a few entries (``changes = "entries"``): its draw is the list of the hit
+weights and their new values, which the engine writes in place and undoes, or adds to the
+clean layer output as a sparse correction (:mod:`netperturb.perturb.engine.sparse`).
 """
 
 from __future__ import annotations
@@ -16,16 +22,17 @@ import torch
 from torch import Tensor, nn
 
 from netperturb.core.layers import find_layers
-from netperturb.perturb.base import Perturbation
+from netperturb.perturb.base import ENTRIES, Change, Perturbation
 from netperturb.perturb.faults.bits import (
     StuckValue,
     GRANULARITIES,
     bit_positions,
+    check_count,
     check_format,
+    check_stored,
     choose_bits,
     combine_masks,
     from_bits,
-    quantize_int8,
     to_bits,
     to_format,
 )
@@ -61,14 +68,15 @@ def format_model(model: nn.Module, fmt: str, granularity: str = "tensor", includ
 
 
 class _BitFault(Perturbation):
-    """Shared by :class:`BitFlip` and :class:`StuckAt`: format, positions, bias switch."""
+    """Shared by :class:`BitFlip` and :class:`StuckAt`: format, positions, count, bias switch."""
 
     level_unit = "bit error rate (fraction of the eligible stored bits)"
     max_level = 1.0
+    changes = ENTRIES
 
     def __init__(
         self, format: str = "fp32", bits: str | Sequence[int] = "all", granularity: str = "tensor",
-        include_bias: bool = False,
+        include_bias: bool = False, count: str = "binomial",
     ):  # fmt: skip
         self.format = check_format(format).name
         self.bits = bits if isinstance(bits, str) else [int(b) for b in bits]
@@ -77,64 +85,90 @@ class _BitFault(Perturbation):
             raise ValueError(f"granularity: {granularity!r} unknown; allowed: {', '.join(GRANULARITIES)}")
         self.granularity = granularity
         self.include_bias = bool(include_bias)
+        self.count = check_count(count)
 
     def options(self) -> dict[str, Any]:
         return {"format": self.format, "bits": self.bits, "granularity": self.granularity,
-                "include_bias": self.include_bias}  # fmt: skip
+                "include_bias": self.include_bias, "count": self.count}  # fmt: skip
 
     def roles(self, params: Mapping[str, Tensor]) -> list[str]:
         """The roles whose stored values can be hit: ``weight`` (and ``bias``)."""
         return ["weight"] + (["bias"] if self.include_bias and params.get("bias") is not None else [])
 
+    def _granularity(self, role: str) -> str:
+        return self.granularity if role == "weight" else "tensor"
+
     def reference(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """role -> the fault-free tensor in the format (level 0), for every role that can be hit."""
-        return {
-            r: to_format(params[r].detach(), self.format, self.granularity if r == "weight" else "tensor")
-            for r in self.roles(params)
-        }
+        """role -> the fault-free tensor in the format (level 0), for every role that can be
+        hit: the fp32 tensor stored in the format and read back (:func:`to_format`)."""
+        return {r: to_format(params[r].detach(), self.format, self._granularity(r)) for r in self.roles(params)}
+
+    def prepare(self, params: Mapping[str, Tensor]) -> dict:
+        """role -> the int8 scale of the stored tensor (None for the float formats), after
+        checking that every role that can be hit is stored in the format.
+
+        Raises:
+            ValueError: a tensor not stored in the format (e.g. ``format: int8`` on an fp32
+                network), naming the role and the remedy
+                (:func:`~netperturb.perturb.faults.bits.check_stored`).
+        """
+        out = {}
+        for role in self.roles(params):
+            try:
+                out[role] = check_stored(params[role], self.format, self._granularity(role), what=f"{role} values")
+            except ValueError as e:
+                raise ValueError(f"{self.name}: {e}") from None
+        return out
 
     def _combine(self, patterns: Tensor, masks: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def _apply(self, params, level, generator):
+    def _draw(self, params, level, generator, context):
         out = {}
-        for role in self.roles(params):
+        for role in self.roles(params):  # the weight's draw first, then the bias's
             t = params[role].detach()
-            gran = self.granularity if role == "weight" else "tensor"
-            ref = to_format(t, self.format, gran)
-            scale = quantize_int8(t, gran)[1] if self.format == "int8" else None
-            idx, masks = combine_masks(*choose_bits(t.numel(), self.positions, level, generator))
-            new = ref.clone(memory_format=torch.contiguous_format)
-            if idx.numel():
-                flat = new.view(-1)
-                idx_d = idx.to(t.device)
-                s = None
-                if scale is not None:
-                    s = scale.expand_as(t).reshape(-1)[idx_d]
-                old = to_bits(flat[idx_d], self.format, s)
-                flat[idx_d] = from_bits(self._combine(old, masks.to(t.device)), self.format, s).to(t.dtype)
-            out[role] = new
+            idx, masks = combine_masks(*choose_bits(t.numel(), self.positions, level, generator, self.count))
+            if not idx.numel():  # nothing hit: the role is still reported, with no entry changed
+                out[role] = Change("entries", idx.to(t.device), t.new_empty(0))
+                continue
+            idx_d = idx.to(t.device)
+            scale = context[role]
+            s = scale.expand_as(t).reshape(-1)[idx_d] if scale is not None else None
+            old = to_bits(t.reshape(-1)[idx_d], self.format, s)
+            new = from_bits(self._combine(old, masks.to(t.device)), self.format, s).to(t.dtype)
+            out[role] = Change("entries", idx_d, new)
         return out
 
 
 class BitFlip(_BitFault):
-    """Bit flips in stored weights at bit error rate r: exactly ``floor(r * n * m)`` of the
-    layer's ``n * m`` eligible stored bits (n weights, m eligible positions per weight:
-    every bit of the format, or those of ``bits``), chosen uniformly without replacement with
-    the cell's generator (:func:`~netperturb.perturb.faults.bits.choose_bits`), flipped by
-    integer XOR on the bit pattern. The rate is per *eligible* bit (chosen): an
+    """Bit flips in stored weights at bit error rate r, flipped by integer XOR on the stored
+    bit pattern. The count of flipped bits among the layer's ``n * m`` eligible stored bits (n
+    weights, m eligible positions per weight: every bit of the format, or those of ``bits``):
+
+    - ``count: binomial`` (default): each eligible bit flips independently with probability r,
+      so the count is a Binomial(n * m, r) draw from the cell's generator
+      (:func:`~netperturb.perturb.faults.bits.n_faults`);
+    - ``count: exact``: exactly ``floor(r * n * m)`` (netperturb 0.2).
+
+    The flipped bits are then chosen uniformly without replacement with the same generator
+    (:func:`~netperturb.perturb.faults.bits.choose_bits`). The rate is per *eligible* bit: an
     exponent-only flip at rate r hits the exponent bits exactly as often as a whole-word flip
     at rate r does, so the two are comparable directly.
 
-    Options: ``format`` (fp32 | fp16 | bf16 | int8), ``bits`` (all | sign | exponent |
-    mantissa | list of indices, 0 = least significant), ``granularity`` (int8 scale per
-    ``tensor`` or per output ``channel``), ``include_bias`` (biases hit too, in a separate
-    draw after the weights', per-tensor scale).
+    Options: ``format`` (fp32 | fp16 | bf16 | int8; the weights must already be stored in it,
+    :func:`format_model`), ``bits`` (all | sign | exponent | mantissa | list of indices, 0 =
+    least significant), ``granularity`` (int8 scale per ``tensor`` or per output ``channel``),
+    ``include_bias`` (biases hit too, in a separate draw after the weights', per-tensor scale),
+    ``count`` (binomial | exact).
 
     A flip may give Inf or NaN (an exponent of all ones): that is a result, not an error.
-    Source: the single / multiple bit-flip weight fault model of PyTorchFI (Mahmoud et al.
-    2020) and TensorFI2 (Narayanan et al. 2022), with an exact count per cell instead of a
-    per-bit coin flip.
+
+    Sources: the weight bit-flip fault model with a bit error rate as in Reagen et al. 2018
+    ("Ares", DAC) and MRFI (Huang et al. 2023; ``RandomPositionByRate`` + ``FloatRandomBitFlip``:
+    a Poisson number of weights, one random bit each) -- the per-bit binomial count here is the
+    exact form of the same rate. PyTorchFI 0.6 has no weight bit flip (``declare_weight_fi``
+    sets a value or calls a user function at given coordinates), and TensorFI2 flips a given
+    number of bits of chosen weights.
     """
 
     name = "bit_flip"
@@ -144,9 +178,10 @@ class BitFlip(_BitFault):
 
 
 class StuckAt(StuckValue, _BitFault):
-    """Stuck-at bits at rate r: the same selection as :class:`BitFlip`, each chosen bit
-    forced to ``value`` (0 or 1); a chosen bit that already holds ``value`` is unchanged.
-    Source: the stuck-at fault model of memory cells (e.g. Reagen et al. 2018, Ares)."""
+    """Stuck-at bits at rate r: the same selection as :class:`BitFlip` (``count``: binomial or
+    exact), each chosen bit forced to ``value`` (0 or 1); a chosen bit that already holds
+    ``value`` is unchanged. Source: the stuck-at fault model of memory cells (e.g. Reagen et
+    al. 2018, "Ares", DAC)."""
 
     name = "stuck_at"
 

@@ -31,9 +31,10 @@ __all__ = ["FAULT_COLUMNS", "baseline", "perturb_layer", "merge_faults", "in_for
 
 #: Columns of the study's tables: :data:`netperturb.perturb.grid.COLUMNS`, then the fault
 #: model (``fault``: bit_flip, ..., ``none`` for a baseline), where it acts (``target``:
-#: weights / activations), the storage ``format``, the eligible ``bits`` and the fault-free
-#: ``reference`` network (fp32, fp16, bf16, int8_tensor, int8_channel).
-FAULT_COLUMNS = COLUMNS + ["fault", "target", "format", "bits", "reference"]
+#: weights / activations), the storage ``format``, the eligible ``bits``, how the hit bits are
+#: counted at a rate (``count``: binomial / exact; ``""`` for noise and baselines) and the
+#: fault-free ``reference`` network (fp32, fp16, bf16, int8_tensor, int8_channel).
+FAULT_COLUMNS = COLUMNS + ["fault", "target", "format", "bits", "count", "reference"]
 
 
 def in_format(loaded: LoadedModel, reference: str) -> LoadedModel:
@@ -60,7 +61,7 @@ def baseline(ctx: RunContext, out_csv: str | os.PathLike, *, reference: str) -> 
                         study_seed=ctx.study_seed, batch_size=ctx.batch_size,
                         data_digest=data_digest(ctx.shard_dir, ctx.split))  # fmt: skip
     opts = reference_options(reference)
-    df = df.assign(fault="none", target="", format=opts["format"], bits="", reference=reference)
+    df = df.assign(fault="none", target="", format=opts["format"], bits="", count="", reference=reference)
     write_csv(df[FAULT_COLUMNS], out_csv)
     return df[FAULT_COLUMNS]
 
@@ -106,7 +107,7 @@ def perturb_layer(
 
 
 def _describe(df: pd.DataFrame, var: Variant) -> pd.DataFrame:
-    return df.assign(fault=var.fault, target=var.target, format=var.format, bits=var.bits,
+    return df.assign(fault=var.fault, target=var.target, format=var.format, bits=var.bits, count=var.count,
                      reference=var.reference)[FAULT_COLUMNS]  # fmt: skip
 
 

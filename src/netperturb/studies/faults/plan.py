@@ -47,6 +47,13 @@ class Variant:
         return self.options.get("format", "fp32") if self.fault in ("bit_flip", "stuck_at") else "fp32"
 
     @property
+    def count(self) -> str:
+        """How the bits a fault hits are counted at a rate (``binomial`` or ``exact``; ``""`` for noise)."""
+        if self.fault in ("multiplicative_noise", "activation_noise"):
+            return ""
+        return self.options.get("count", "binomial")
+
+    @property
     def bits(self) -> str:
         """The eligible bit positions as text (``all``, ``exponent``, ``30``, ``23-30``; ``""`` for noise)."""
         if self.fault in ("multiplicative_noise", "activation_noise"):
