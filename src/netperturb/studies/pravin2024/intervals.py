@@ -29,10 +29,22 @@ import pandas as pd
 from netperturb.core.findings import percentile_interval, resample_counts
 from netperturb.studies.pravin2024.images import decode_credits
 
-__all__ = ["classify_interval", "curve_credits", "score_replicates", "images_needed", "pooled_scores",
+__all__ = ["classify", "classify_interval", "curve_credits", "score_replicates", "images_needed", "pooled_scores",
            "recovery_replicates", "images_table", "UNDETERMINED"]  # fmt: skip
 
 UNDETERMINED = "undetermined"
+
+
+def classify(value: float, tolerance: float) -> str:
+    """``fragile`` if value < -tolerance, ``antifragile`` if value > tolerance, else
+    ``robust``; ``undefined`` for NaN."""
+    if value != value:
+        return "undefined"
+    if value < -tolerance:
+        return "fragile"
+    if value > tolerance:
+        return "antifragile"
+    return "robust"
 
 
 def classify_interval(lo: float, hi: float, tolerance: float) -> str:
@@ -158,8 +170,6 @@ def pooled_scores(
         score, n_inits, value, lo, hi, class, class_point`` (without replicates: ``lo, hi``
         NaN and ``class`` the class of the value).
     """
-    from netperturb.studies.pravin2024.scores import classify
-
     keys = ["model", "epoch", "mode", "layer", "layer_label", "layer_index", "perturbation", "filter", "score"]
     rows = []
     for key, g in scores.groupby(keys, sort=False):

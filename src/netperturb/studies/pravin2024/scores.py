@@ -71,8 +71,9 @@ from torch import nn
 
 from netperturb.core.layers import LayerInfo
 from netperturb.perturb.filters import FILTERS
+from netperturb.studies.pravin2024.intervals import classify, classify_interval, curve_credits, score_replicates
 
-__all__ = ["SCORE_COLUMNS", "SCORES", "CLASSES", "NORMALISE", "BASELINE", "filtering_score", "rob_value", "classify",
+__all__ = ["SCORE_COLUMNS", "SCORES", "CLASSES", "NORMALISE", "BASELINE", "filtering_score", "rob_value",
            "filtering_scores", "retraining_selection", "freeze_for_retraining"]  # fmt: skip
 
 
@@ -180,18 +181,6 @@ def _curve_scores(
             "difference": filtering_score(t, a - c, np.asarray(base_a) - np.asarray(base_c))}  # fmt: skip
 
 
-def classify(value: float, tolerance: float) -> str:
-    """``fragile`` if value < -tolerance, ``antifragile`` if value > tolerance, else
-    ``robust``; ``undefined`` for NaN."""
-    if value != value:
-        return "undefined"
-    if value < -tolerance:
-        return "fragile"
-    if value > tolerance:
-        return "antifragile"
-    return "robust"
-
-
 _GROUP = ["study", "dataset", "model", "arch", "init", "epoch", "mode", "layer", "layer_label", "layer_index", "perturbation"]
 
 
@@ -243,7 +232,6 @@ def filtering_scores(
             per-image credits.
     """
     from netperturb.core.findings import percentile_interval, resample_counts
-    from netperturb.studies.pravin2024.intervals import classify_interval, curve_credits, score_replicates
 
     if normalise not in NORMALISE:
         raise ValueError(f"score normalise {normalise!r} not in {NORMALISE}")
