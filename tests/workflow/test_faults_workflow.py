@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from netperturb.core.findings import VERDICTS
 from netperturb.studies.faults.jobs import FAULT_COLUMNS
 
 from conftest import run_snakemake as run
@@ -58,7 +59,11 @@ def test_report_figures_and_findings(workdir):
     vul = pd.read_csv(rep / "tables" / "vulnerability.csv")
     assert len(vul) == N_LAYERS * len(TINY["faults"]["perturbations"])
     found = pd.read_csv(rep / "tables" / "findings.csv")
-    assert len(found) == 3 and set(found["verdict"]) <= {"holds", "mixed", "does not hold", "not shown", "not tested"}
+    assert len(found) == 3 and set(found["verdict"]) <= set(VERDICTS)
+    for col in ("estimate", "lo", "hi", "n", "threshold", "interval"):  # every finding with its interval
+        assert col in found.columns, col
+    tested = found[found["verdict"] != "not tested"]
+    assert tested[["estimate", "lo", "hi"]].notna().all().all() and (tested["lo"] <= tested["hi"]).all()
     assert (workdir / "results" / "tiny" / "index.html").exists()
 
 

@@ -69,7 +69,7 @@ def test_report_opens_with_findings_then_a_figure(workdir):
     rep = workdir / "results" / "tiny" / "cheney2017" / "report"
     assert (rep / "tables" / "findings.csv").exists()
     # the executed notebook keeps the code
-    assert "from netperturb.studies.cheney2017.findings import findings" in (rep / "cheney2017.ipynb").read_text()
+    assert "from netperturb.studies.cheney2017.findings import finding_cells, findings" in (rep / "cheney2017.ipynb").read_text()
 
 
 @pytest.mark.workflow

@@ -25,6 +25,7 @@ N_TRAIN, N_TEST = 64, 20  # 4 steps per epoch at batch 16
 N_RUNS = 4
 N_KERNELS = 6 + 16 + 120 + 84 + 10
 N_READINGS = 3  # current, init_bound, trajectory (shen2021.interval's default)
+N_SEEDS = 2  # one shuffled-label control run per seed; every run also tracks its driftless walk
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
@@ -57,22 +58,27 @@ def workdir(tmp_path_factory):
 def test_every_run_trained_tracked_attacked_and_perturbed(workdir):
     mm = workdir / "results" / "mm" / "shen2021"
     runs = sorted(p.name for p in (mm / "runs").iterdir())
-    assert runs == ["lam0_seed0", "lam0_seed1", "lam2_seed0", "lam2_seed1"]
+    assert runs == ["lam0_seed0", "lam0_seed1", "lam2_seed0", "lam2_seed1", "shuffled_seed0", "shuffled_seed1"]
     for r in runs:
         assert (mm / "runs" / r / "model.pt").exists()
     hist = pd.read_csv(mm / "history.csv")
     assert len(hist) == N_RUNS * 3 and set(hist["dataset"]) == {"mnist"} and hist["reg_fuzziness"].notna().all()
+    controls = pd.read_csv(mm / "control_history.csv")
+    assert len(controls) == N_SEEDS * 3 and set(controls["control"]) == {"shuffled labels"}
     track = pd.read_parquet(mm / "tracking.parquet")
     # snapshots: init, steps 1 and 2 of epoch 1 (fractions 0.25, 0.5 of 4 steps), every epoch end
     assert sorted(track["epoch"].unique()) == [0, 0.25, 0.5, 1, 2]
-    assert len(track) == N_RUNS * 5 * N_READINGS * (5 + N_KERNELS)
+    # every run and its driftless walk, and each seed's shuffled-label run
+    assert len(track) == (2 * N_RUNS + N_SEEDS) * 5 * N_READINGS * (5 + N_KERNELS)
+    assert track.groupby("control")["model"].nunique().to_dict() == {
+        "none": N_RUNS, "driftless walk": N_RUNS, "shuffled labels": N_SEEDS}
     assert set(track["interval"]) == {"current", "init_bound", "trajectory"}
     # the trajectory reading is undefined at initialisation (no weight has a range yet), defined after
     traj = track[(track["interval"] == "trajectory") & (track["scope"] == "layer")]
     assert traj[traj["epoch"] == 0]["fuzziness"].isna().all() and traj[traj["epoch"] > 0]["fuzziness"].notna().all()
     assert pd.read_csv(mm / "tracking.csv").shape == track.shape
     h = pd.read_parquet(mm / "histograms.parquet")
-    assert len(h) == N_RUNS * 5 * 5 * N_READINGS * 2 * 8
+    assert len(h) == (N_RUNS + N_SEEDS) * 5 * 5 * N_READINGS * 2 * 8
     defined = h[~((h["interval"] == "trajectory") & (h["epoch"] == 0))]
     assert (defined.groupby(["model", "epoch", "layer", "interval", "scope"])["fraction"].sum().round(12) == 1).all()
     rob = pd.read_csv(mm / "robustness.csv")
@@ -107,7 +113,10 @@ def test_report_renders_and_a_rerun_does_nothing(workdir):
     assert change["F0_mean"].between(0, math.log(2)).all()
     readings = pd.read_csv(rep / "tables" / "fuzziness_change_readings.csv")
     assert readings["interval"].drop_duplicates().tolist() == ["current", "init_bound", "trajectory"]
-    assert len(readings) == 3 * 2 * 5 and readings["Fend_mean"].between(0, math.log(2)).all()
+    # per reading: trained and driftless walk per lambda (2 x 5 layers each), shuffled labels (5 layers)
+    assert len(readings) == N_READINGS * (2 * 2 * 5 + 5) and readings["Fend_mean"].between(0, math.log(2)).all()
+    assert readings.groupby("control").size().to_dict() == {
+        "none": N_READINGS * 2 * 5, "driftless walk": N_READINGS * 2 * 5, "shuffled labels": N_READINGS * 5}
     found = pd.read_csv(rep / "tables" / "findings.csv")
     assert found["claim"].str.contains("1/sqrt(fan_in)", regex=False).sum() == 1 and found["claim"].str.contains("own range").sum() == 1
     assert "The verdict depends on what" in html
