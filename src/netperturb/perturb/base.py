@@ -185,12 +185,17 @@ class Perturbation:
             )
         return level
 
-    def __call__(
-        self, params: Mapping[str, Tensor], level: float, generator: torch.Generator
-    ) -> dict[str, Tensor]:
+    def _checked(self, params: Mapping[str, Tensor], level: float) -> float:
+        """``level`` checked (:meth:`check_level`), and ``params`` checked to hold a weight."""
         level = self.check_level(level)
         if "weight" not in params:
             raise KeyError(f"{self.name}: params must contain 'weight', got {sorted(params)}")
+        return level
+
+    def __call__(
+        self, params: Mapping[str, Tensor], level: float, generator: torch.Generator
+    ) -> dict[str, Tensor]:
+        level = self._checked(params, level)
         if level == 0:
             return {}
         with torch.no_grad():
@@ -212,9 +217,7 @@ class Perturbation:
             ValueError: a level outside [0, max_level]; what ``prepare`` raises.
             KeyError: no ``weight`` in ``params``.
         """
-        level = self.check_level(level)
-        if "weight" not in params:
-            raise KeyError(f"{self.name}: params must contain 'weight', got {sorted(params)}")
+        level = self._checked(params, level)
         if level == 0:
             return {}
         with torch.no_grad():
