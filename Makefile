@@ -48,9 +48,13 @@ run: env
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --rerun-incomplete
 	@$(BIN)/python -m netperturb.cli where --configfile $(CONFIG)
 
+# The tests run on TEST_WORKERS processes (pytest-xdist), one test file per process, so that a
+# file's module fixtures (a tiny workflow run) are made once; TEST_WORKERS=0 runs them in this
+# process. The 25 slowest tests are listed at the end.
+TEST_WORKERS ?= 2
 test: env
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 # The documentation site (docs/): Sphinx + PyData theme + MyST, offline; every warning and every
 # unresolved cross-reference is an error (-W -n), --keep-going reports all of them at once.

@@ -18,6 +18,14 @@ tables, asserts nothing).
    classes need (:func:`netperturb.studies.pravin2024.intervals.images_table`).
 
        .venv/bin/python bench/findings_power.py images results/digits/pravin2024
+
+3. ``steps``: the Pravin et al. scores of a run at every ``--every``-th threshold of its sweeps
+   (S = 25 -> 13 for ``--every 2``: the same thresholds, a subset, so Simpson's rule stays the
+   authors' for odd S), against the run's own scores: the change of each score, the classes
+   that move, and the interval widths. It measures what a coarser default grid costs without
+   a second run.
+
+       .venv/bin/python bench/findings_power.py steps results/digits/pravin2024 --every 2
 """
 
 from __future__ import annotations
@@ -109,6 +117,37 @@ def images(args) -> None:
         print(out.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
 
 
+def steps(args) -> None:
+    from netperturb.core.merge import read_table
+    from netperturb.studies.pravin2024.scores import filtering_scores
+
+    d = Path(args.study_dir)
+    sw, base = read_table(d / "sweeps.csv"), read_table(d / "baseline.csv")
+    s_full = int(sw["step"].max()) + 1
+    if (s_full - 1) % args.every:
+        raise SystemExit(f"--every {args.every} does not divide the {s_full - 1} intervals of the run's S = {s_full} grid")
+    kw = dict(tolerance=args.tolerance, n_boot=args.n_boot, seed=args.seed)
+    full = filtering_scores(sw, base, **kw)
+    sub = sw[sw["step"] % args.every == 0].copy()
+    sub["step"] //= args.every
+    coarse = filtering_scores(sub, base, **kw)
+    s_sub = int(sub["step"].max()) + 1
+    key = ["model", "init", "epoch", "mode", "layer", "perturbation", "score"]
+    m = full.merge(coarse, on=key, suffixes=("_full", "_sub"))
+    m["abs_change"] = (m["value_sub"] - m["value_full"]).abs()
+    print(f"\nPravin et al. scores at S = {s_sub} (one threshold in {args.every}) against S = {s_full}, same sweeps "
+          f"({d}; {len(m)} scores, {args.n_boot} image resamples, tolerance {args.tolerance:g})")  # fmt: skip
+    q = m["abs_change"].quantile([0.5, 0.9, 1.0])
+    print(f"|score change|: median {q[0.5]:.4f}, q90 {q[0.9]:.4f}, max {q[1.0]:.4f}")
+    w_full, w_sub = (m["hi_full"] - m["lo_full"]).median(), (m["hi_sub"] - m["lo_sub"]).median()
+    print(f"interval width, median: {w_full:.4f} (S = {s_full}) -> {w_sub:.4f} (S = {s_sub})")
+    print(f"classes that move: {(m['class_full'] != m['class_sub']).sum()} of {len(m)}")
+    print(pd.crosstab(m["class_full"], m["class_sub"], rownames=[f"S = {s_full}"], colnames=[f"S = {s_sub}"]).to_string())
+    for score, g in m.groupby("score", sort=False):
+        print(f"{score:>12}: S = {s_full} {g['class_full'].value_counts().to_dict()}; "
+              f"S = {s_sub} {g['class_sub'].value_counts().to_dict()}")  # fmt: skip
+
+
 def _subsample(df: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
     """The table as if only the images ``keep`` had been evaluated (per-image credits and the
     accuracies recomputed from them)."""
@@ -147,6 +186,13 @@ def main() -> None:
     i.add_argument("--seed", type=int, default=2017)
     i.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5])
     i.set_defaults(fn=images)
+    s = sub.add_parser("steps")
+    s.add_argument("study_dir")
+    s.add_argument("--every", type=int, default=2)
+    s.add_argument("--tolerance", type=float, default=0.05)
+    s.add_argument("--n-boot", type=int, default=1000)
+    s.add_argument("--seed", type=int, default=2017)
+    s.set_defaults(fn=steps)
     args = p.parse_args()
     args.fn(args)
 

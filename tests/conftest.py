@@ -33,8 +33,10 @@ def job_counts(output: str) -> dict[str, int]:
     block = output.split("Job stats:")[-1]
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M)}
 
-# keep the tests' torch to few threads: CI has 2 cores and runs snakemake jobs beside pytest
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# keep the tests' torch to few threads: CI has 2 cores and runs snakemake jobs beside pytest, and
+# `make test` runs two pytest processes (pytest-xdist sets PYTEST_XDIST_WORKER_COUNT in each)
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 
 
 def engine_test_device() -> torch.device:
