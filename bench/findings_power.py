@@ -23,7 +23,9 @@ tables, asserts nothing).
    (S = 25 -> 13 for ``--every 2``: the same thresholds, a subset, so Simpson's rule stays the
    authors' for odd S), against the run's own scores: the change of each score, the classes
    that move, and the interval widths. It measures what a coarser default grid costs without
-   a second run.
+   a second run. It is exactly what ``pravin2024.steps: 13`` with ``pulse_steps: 25`` computes
+   (the pulse band of the 25-point sweep; tests/studies/pravin2024/test_pulse_steps.py); with
+   the band following S (no ``pulse_steps``) the pulse scores change more than this shows.
 
        .venv/bin/python bench/findings_power.py steps results/digits/pravin2024 --every 2
 """

@@ -126,6 +126,7 @@ rule pravin2024_sweep_layers:
         max_replicas=PRAVIN["max_replicas"],
         filters=PRAVIN["filters"],
         steps=PRAVIN["steps"],
+        pulse_steps=PRAVIN["pulse_steps"],
         eps=lambda wildcards: attack_eps(PRAVIN, wildcards.fmodel, PRAVIN_DATASET),
         **PRAVIN_COMMON,
     threads: 1
@@ -152,6 +153,7 @@ rule pravin2024_sweep_network:
     params:
         filters=PRAVIN["filters"],
         steps=PRAVIN["steps"],
+        pulse_steps=PRAVIN["pulse_steps"],
         layers=PRAVIN["layers"],
         grid=None if PRAVIN["network_grid"] == "auto" else PRAVIN["network_grid"],
         eps=lambda wildcards: network_eps(PRAVIN, wildcards.fmodel, PRAVIN_DATASET),

@@ -13,6 +13,7 @@ common = dict(
     layers=p.layers,
     filters=p.filters,
     steps=p.steps,
+    pulse_steps=p.pulse_steps,
     attack=AttackSpec.from_config(p.attack, p.eps),
     n_images=p.n_images,
     channels_last=p.channels_last,

@@ -233,12 +233,13 @@ def checkpoint_baselines(
 def sweep_layers(
     ctx: RunContext, out_csv: str | os.PathLike, *, init: int, epoch: int, layers: Sequence[str],
     filters: Sequence[str], steps: int, attack: AttackSpec, n_images: int | None = None, channels_last: bool = True,
-    reuse_prefix: bool = True, max_replicas: int = 4,
+    reuse_prefix: bool = True, max_replicas: int = 4, pulse_steps: int | None = None,
 ) -> pd.DataFrame:  # fmt: skip
     """Per-layer mode for some layers of one checkpoint (``ctx.model_file``, of model
     ``ctx.model``, initialisation ``init``, epoch ``epoch``): for each layer, every filter x
     ``steps`` thresholds over the layer's weight range, clean and adversarial -> one CSV
-    (:data:`SWEEP_COLUMNS`, layers in the given order).
+    (:data:`SWEEP_COLUMNS`, layers in the given order). ``pulse_steps`` sets the pulse
+    filter's half-width (None = ``steps``; :func:`netperturb.studies.pravin2024.sweeps.layer_sweep`).
 
     One job sweeps several layers so that the model, the images and the process start-up
     (about 12 s of imports on a CPU) are paid once (``pravin2024.layers_per_job``).
@@ -269,13 +270,14 @@ def sweep_layers(
     row = _row(study, dataset, model_name, loaded, init, epoch, shard_digest(shard_dir, split))
     store = _sweep_store(out_csv, "sweep_layers", loaded, dev, shard_dir=shard_dir, split=split, n_images=n_images,
                          model_key=key, study_seed=int(study_seed), attack=dataclasses.asdict(attack), steps=int(steps),
-                         batch_size=int(batch_size), channels_last=bool(channels_last), reuse_prefix=bool(reuse_prefix))  # fmt: skip
+                         pulse_steps=int(pulse_steps or steps), batch_size=int(batch_size),
+                         channels_last=bool(channels_last), reuse_prefix=bool(reuse_prefix))  # fmt: skip
     rows: list[dict] = []
     with tqdm(total=len(infos) * len(filters) * steps, desc=f"{key} {len(infos)} layer(s)", disable=not progress,
               mininterval=5) as bar:  # fmt: skip
         for info in infos:
             rows += layer_sweep(ev, info, filters, steps, row=row, bar=bar, reuse_prefix=reuse_prefix, store=store,
-                               max_replicas=int(max_replicas))  # fmt: skip
+                               max_replicas=int(max_replicas), pulse_steps=pulse_steps)  # fmt: skip
             log.info("%s: %s swept (%d points)", key, info.path, len(filters) * steps)
     df = sweep_frame(rows, device=str(dev))
     store.finish(df)
@@ -285,11 +287,11 @@ def sweep_layers(
 def sweep_network(
     ctx: RunContext, out_csv: str | os.PathLike, *, init: int, epoch: int, layers: str | Sequence[str],
     filters: Sequence[str], steps: int, grid: Sequence[float] | None, attack: AttackSpec, n_images: int | None = None,
-    channels_last: bool = True,
+    channels_last: bool = True, pulse_steps: int | None = None,
 ) -> pd.DataFrame:  # fmt: skip
     """Whole-network mode for one checkpoint (``ctx.model_file``): every layer of the selection
     filtered at once at each threshold of the shared grid (``grid`` = (lo, hi), None = the
-    weights' own range) -> CSV (:data:`SWEEP_COLUMNS`)."""
+    weights' own range) -> CSV (:data:`SWEEP_COLUMNS`); ``pulse_steps`` as in :func:`sweep_layers`."""
     study, dataset, model_name, study_seed = ctx.run, ctx.dataset, ctx.model, ctx.study_seed
     shard_dir, split = ctx.shard_dir, ctx.split
     batch_size, progress = ctx.batch_size, ctx.progress
@@ -301,9 +303,10 @@ def sweep_network(
     grid = tuple(grid) if grid is not None else None
     store = _sweep_store(out_csv, "sweep_network", loaded, dev, shard_dir=shard_dir, split=split, n_images=n_images,
                          model_key=_model_key(model_name, init, epoch), study_seed=int(study_seed),
-                         attack=dataclasses.asdict(attack), steps=int(steps), grid=grid and [float(g) for g in grid], batch_size=int(batch_size),
+                         attack=dataclasses.asdict(attack), steps=int(steps), pulse_steps=int(pulse_steps or steps),
+                         grid=grid and [float(g) for g in grid], batch_size=int(batch_size),
                          channels_last=bool(channels_last), layers=[l.path for l in chosen])  # fmt: skip
-    rows = network_sweep(ev, chosen, filters, steps, grid=grid,
+    rows = network_sweep(ev, chosen, filters, steps, grid=grid, pulse_steps=pulse_steps,
                          row=_row(study, dataset, model_name, loaded, init, epoch, shard_digest(shard_dir, split)),
                          progress=progress, store=store)  # fmt: skip
     df = sweep_frame(rows, device=str(dev))

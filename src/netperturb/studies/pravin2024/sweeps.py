@@ -139,6 +139,7 @@ def layer_sweep(
     reuse_prefix: bool = True,
     store: CellStore | None = None,
     max_replicas: int = 4,
+    pulse_steps: int | None = None,
 ) -> list[dict]:
     """Per-layer mode: every filter in ``filters`` swept over ``steps`` points of this layer's
     weight range ``[min, max]`` (:func:`netperturb.perturb.filters.alpha_grid`); the other layers are
@@ -165,6 +166,10 @@ def layer_sweep(
             1 = one point at a time through :class:`PrefixReuse`. Same numbers either way.
             Points whose zero set was already evaluated (the Evaluator's cache, or ``store``)
             are not evaluated again.
+        pulse_steps: the S that sets the pulse filter's half-width, ``(max - min) / (2 S)``
+            (:func:`netperturb.perturb.filters.pulse_half_width`); None = ``steps`` (the
+            authors' code). With ``steps = 13`` and ``pulse_steps = 25`` the sweep is every
+            other point of the paper's 25-point sweep, the pulse band included.
 
     Returns:
         rows of :data:`SWEEP_COLUMNS` (minus the provenance ones given in ``row``): two per
@@ -182,7 +187,7 @@ def layer_sweep(
     lo, hi = weight_range(weight)
     grid = []  # (filter, step, alpha, position) in sweep order
     for kind in filters:
-        flt = make_filter(kind, lo=lo, hi=hi, steps=steps)
+        flt = make_filter(kind, lo=lo, hi=hi, steps=pulse_steps or steps)
         alphas, positions = alpha_grid(kind, lo, hi, steps)
         grid += [(flt, i, alpha, pos) for i, (alpha, pos) in enumerate(zip(alphas, positions))]
 
@@ -237,6 +242,7 @@ def network_sweep(
     row: Mapping[str, Any] | None = None,
     progress: bool = True,
     store: CellStore | None = None,
+    pulse_steps: int | None = None,
 ) -> list[dict]:
     """Whole-network mode: one threshold of a shared grid applied to the weights of *every*
     layer in ``layers`` at once (all of them written back).
@@ -246,6 +252,7 @@ def network_sweep(
             together (the authors' code used a fixed [-1, 1]; configurable).
         store: cell-level resume as in :func:`layer_sweep` (key ``("network", "all", filter
             name, step, alpha)``).
+        pulse_steps: the S of the pulse half-width, as in :func:`layer_sweep`.
 
     Returns:
         rows as :func:`layer_sweep`, with ``mode="network"``, ``layer="all"``,
@@ -259,7 +266,7 @@ def network_sweep(
     rows: list[dict] = []
     bar = tqdm(total=len(filters) * steps, desc=f"{ev.model_key}:network", disable=not progress, mininterval=5)
     for kind in filters:
-        flt = make_filter(kind, lo=lo, hi=hi, steps=steps)
+        flt = make_filter(kind, lo=lo, hi=hi, steps=pulse_steps or steps)
         alphas, positions = alpha_grid(kind, lo, hi, steps)
         for i, (alpha, pos) in enumerate(zip(alphas, positions)):
             overrides, masks, n_filtered = {}, {}, 0
