@@ -21,8 +21,9 @@ tables, asserts nothing).
 
 3. ``steps``: the Pravin et al. scores of a run at every ``--every``-th threshold of its sweeps
    (S = 25 -> 13 for ``--every 2``: the same thresholds, a subset, so Simpson's rule stays the
-   authors' for odd S), against the run's own scores: the change of each score, the classes
-   that move, and the interval widths. It measures what a coarser default grid costs without
+   authors' for odd S), against the scores of all its thresholds (both recomputed here with
+   the same image resamples): the change of each score, the classes that move, and the
+   interval widths. It measures what a coarser default grid costs without
    a second run. It is exactly what ``pravin2024.steps: 13`` with ``pulse_steps: 25`` computes
    (the pulse band of the 25-point sweep; tests/studies/pravin2024/test_pulse_steps.py); with
    the band following S (no ``pulse_steps``) the pulse scores change more than this shows.
