@@ -65,9 +65,9 @@ def _mnist(d: Path) -> dict:
 # study -> (overrides, [(rule, job output, cells)])
 CASES = {
     "cheney2017": (
-        {"cheney2017": {"repeats": 3, "max_replicas": 2, "batch_size": 20,
+        {"cheney2017": {"repeats": 3, "max_replicas": 2, "batch_size": 20, "layers_per_job": 1,
                         "perturbations": {"gaussian_noise": {"levels": {"start": 0.0, "stop": 2.0, "step": 0.02}}}}},
-        [("cheney2017_perturb", "results/tiny/cheney2017/runs/lenet5/gaussian_noise/classifier.0.csv", 101 * 3)],
+        [("cheney2017_perturb", "results/tiny/cheney2017/runs/lenet5/gaussian_noise/layers_3of5.csv", 101 * 3)],
     ),
     "pravin2024": (
         {"pravin2024": {"steps": 40, "eval_images": 300}},
@@ -79,9 +79,9 @@ CASES = {
          ("shen2021_attack", "results/mm/shen2021/runs/lam0_seed0/robustness.csv", 2 * 5)],
     ),
     "faults": (
-        {"faults": {"repeats": 3, "batch_size": 20, "max_replicas": 2,
+        {"faults": {"repeats": 3, "batch_size": 20, "max_replicas": 2, "layers_per_job": 1,
                     "perturbations": {"activation_word": {"levels": [0.0] + [round(1e-3 * k, 6) for k in range(1, 21)]}}}},
-        [("faults_perturb", "results/tiny/faults/runs/alexnet_digits/activation_word/features.4.csv", 21 * 3)],
+        [("faults_perturb", "results/tiny/faults/runs/alexnet_digits/activation_word/layers_1of3.csv", 21 * 3)],
     ),
 }  # fmt: skip
 

@@ -29,7 +29,7 @@ def _table(model="lenet5", layer="features.0", perturbation="gaussian_noise", we
 
 
 def _plan(paths):
-    return {str(p): [[lv, r] for lv in LEVELS for r in range(REPEATS)] for p in paths}
+    return {str(p): [[p.stem, lv, r] for lv in LEVELS for r in range(REPEATS)] for p in paths}
 
 
 @pytest.fixture
@@ -77,8 +77,19 @@ def test_a_table_with_a_missing_cell_or_without_provenance_is_named(tmp_path, jo
     with pytest.raises(MergeError) as e:
         _merge(tmp_path, paths, base)
     msg = str(e.value)
-    assert f"{paths[0]}: 5 rows for 6 planned cells (level, repeat); missing (1, 1)" in msg
+    assert f"{paths[0]}: 5 rows for 6 planned cells (layer, level, repeat); missing (features.0, 1, 1)" in msg
     assert f"{paths[2]}: no weights in row 4 of the file (1 row(s)): its provenance is lost" in msg
+    assert not (tmp_path / "m.csv").exists()
+
+
+def test_a_table_holding_another_layers_cells_is_named(tmp_path, jobs):
+    """A job table of several layers is checked cell by cell with the layer: the right number of
+    rows for the wrong layer is not the planned table."""
+    paths, base = jobs
+    write_csv(_table(layer="features.3"), paths[0])  # features.3's cells where features.0's are planned
+    with pytest.raises(MergeError) as e:
+        _merge(tmp_path, paths, base)
+    assert f"{paths[0]}: 6 rows for 6 planned cells (layer, level, repeat); missing (features.0, 0, 0)" in str(e.value)
     assert not (tmp_path / "m.csv").exists()
 
 

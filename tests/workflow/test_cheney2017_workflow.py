@@ -67,8 +67,9 @@ def test_report_and_figures(workdir):
         assert {f"{model}_top1.png", f"{model}_top1.pdf", f"{model}_top5.png"} <= figs
     drop = pd.read_csv(rep / "tables" / "relative_drop.csv")
     assert len(drop) == sum(N_LAYERS.values()) * 3
-    logs = list((workdir / "logs" / "tiny" / "cheney2017" / "perturb").rglob("*.log"))
-    assert len(logs) == sum(N_LAYERS.values()) * 3
+    logs = sorted((workdir / "logs" / "tiny" / "cheney2017" / "perturb").rglob("*.log"))
+    # one log per job: LeNet-5's 5 layers in parts of 2 (3 jobs), the AlexNet's 2 in one, x 3 perturbations
+    assert len(logs) == (3 + 1) * 3, logs
 
 
 class _Links(HTMLParser):
@@ -152,7 +153,7 @@ def test_rerun_does_nothing_and_an_interrupted_run_resumes(workdir):
     # the state a run killed during the perturbation jobs leaves: one job's table never
     # written (outputs are atomic), nothing merged or reported yet
     res = workdir / "results" / "tiny" / "cheney2017"
-    lost = res / "runs" / "lenet5" / "node_knockout" / "features.3.csv"
+    lost = res / "runs" / "lenet5" / "node_knockout" / "layers_1of3.csv"  # conv1 and conv2 (layers_per_job: 2)
     before = pd.read_csv(lost)
     for p in (lost, res / "perturbation.csv", res / "perturbation.parquet", res / "baseline.csv"):
         p.unlink()
@@ -171,5 +172,5 @@ def test_lint_is_clean_and_default_config_plans():
     r = subprocess.run([SNAKEMAKE, "-n", "--cores", "2", "--quiet", "rules", "--forceall"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     counts = job_counts(r.stdout + r.stderr)
-    # 13 layers (5 LeNet-5 + 8 AlexNet-digits) x 3 perturbations
-    assert counts.get("cheney2017_perturb") == 39 and counts.get("train") == 2, counts
+    # 2 models x 3 perturbations, every layer of a model in one job (cheney2017.layers_per_job: null)
+    assert counts.get("cheney2017_perturb") == 6 and counts.get("train") == 2, counts

@@ -17,7 +17,8 @@ CONFIG = {
     "seed": 3,
     "studies": ["cheney2017"],
     "models": {"lenet5": {"arch": "lenet5", "train": {"epochs": 1}, "layers": ["conv1", "fc5"]}},
-    "cheney2017": {"repeats": 1, "batch_size": 360, "perturbations": {"gaussian_noise": {"levels": [0.0, 1.0]}}},
+    "cheney2017": {"repeats": 1, "batch_size": 360, "layers_per_job": 1,  # two per-job tables
+                   "perturbations": {"gaussian_noise": {"levels": [0.0, 1.0]}}},
 }
 TARGET = "results/dmg/cheney2017/perturbation.csv"
 

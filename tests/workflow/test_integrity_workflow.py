@@ -31,7 +31,7 @@ RUN = Path("results/dmg")
 STUDY = RUN / "cheney2017"
 MERGED = STUDY / "perturbation.csv"
 REPORT = STUDY / "report" / "cheney2017.html"
-JOB = STUDY / "runs" / "lenet5" / "gaussian_noise" / "classifier.4.csv"
+JOB = STUDY / "runs" / "lenet5" / "gaussian_noise" / "layers_1of1.csv"  # conv1 and fc5 in one job
 OUTPUTS = [MERGED, STUDY / "perturbation.parquet", STUDY / "baseline.csv", REPORT, RUN / "index.html"]
 
 
@@ -82,7 +82,7 @@ def test_case1_a_shard_of_another_split_stops_the_job_naming_the_file(workdir):
     before = _rerun_job(workdir)  # its job runs again (every other table and the baseline are kept)
     r = run(workdir, check=False)
     assert r.returncode != 0
-    log = (workdir / "logs" / "dmg" / "cheney2017" / "perturb" / "lenet5" / "gaussian_noise" / "classifier.4.log").read_text()
+    log = (workdir / "logs" / "dmg" / "cheney2017" / "perturb" / "lenet5" / "gaussian_noise" / "layers_1of1.log").read_text()
     assert "resources/data/digits/shards/test-00000.pt: sha256 " in log and "rm -r resources/data/digits/shards" in log
     assert not (workdir / JOB).exists() and not (workdir / MERGED).exists()
     # no merged table or report was made from it: the merge never ran

@@ -42,6 +42,7 @@ CONFIG = {
     "cheney2017": {
         "repeats": 2,
         "batch_size": 540,
+        "layers_per_job": 1,  # one SLURM job per layer: 2 perturbation jobs
         # what the GPU jobs ask of SLURM comes from here, not from the profile
         "resources": {"gpu": 1, "mem_mb": 32000, "runtime": 30},
         "perturbations": {"gaussian_noise": {"levels": [0.0, 0.5, 1.0]}},
@@ -51,7 +52,7 @@ TARGET = "results/slurm/cheney2017/perturbation.csv"
 SLURM_JOBS = {  # rule -> the folder names of its SLURM logs (.snakemake/slurm_logs/rule_<rule>/<wildcards>/)
     "train": {"lenet5"},
     "cheney2017_baseline": {"lenet5"},
-    "cheney2017_perturb": {"lenet5_gaussian_noise_features.0", "lenet5_gaussian_noise_classifier.4"},
+    "cheney2017_perturb": {"lenet5_gaussian_noise_1of2", "lenet5_gaussian_noise_2of2"},
 }
 GPU_RULES = {"cheney2017_baseline", "cheney2017_perturb"}
 #: rules that run in the GPU conda env and get the profile's CPUs per GPU (the fault study's and
@@ -207,8 +208,8 @@ def test_a_job_killed_at_its_time_limit_is_retried_with_more_time(runs):
     config = copy.deepcopy(CONFIG)
     config["cheney2017"]["resources"]["runtime"] = 1
     config["retry_runtime_factor"] = 10  # the retry may take 10 min (a loaded machine: several)
-    target = "results/slurm/cheney2017/runs/lenet5/gaussian_noise/classifier.4.csv"
-    key = ("cheney2017_perturb", "lenet5_gaussian_noise_classifier.4")
+    target = "results/slurm/cheney2017/runs/lenet5/gaussian_noise/layers_2of2.csv"  # fc5 (classifier.4)
+    key = ("cheney2017_perturb", "lenet5_gaussian_noise_2of2")
     before = set(_slurm_job_ids(on_slurm).get(key, []))
     for d in (on_slurm, local):
         (d / "timeout.yaml").write_text(yaml.safe_dump(config))
@@ -267,7 +268,7 @@ def _dry_run(*args: str) -> dict[str, list[str]]:
 @pytest.mark.workflow
 def test_profile_leaves_the_default_studys_sizes_to_the_config():
     jobs = _dry_run("--workflow-profile", str(PROFILE))
-    assert len(jobs["cheney2017_perturb"]) == 39 and len(jobs["cheney2017_baseline"]) == 2 and len(jobs["train"]) == 2, jobs.keys()
+    assert len(jobs["cheney2017_perturb"]) == 6 and len(jobs["cheney2017_baseline"]) == 2 and len(jobs["train"]) == 2, jobs.keys()
     # config/config.yaml sets no cheney2017.resources: the schema's defaults (no GPU, 4000 MB,
     # 60 min); the profile's cpus_per_gpu is used by the plugin only for a job with a GPU
     for rule in ("cheney2017_perturb", "cheney2017_baseline"):

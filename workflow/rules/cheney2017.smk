@@ -1,6 +1,6 @@
 # The Cheney et al. 2017 grid (config section `cheney2017`): the clean baseline of every model,
-# one job per model x layer x perturbation (all levels x repeats inside), one tidy table, the
-# report. Plan: netperturb.studies.cheney2017.plan; jobs: netperturb.studies.cheney2017.jobs.
+# one job per model x perturbation x part of its layers (cheney2017.layers_per_job; all levels x
+# repeats inside), one tidy table, the report. Plan: netperturb.studies.cheney2017.plan; jobs: netperturb.studies.cheney2017.jobs.
 
 CHENEY = config["cheney2017"]
 CHENEY_DIR = study_dir("cheney2017")
@@ -41,17 +41,20 @@ rule cheney2017_baseline:
         "../scripts/cheney2017/baseline.py"
 
 
-# All levels x repeats of one perturbation on one layer of one model.
+# All levels x repeats of one perturbation on each layer of one part of one model's layers
+# (cheney2017.layers_per_job; default: all of them in one job).
 rule cheney2017_perturb:
     input:
         checkpoint=model_checkpoint,
         shards=shard_dir,
     output:
-        f"{CHENEY_DIR}/runs/{{model}}/{{perturbation}}/{{layer}}.csv",
+        f"{CHENEY_DIR}/runs/{{model}}/{{perturbation}}/layers_{{part}}.csv",
     wildcard_constraints:
         perturbation="|".join(CHENEY["perturbations"]),
+        part=r"\d+of\d+",
     params:
         context=CHENEY_CONTEXT,
+        layers=lambda wildcards: CHENEY_PLAN.parts[wildcards.model][wildcards.part],
         options=lambda wildcards: CHENEY["perturbations"][wildcards.perturbation],
         repeats=CHENEY["repeats"],
         focus=lambda wildcards: CHENEY_PLAN.focus.get(wildcards.perturbation),
@@ -62,9 +65,9 @@ rule cheney2017_perturb:
     resources:
         **CHENEY_RESOURCES,
     log:
-        f"logs/{RUN}/cheney2017/perturb/{{model}}/{{perturbation}}/{{layer}}.log",
+        f"logs/{RUN}/cheney2017/perturb/{{model}}/{{perturbation}}/layers_{{part}}.log",
     benchmark:
-        f"benchmarks/{RUN}/cheney2017/perturb/{{model}}/{{perturbation}}/{{layer}}.tsv"
+        f"benchmarks/{RUN}/cheney2017/perturb/{{model}}/{{perturbation}}/layers_{{part}}.tsv"
     conda:
         conda_env(CHENEY["resources"])
     script:
@@ -82,7 +85,7 @@ rule cheney2017_merge:
         parquet=f"{CHENEY_DIR}/perturbation.parquet",
         baseline=f"{CHENEY_DIR}/baseline.csv",
     params:
-        # job table -> its [level, repeat] cells: the merge checks each table against it
+        # job table -> its [layer, level, repeat] cells: the merge checks each table against it
         planned=CHENEY_PLAN.job_cells(CHENEY_DIR, CHENEY["repeats"]),
     priority: 25
     log:

@@ -1,6 +1,6 @@
 # The hardware-fault study (config section `faults`): the fault-free reference network of every
-# model in every format the variants need (fp32, int8, ...), one job per model x layer x fault
-# variant (all levels x repeats inside), one tidy table, the report.
+# model in every format the variants need (fp32, int8, ...), one job per model x fault variant x
+# part of its layers (faults.layers_per_job; all levels x repeats inside), one tidy table, the report.
 # Plan and config checks: netperturb.studies.faults.plan; jobs: netperturb.studies.faults.jobs.
 
 FAULTS = config["faults"]
@@ -44,17 +44,20 @@ rule faults_baseline:
         "../scripts/faults/baseline.py"
 
 
-# All levels x repeats of one fault variant on one layer of one model.
+# All levels x repeats of one fault variant on each layer of one part of one model's layers
+# (faults.layers_per_job; default: all of them in one job).
 rule faults_perturb:
     input:
         checkpoint=model_checkpoint,
         shards=shard_dir,
     output:
-        f"{FAULTS_DIR}/runs/{{model}}/{{variant}}/{{layer}}.csv",
+        f"{FAULTS_DIR}/runs/{{model}}/{{variant}}/layers_{{part}}.csv",
     wildcard_constraints:
         variant="|".join(map(re.escape, FAULTS["perturbations"])),
+        part=r"\d+of\d+",
     params:
         context=FAULTS_CONTEXT,
+        layers=lambda wildcards: FAULTS_PLAN.parts[wildcards.model][wildcards.part],
         spec=lambda wildcards: FAULTS["perturbations"][wildcards.variant],
         repeats=FAULTS["repeats"],
         engine=FAULTS["engine"],
@@ -63,9 +66,9 @@ rule faults_perturb:
     resources:
         **FAULTS_RESOURCES,
     log:
-        f"logs/{RUN}/faults/perturb/{{model}}/{{variant}}/{{layer}}.log",
+        f"logs/{RUN}/faults/perturb/{{model}}/{{variant}}/layers_{{part}}.log",
     benchmark:
-        f"benchmarks/{RUN}/faults/perturb/{{model}}/{{variant}}/{{layer}}.tsv"
+        f"benchmarks/{RUN}/faults/perturb/{{model}}/{{variant}}/layers_{{part}}.tsv"
     conda:
         conda_env(FAULTS["resources"])
     script:
@@ -83,7 +86,7 @@ rule faults_merge:
         parquet=f"{FAULTS_DIR}/perturbation.parquet",
         baseline=f"{FAULTS_DIR}/baseline.csv",
     params:
-        # job table -> its [level, repeat] cells: the merge checks each table against it
+        # job table -> its [layer, level, repeat] cells: the merge checks each table against it
         planned=FAULTS_PLAN.job_cells(FAULTS_DIR, FAULTS["repeats"]),
     priority: 25
     log:

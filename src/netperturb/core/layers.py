@@ -60,6 +60,7 @@ __all__ = [
     "find_layers",
     "select_layers",
     "parameter_coverage",
+    "layer_parts",
     "LayerSelectionError",
     "FIELD_LABELLED",
     "LABELS_ATTRIBUTE",
@@ -339,3 +340,22 @@ def select_layers(layers: Sequence[LayerInfo], selection: str | Iterable[str]) -
             )
         chosen.update(hits)
     return [l for l in layers if l.path in chosen]
+
+
+def layer_parts(layers: Sequence[LayerInfo], per_job: int | None) -> dict[str, list[str]]:
+    """Split selected layers (depth order) into jobs of ``per_job`` layers each (None: all in
+    one job): part name ``"<k>of<n>"`` -> the module paths of part k, depth order kept.
+
+    The studies name their per-job tables by part (``layers_<k>of<n>.csv``): one process per
+    part pays the imports, the model and the images once for its layers.
+
+    Raises:
+        ValueError: ``per_job`` below 1, or no layers.
+    """
+    if per_job is not None and int(per_job) < 1:
+        raise ValueError(f"layer_parts: per_job must be >= 1 or None, got {per_job!r}")
+    if not layers:
+        raise ValueError("layer_parts: no layers")
+    size = int(per_job or len(layers))
+    chunks = [list(layers[i : i + size]) for i in range(0, len(layers), size)]
+    return {f"{k + 1}of{len(chunks)}": [la.path for la in c] for k, c in enumerate(chunks)}

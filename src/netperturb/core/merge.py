@@ -288,12 +288,14 @@ def merge_planned(
     columns: Sequence[str],
     sort_by: Sequence[str],
     planned: Mapping[str, Sequence[Sequence]] | None = None,
+    cell_columns: Sequence[str] = ("level", "repeat"),
     baselines: Sequence[str | os.PathLike] = (),
     out_baseline: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Merge a study's per-job tables (``runs``) and its baseline tables, after checking all of
     them together (:func:`read_tables`, :func:`check_tables`: each run table has exactly its
-    ``planned`` (level, repeat) cells, each baseline the one cell (0, 0); one ``weights`` id per
+    ``planned`` cells, tuples of ``cell_columns`` such as (level, repeat) or (layer, level,
+    repeat); each baseline the one cell (layer ``""``, level 0, repeat 0); one ``weights`` id per
     model and one ``data_digest`` per dataset across runs and baselines). Each merged table is
     sorted stably by ``sort_by`` and written with its sha256 record (:func:`write_merged`).
 
@@ -310,8 +312,9 @@ def merge_planned(
     frames = read_tables([*runs, *baselines], columns)
     plan = None
     if planned is not None:
-        plan = {str(k): v for k, v in planned.items()} | {b: [(0.0, 0)] for b in baselines}
-    check_tables(frames, planned=plan)
+        clean = tuple({"layer": "", "level": 0.0, "repeat": 0}[c] for c in cell_columns)
+        plan = {str(k): v for k, v in planned.items()} | {b: [clean] for b in baselines}
+    check_tables(frames, planned=plan, cell_columns=cell_columns)
 
     def merged(paths: Sequence[str]) -> pd.DataFrame:
         df = pd.concat([frames[p] for p in paths], ignore_index=True)

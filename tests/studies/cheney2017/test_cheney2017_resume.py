@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+import pandas as pd
 import pytest
 
 from netperturb.core.context import RunContext
@@ -75,8 +76,6 @@ def test_partial_file_of_other_settings_is_not_reused(lenet_checkpoint, digits_s
 def test_extra_repeats_at_the_findings_level_extend_the_grid(lenet_checkpoint, digits_shards, tmp_path, caplog):
     """``focus=(level, n)``: that level gets n repeats; its first ``repeats`` cells are the grid's
     own (same seeds, same numbers), computed once; the other levels keep ``repeats``."""
-    import pandas as pd
-
     from netperturb.studies.cheney2017.plan import plan_grid
 
     kw = CASES["fast-synapse"]
@@ -99,10 +98,38 @@ def test_extra_repeats_at_the_findings_level_extend_the_grid(lenet_checkpoint, d
     plan = plan_grid(cfg, num_classes=10, in_channels=1)
     assert plan.focus == {"synapse_knockout": (pytest.approx(0.7), 20)}
     cells = plan.job_cells("out", 5)  # what the merge checks: 20 repeats at the findings' level only
-    (knock,) = [c for t, c in cells.items() if t.endswith("/synapse_knockout/features.0.csv")]
-    (noise,) = [c for t, c in cells.items() if t.endswith("/gaussian_noise/features.0.csv")]
-    per_level = pd.DataFrame(knock, columns=["level", "repeat"]).groupby("level")["repeat"].count()
+    (knock,) = [c for t, c in cells.items() if t.endswith("/synapse_knockout/layers_1of1.csv")]
+    (noise,) = [c for t, c in cells.items() if t.endswith("/gaussian_noise/layers_1of1.csv")]
+    knock = pd.DataFrame(knock, columns=["layer", "level", "repeat"])
+    per_level = knock[knock["layer"] == "features.0"].groupby("level")["repeat"].count()
     assert per_level[per_level == 20].index.tolist() == [plan.focus["synapse_knockout"][0]] and (per_level.drop(plan.focus["synapse_knockout"][0]) == 5).all()
-    assert noise == [[lv, r] for lv in (0.0, 1.0) for r in range(5)]
+    assert noise == [[p, lv, r] for p in [la.path for la in plan.layers["lenet5"]] for lv in (0.0, 1.0) for r in range(5)]
     cfg["cheney2017"]["finding_repeats"] = 5
     assert plan_grid(cfg, num_classes=10, in_channels=1).focus == {}
+
+
+def test_a_job_of_several_layers_is_its_single_layer_jobs_in_turn(lenet_checkpoint, digits_shards, tmp_path,
+                                                                 monkeypatch, caplog):  # fmt: skip
+    """cheney2017.layers_per_job only changes which process computes a cell: a job of two layers
+    gives the rows of the two single-layer jobs, in layer order, and resumes across layers."""
+    ctx = RunContext(shard_dir=str(digits_shards), model_file=str(lenet_checkpoint), **CTX)
+    kw = dict(perturbation="synapse_knockout", options={"levels": [0.0, 0.5, 1.0]}, repeats=2, engine="fast",
+              max_replicas=2, focus=(0.5, 3))  # fmt: skip
+    singles = [jobs.perturb_layer(ctx, tmp_path / f"{layer}.csv", layer=layer, **kw) for layer in ("conv1", "fc5")]
+    both = jobs.perturb_layers(ctx, tmp_path / "both.csv", layers=["conv1", "fc5"], **kw)
+    pd.testing.assert_frame_equal(both, pd.concat(singles, ignore_index=True))
+    assert both["layer"].tolist() == ["features.0"] * 7 + ["classifier.4"] * 7
+    stored_at = []
+    for stop in (2, 5):
+        out = tmp_path / f"killed-{stop}.csv"
+        with monkeypatch.context() as m:
+            kill_after(m, stop)
+            with pytest.raises(Killed):
+                jobs.perturb_layers(ctx, out, layers=["conv1", "fc5"], **kw)
+        stored_at.append(stored_cells(partial_path(out)))
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="netperturb"):
+            jobs.perturb_layers(ctx, out, layers=["conv1", "fc5"], **kw)
+        assert out.read_bytes() == (tmp_path / "both.csv").read_bytes()
+        assert reuse_message(caplog).endswith(f"{stored_at[-1]} cells reused from an interrupted run, {14 - stored_at[-1]} computed")
+    assert stored_at[0] < 7 < stored_at[1] < 14  # killed in the first layer, then in the second

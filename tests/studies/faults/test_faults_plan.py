@@ -33,7 +33,10 @@ def test_default_plan(config):
     assert {v.count for v in plan.variants.values()} == {"binomial"} and config["faults"]["repeats"] == 10
     assert config["faults"]["max_replicas"] is None  # K from the engine's cost model
     tables = plan.job_tables("results/digits/faults")
-    assert len(tables) == len(set(tables)) == 8 * len(plan.variants)
+    assert len(tables) == len(set(tables)) == len(plan.variants)  # every layer in one job per variant
+    paths = [la.path for la in plan.layers["alexnet_digits"]]
+    cells = plan.job_cells("r", 10)["r/runs/alexnet_digits/fp32_mantissa/layers_1of1.csv"]
+    assert cells == [[p, lv, r] for p in paths for lv in (0.0, 1e-3) for r in range(10)]
     assert plan.baseline_tables("r") == ["r/baseline/alexnet_digits/fp32.csv", "r/baseline/alexnet_digits/int8_channel.csv"]
 
 
@@ -42,6 +45,7 @@ def test_paper_config_plans(tmp_path):
     validate(cfg, SCHEMA)
     plan = plan_faults(cfg, num_classes=1000, in_channels=3)
     assert {m: len(l) for m, l in plan.layers.items()} == {"alexnet": 8, "resnet50": 54}
+    assert len(plan.parts["resnet50"]) == 54  # layers_per_job: 1, one GPU job per layer
     assert set(plan.references()) == {"fp32", "bf16", "int8_channel"}
 
 

@@ -1,6 +1,6 @@
 """What the Cheney et al. 2017 grid plans from its config (section ``cheney2017``): the layers
-of every model, the levels of every perturbation, one job per model x layer x perturbation.
-Errors name the config key."""
+of every model, the levels of every perturbation, one job per model x perturbation x part of
+the layers (``cheney2017.layers_per_job``). Errors name the config key."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from netperturb.core.config import expand_levels
-from netperturb.core.layers import LayerInfo
+from netperturb.core.layers import LayerInfo, layer_parts
 from netperturb.models.select import resolve_layers
 
 __all__ = ["GridPlan", "plan_grid"]
@@ -24,42 +24,42 @@ class GridPlan:
         focus: perturbation name -> (level, repeats): the findings' level of that
             perturbation's grid gets this many repeats (``cheney2017.finding_repeats``, synapse
             knockout at ``report.drop_level``); empty when not set or not above ``repeats``.
+        parts: model name -> part name (``"<k>of<n>"``) -> the module paths one job perturbs
+            (``cheney2017.layers_per_job``; :func:`netperturb.core.layers.layer_parts`).
     """
 
     layers: dict[str, list[LayerInfo]]
     levels: dict[str, list[float]]
     focus: dict[str, tuple[float, int]] = field(default_factory=dict)
+    parts: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     def job_tables(self, out_dir: str) -> list[str]:
-        """One CSV per (model, layer, perturbation) job: ``<out_dir>/runs/<model>/<perturbation>/<layer>.csv``."""
-        return [
-            f"{out_dir}/runs/{m}/{p}/{layer.path}.csv"
-            for m, layers in self.layers.items()
-            for layer in layers
-            for p in self.levels
-        ]
+        """One CSV per (model, perturbation, part of the layers) job:
+        ``<out_dir>/runs/<model>/<perturbation>/layers_<k>of<n>.csv``."""
+        return list(self.job_cells(out_dir, 1))
 
-    def job_cells(self, out_dir: str, repeats: int) -> dict[str, list[list[float]]]:
-        """Each job table (:meth:`job_tables`) -> the [level, repeat] cells its job computes
-        (every level of its perturbation x repeats 0 .. repeats - 1, and at the findings' level of
-        :attr:`focus` repeats 0 .. n - 1); the merge checks it."""
+    def job_cells(self, out_dir: str, repeats: int) -> dict[str, list[list]]:
+        """Each job table (:meth:`job_tables`) -> the [layer, level, repeat] cells its job
+        computes (each of its layers x every level of its perturbation x repeats 0 .. repeats - 1,
+        and at the findings' level of :attr:`focus` repeats 0 .. n - 1); the merge checks it."""
 
-        def cells(p: str, levels: list[float]) -> list[list[float]]:
+        def cells(p: str, levels: list[float], paths: list[str]) -> list[list]:
             lv_f, n_f = self.focus.get(p, (None, 0))
-            return [[lv, r] for lv in levels for r in range(max(int(repeats), n_f) if lv == lv_f else int(repeats))]
+            n = {lv: max(int(repeats), n_f) if lv == lv_f else int(repeats) for lv in levels}
+            return [[path, lv, r] for path in paths for lv in levels for r in range(n[lv])]
 
         return {
-            f"{out_dir}/runs/{m}/{p}/{layer.path}.csv": cells(p, levels)
-            for m, layers in self.layers.items()
-            for layer in layers
+            f"{out_dir}/runs/{m}/{p}/layers_{part}.csv": cells(p, levels, paths)
+            for m, parts in self.parts.items()
             for p, levels in self.levels.items()
+            for part, paths in parts.items()
         }
 
 
 def plan_grid(config: Mapping[str, Any], *, num_classes: int, in_channels: int) -> GridPlan:
     """Plan the grid of ``config`` (validated, defaults filled): every model of ``models``
     (its own ``layers`` if given, else ``cheney2017.layers``) x every perturbation of
-    ``cheney2017.perturbations``; with ``cheney2017.finding_repeats`` above ``repeats``, synapse
+    ``cheney2017.perturbations``, its layers in jobs of ``cheney2017.layers_per_job``; with ``cheney2017.finding_repeats`` above ``repeats``, synapse
     knockout at the grid level nearest ``report.drop_level`` gets that many repeats (``focus``).
 
     Raises:
@@ -88,4 +88,5 @@ def plan_grid(config: Mapping[str, Any], *, num_classes: int, in_channels: int) 
         grid = levels["synapse_knockout"]
         target = float(section.get("report", {}).get("drop_level", 0.7))
         focus["synapse_knockout"] = (min(grid, key=lambda lv: abs(lv - target)), int(extra))
-    return GridPlan(layers, levels, focus)
+    parts = {m: layer_parts(la, section.get("layers_per_job")) for m, la in layers.items()}
+    return GridPlan(layers, levels, focus, parts)

@@ -3,7 +3,7 @@
 Each function is what one rule of ``workflow/rules/faults.smk`` runs: the fault-free
 reference network of a model in one format (:func:`baseline`, rule ``faults_baseline``: fp32,
 or the network with every Conv2d / Linear weight stored in fp16 / bf16 / int8), one model x
-layer x fault variant job (:func:`perturb_layer`, ``faults_perturb``) and the merge
+fault variant job over some of its layers (:func:`perturb_layers`, ``faults_perturb``) and the merge
 (:func:`merge_faults`, ``faults_merge``). Every output is written atomically.
 """
 
@@ -27,7 +27,7 @@ from netperturb.perturb.faults import format_model
 from netperturb.perturb.grid import COLUMNS, LayerJob, baseline_table, run_layer_job
 from netperturb.studies.faults.plan import Variant, make_variant, reference_options
 
-__all__ = ["FAULT_COLUMNS", "baseline", "perturb_layer", "merge_faults", "in_format"]
+__all__ = ["FAULT_COLUMNS", "baseline", "perturb_layers", "perturb_layer", "merge_faults", "in_format"]
 
 #: Columns of the study's tables: :data:`netperturb.perturb.grid.COLUMNS`, then the fault
 #: model (``fault``: bit_flip, ..., ``none`` for a baseline), where it acts (``target``:
@@ -66,44 +66,63 @@ def baseline(ctx: RunContext, out_csv: str | os.PathLike, *, reference: str) -> 
     return df[FAULT_COLUMNS]
 
 
-def perturb_layer(
-    ctx: RunContext, out_csv: str | os.PathLike, *, layer: str, variant: str, spec: Mapping[str, Any], repeats: int,
-    engine: str = "fast", max_replicas: int | None = None,
+def perturb_layers(
+    ctx: RunContext, out_csv: str | os.PathLike, *, layers: Sequence[str], variant: str, spec: Mapping[str, Any],
+    repeats: int, engine: str = "fast", max_replicas: int | None = None,
 ) -> pd.DataFrame:  # fmt: skip
     """One job: every level x repeat of fault variant ``variant`` (its config ``spec``:
-    ``fault``, ``levels`` and the fault's options) on one layer of ``ctx``'s model -> CSV of
-    :data:`FAULT_COLUMNS`. A weight bit fault in fp16 / bf16 / int8 acts on the network
-    stored in that format (every layer), so level 0 is that network bit for bit.
+    ``fault``, ``levels`` and the fault's options) on each of ``layers`` of ``ctx``'s model in
+    turn -> one CSV of :data:`FAULT_COLUMNS` (the layers in the given order). A weight bit
+    fault in fp16 / bf16 / int8 acts on the network stored in that format (every layer), so
+    level 0 is that network bit for bit.
+
+    One job faults several layers (``faults.layers_per_job``; the default config: every layer
+    of a model) so that the process start-up, the model and the images are paid once; every
+    cell is the same as in a job of one layer (its seed depends on the model, layer, variant,
+    level and repeat only).
 
     Cell-level resume (:mod:`netperturb.core.resume`), as the other study jobs: every finished
     cell is appended to ``<out_csv>.partial.jsonl``; a job killed and started again computes
-    only the missing cells (same weights, data, variant, batch size, engine, device type and
-    versions) and writes the same CSV as an uninterrupted run.
+    only the missing cells (same weights, data, layers, variant, batch size, engine, device
+    type and versions) and writes the same CSV as an uninterrupted run.
 
     Raises:
         ConfigError: a bad variant (:func:`netperturb.studies.faults.plan.make_variant`).
-        LayerSelectionError: ``layer`` is not a perturbable module path of the model.
+        LayerSelectionError: a name in ``layers`` is not a perturbable module path of the model.
+        ValueError: no layers.
         netperturb.models.expects.InputMismatchError: the data is not what the model expects.
     """
-    var, pert = make_variant(variant, spec, f"faults.perturbations.{variant}")
+    if not layers:
+        raise ValueError("perturb_layers: no layers given")
+    var, _ = make_variant(variant, spec, f"faults.perturbations.{variant}")
     loaded, dev = load_for_job(ctx)
     loaded = in_format(loaded, var.reference)
-    (info,) = select_layers(find_layers(loaded.model), [layer])
-    job = LayerJob(study=ctx.run, dataset=ctx.dataset, model=ctx.model, layer=info, perturbation=pert,
-                   levels=var.levels, repeats=int(repeats), study_seed=ctx.study_seed,
-                   data_digest=data_digest(ctx.shard_dir, ctx.split))  # fmt: skip
+    found = find_layers(loaded.model)
+    infos = [select_layers(found, [name])[0] for name in layers]
+    digest = data_digest(ctx.shard_dir, ctx.split)
     images, labels = eval_data(ctx.shard_dir, ctx.split, loaded, dev)
     store = CellStore(out_csv, {
-        "job": "faults.perturb_layer", "study": ctx.run, "dataset": ctx.dataset, "model": ctx.model,
-        "weights": loaded.weights, "data": data_fingerprint(ctx.shard_dir, ctx.split), "layer": layer,
+        "job": "faults.perturb_layers", "study": ctx.run, "dataset": ctx.dataset, "model": ctx.model,
+        "weights": loaded.weights, "data": data_fingerprint(ctx.shard_dir, ctx.split), "layers": list(layers),
         "variant": variant, "spec": {k: v for k, v in spec.items() if k != "levels"}, "study_seed": ctx.study_seed,
         "batch_size": ctx.batch_size, "engine": engine, **environment(dev),
     }, check=counts_from_json)  # fmt: skip
-    df = run_layer_job(job, loaded, images, labels, batch_size=ctx.batch_size, progress=ctx.progress, engine=engine,
-                       max_replicas=max_replicas, store=store)  # fmt: skip
-    df = _describe(df, var)
+    frames = []
+    for info in infos:
+        pert = make_variant(variant, spec, f"faults.perturbations.{variant}")[1]  # a fresh fault per layer
+        job = LayerJob(study=ctx.run, dataset=ctx.dataset, model=ctx.model, layer=info, perturbation=pert,
+                       levels=var.levels, repeats=int(repeats), study_seed=ctx.study_seed, data_digest=digest)  # fmt: skip
+        frames.append(run_layer_job(job, loaded, images, labels, batch_size=ctx.batch_size, progress=ctx.progress,
+                                    engine=engine, max_replicas=max_replicas, store=store))  # fmt: skip
+    df = _describe(pd.concat(frames, ignore_index=True), var)
     store.finish(df)
     return df
+
+
+def perturb_layer(ctx: RunContext, out_csv: str | os.PathLike, *, layer: str, **kw: Any) -> pd.DataFrame:
+    """One job on one layer: :func:`perturb_layers` with ``layers=[layer]`` (same keyword
+    arguments, same cells, same errors)."""
+    return perturb_layers(ctx, out_csv, layers=[layer], **kw)
 
 
 def _describe(df: pd.DataFrame, var: Variant) -> pd.DataFrame:
@@ -127,4 +146,5 @@ def merge_faults(
     """
     return merge_planned(inputs, out_csv, out_parquet, columns=FAULT_COLUMNS,
                          sort_by=["model", "perturbation", "reference", "layer_index", "level", "repeat"],
-                         planned=planned, baselines=baselines, out_baseline=out_baseline)  # fmt: skip
+                         planned=planned, cell_columns=("layer", "level", "repeat"), baselines=baselines,
+                         out_baseline=out_baseline)  # fmt: skip

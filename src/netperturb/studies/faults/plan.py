@@ -1,15 +1,16 @@
 """What the hardware-fault study plans from its config (section ``faults``): its models and
 layers, its fault variants (a name -> a fault model with options and levels), the fault-free
-reference network of every variant, one job per model x layer x variant. Every check that the
+reference network of every variant, one job per model x variant x part of the layers
+(``faults.layers_per_job``). Every check that the
 schema cannot make is here, before any job, and names the key and the allowed values."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from netperturb.core.config import ConfigError, expand_levels
-from netperturb.core.layers import LayerInfo
+from netperturb.core.layers import LayerInfo, layer_parts
 from netperturb.models.select import resolve_layers
 from netperturb.perturb.base import Perturbation
 from netperturb.perturb.faults import ACTIVATION_FAULTS, FAULTS
@@ -123,25 +124,30 @@ class FaultPlan:
     Attributes:
         layers: model name -> its selected layers (depth order).
         variants: variant name -> :class:`Variant`.
+        parts: model name -> part name (``"<k>of<n>"``) -> the module paths one job faults
+            (``faults.layers_per_job``; :func:`netperturb.core.layers.layer_parts`).
     """
 
     layers: dict[str, list[LayerInfo]]
     variants: dict[str, Variant]
+    parts: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     def references(self) -> list[str]:
         """The fault-free networks the variants need (each gets a baseline row per model)."""
         return sorted({v.reference for v in self.variants.values()}, key=lambda r: (r != "fp32", r))
 
     def job_tables(self, out_dir: str) -> list[str]:
-        """``<out_dir>/runs/<model>/<variant>/<layer>.csv``, one per job."""
-        return [f"{out_dir}/runs/{m}/{v}/{layer.path}.csv"
-                for m, layers in self.layers.items() for layer in layers for v in self.variants]  # fmt: skip
+        """``<out_dir>/runs/<model>/<variant>/layers_<k>of<n>.csv``, one per job."""
+        return list(self.job_cells(out_dir, 1))
 
-    def job_cells(self, out_dir: str, repeats: int) -> dict[str, list[list[float]]]:
-        """Each job table (:meth:`job_tables`) -> the [level, repeat] cells its job computes
-        (every level of its variant x repeats 0 .. repeats - 1); the merge checks it."""
-        return {f"{out_dir}/runs/{m}/{v}/{layer.path}.csv": [[lv, r] for lv in var.levels for r in range(int(repeats))]
-                for m, layers in self.layers.items() for layer in layers for v, var in self.variants.items()}  # fmt: skip
+    def job_cells(self, out_dir: str, repeats: int) -> dict[str, list[list]]:
+        """Each job table (:meth:`job_tables`) -> the [layer, level, repeat] cells its job
+        computes (each of its layers x every level of its variant x repeats 0 .. repeats - 1);
+        the merge checks it."""
+        return {f"{out_dir}/runs/{m}/{v}/layers_{part}.csv": [[path, lv, r] for path in paths for lv in var.levels
+                                                              for r in range(int(repeats))]
+                for m, parts in self.parts.items() for v, var in self.variants.items()
+                for part, paths in parts.items()}  # fmt: skip
 
     def baseline_tables(self, out_dir: str) -> list[str]:
         """``<out_dir>/baseline/<model>/<reference>.csv``, one per model and reference network."""
@@ -173,7 +179,7 @@ def plan_faults(config: Mapping[str, Any], *, num_classes: int, in_channels: int
     metric_rate = section["report"]["compare_rate"]
     if not any(abs(lv - metric_rate) <= 1e-12 * max(1.0, metric_rate) for v in variants.values() for lv in v.levels):
         raise ConfigError(f"faults.report.compare_rate: {metric_rate!r} is not a level of any variant in faults.perturbations")
-    return FaultPlan(layers, variants)
+    return FaultPlan(layers, variants, {m: layer_parts(la, section.get("layers_per_job")) for m, la in layers.items()})
 
 
 def is_bit_fault(perturbation: Perturbation) -> bool:

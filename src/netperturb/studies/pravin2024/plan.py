@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from netperturb.core.config import ConfigError
-from netperturb.core.layers import LayerInfo
+from netperturb.core.layers import LayerInfo, layer_parts
 from netperturb.models.select import resolve_layers
 
 __all__ = ["checkpoint_epochs", "FilteringPlan", "plan_study", "attack_eps", "network_eps"]
@@ -59,14 +59,6 @@ class FilteringPlan:
         return out
 
 
-def _parts(layers: Sequence[LayerInfo], per_job: int | None) -> dict[str, list[str]]:
-    """Per-layer sweeps of one checkpoint in jobs of ``per_job`` layers (depth order; None:
-    all in one job): part name (``"<k>of<n>"``) -> module paths."""
-    size = per_job or len(layers)
-    chunks = [layers[i : i + size] for i in range(0, len(layers), size)]
-    return {f"{k + 1}of{len(chunks)}": [la.path for la in c] for k, c in enumerate(chunks)}
-
-
 def plan_study(section: Mapping[str, Any], *, num_classes: int, in_channels: int) -> FilteringPlan:
     """Plan the ``pravin2024`` config section (schema-validated, defaults filled) where the
     schema cannot check it: checkpoint epochs, layer selections, the retraining checkpoint,
@@ -95,7 +87,7 @@ def plan_study(section: Mapping[str, Any], *, num_classes: int, in_channels: int
     grid = section["network_grid"]
     if grid != "auto" and grid[1] <= grid[0]:
         raise ConfigError(f"pravin2024.network_grid: need lo < hi, got {grid}")
-    parts = {m: _parts(la, section["layers_per_job"]) for m, la in layers.items()}
+    parts = {m: layer_parts(la, section["layers_per_job"]) for m, la in layers.items()}
     return FilteringPlan(ckpts, layers, retrain_at, parts)
 
 
