@@ -103,11 +103,12 @@ rule train:
         input_size=lambda wildcards: config["models"][wildcards.model].get("input_size"),
         run=RUN,
         device=config["device"],
-    threads: 2
-    # above pravin2024's chain (30): a job of 2 threads starts only when both cores of a small
-    # machine are free at once, which with priority 20 came at 13 and 17 minutes into the
-    # default run (2 cores), leaving every cheney2017 / faults job for the end
-    priority: 40
+    # 1 thread, as every job: Snakemake's scheduler maximises the summed priority of the jobs it
+    # starts, so on 2 cores a job of 2 threads waits until no job of 1 thread is ready (in the
+    # default run these trainings started 13 and 17 minutes in, leaving every cheney2017 / faults
+    # job for the end). On a bigger machine: --set-threads train=N.
+    threads: 1
+    priority: 40  # above pravin2024's chain (30): most of the run's jobs wait for these models
     log:
         f"logs/{RUN}/train/{{model}}.log",
     benchmark:

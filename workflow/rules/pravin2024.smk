@@ -72,7 +72,7 @@ for _model, _epochs in PRAVIN_PLAN.checkpoints.items():
             train={**PRAVIN["models"][_model].get("train", {}), "schedule": PRAVIN["schedule"]},
             input_size=PRAVIN["models"][_model].get("input_size"),
             epochs=_epochs,
-        threads: 2
+        threads: 1  # see rule train: a 2-thread job starves on 2 cores (--set-threads to raise it)
         priority: 30  # the study's chain (train, sweeps, scores, retrain) is the run's longest: start it first
         resources:
             **PRAVIN_RESOURCES,
@@ -214,7 +214,7 @@ rule pravin2024_retrain:
         tolerance=PRAVIN["tolerance"],
         eps=lambda wildcards: attack_eps(PRAVIN, wildcards.fmodel, PRAVIN_DATASET),
         **PRAVIN_COMMON,
-    threads: 2
+    threads: 1  # see rule train
     priority: 30
     resources:
         **PRAVIN_RESOURCES,
