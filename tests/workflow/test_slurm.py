@@ -165,9 +165,9 @@ def test_jobs_went_through_slurm_with_the_configs_resources(runs):
         if rule in GPU_RULES:  # cheney2017.resources: one GPU, 32 GB, 30 min; the profile: 4 CPUs per GPU
             assert "TresPerJob=gres:gpu:1" in info, info
             assert "NumCPUs=4" in info and "MinMemoryNode=32000M" in info and "TimeLimit=00:30:00" in info, info
-        else:  # train: CPU job, cpus = the rule's threads
+        else:  # train: CPU job, cpus = the rule's 1 thread (the local run's too: the same weights)
             assert "gres:gpu" not in info, info
-            assert "NumCPUs=2" in info and "MinMemoryNode=8000M" in info, info
+            assert "NumCPUs=1" in info and "MinMemoryNode=8000M" in info, info
 
 
 def _freeze_first_job(workdir: Path, stop: threading.Event, frozen: list[str]) -> None:

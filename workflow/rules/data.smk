@@ -103,10 +103,13 @@ rule train:
         input_size=lambda wildcards: config["models"][wildcards.model].get("input_size"),
         run=RUN,
         device=config["device"],
-    # 1 thread, as every job: Snakemake's scheduler maximises the summed priority of the jobs it
-    # starts, so on 2 cores a job of 2 threads waits until no job of 1 thread is ready (in the
-    # default run these trainings started 13 and 17 minutes in, leaving every cheney2017 / faults
-    # job for the end). On a bigger machine: --set-threads train=N.
+    # 1 thread, as every job, on any machine: (1) the thread count changes the trained weights
+    # bit-wise (torch sums in another order), so a fixed count gives the same models whatever
+    # --cores or the executor (with threads 2, --cores 1 trained other weights); (2) Snakemake
+    # starts the ready jobs of highest summed priority, so on 2 cores a 2-thread job waited until
+    # no 1-thread job was ready (in the default run these trainings started 13 and 17 minutes
+    # in, leaving every cheney2017 / faults job for the end). --set-threads train=N trains
+    # faster on a big machine, and other weights.
     threads: 1
     priority: 40  # above pravin2024's chain (30): most of the run's jobs wait for these models
     log:

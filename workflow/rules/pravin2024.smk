@@ -72,7 +72,7 @@ for _model, _epochs in PRAVIN_PLAN.checkpoints.items():
             train={**PRAVIN["models"][_model].get("train", {}), "schedule": PRAVIN["schedule"]},
             input_size=PRAVIN["models"][_model].get("input_size"),
             epochs=_epochs,
-        threads: 1  # see rule train: a 2-thread job starves on 2 cores (--set-threads to raise it)
+        threads: 1  # see rule train: the same weights on any machine, and no 2-thread job waiting on 2 cores
         priority: 30  # the study's chain (train, sweeps, scores, retrain) is the run's longest: start it first
         resources:
             **PRAVIN_RESOURCES,
