@@ -108,13 +108,13 @@ def perturb_layers(
         "perturbation": perturbation, "options": extra, "study_seed": ctx.study_seed,
         "batch_size": ctx.batch_size, "engine": engine, "precision": precision, **environment(dev),
     }, check=counts_from_json)  # fmt: skip
+    run = dict(batch_size=ctx.batch_size, progress=ctx.progress, engine=engine, precision=precision,
+               max_replicas=max_replicas, store=store)  # fmt: skip
     frames = []
     for info in infos:
         job = LayerJob(study=ctx.run, dataset=ctx.dataset, model=ctx.model, layer=info,
                        perturbation=make_perturbation(perturbation, **extra), levels=levels, repeats=int(repeats),
                        study_seed=ctx.study_seed, data_digest=digest)  # fmt: skip
-        run = dict(batch_size=ctx.batch_size, progress=ctx.progress, engine=engine, precision=precision,
-                   max_replicas=max_replicas, store=store)  # fmt: skip
         df = run_layer_job(job, loaded, images, labels, **run)
         if focus is not None and int(focus[1]) > int(repeats):
             more = dataclasses.replace(job, levels=[float(focus[0])], repeats=int(focus[1]))  # the grid's cells are in the store
