@@ -24,13 +24,12 @@ ranksum_level = None
 # %%
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
 from netperturb.core.findings import findings_frame, findings_markdown
 from netperturb.core.merge import read_table
-from netperturb.core.report import save_figure
+from netperturb.core.report import show_figure
 from netperturb.studies.cheney2017.findings import finding_cells, findings, repeats_table
 from netperturb.studies.cheney2017.figures import (
     baseline_check,
@@ -71,10 +70,7 @@ for model in models:
     b = base.set_index("model")
     for m in dict.fromkeys([metric, "top5" if metric == "top1" else "top1"]):
         fig = plot_accuracy_vs_level(df, model, metric=m, chance=chance[m], baseline=float(b.loc[model, m]))
-        save_figure(fig, Path(figures) / f"{model}_{m}")
-        if m == metric:
-            display(fig)
-        plt.close(fig)
+        show_figure(fig, Path(figures) / f"{model}_{m}", display=m == metric)
 
 # %% [markdown]
 # ## Clean accuracy

@@ -27,12 +27,11 @@ n_boot = 1000
 # %%
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from netperturb.core.findings import findings_frame, findings_markdown
 from netperturb.core.merge import read_table
-from netperturb.core.report import save_figure
+from netperturb.core.report import show_figure
 from netperturb.studies.faults.figures import (
     bit_positions_table,
     compare_at_rate,
@@ -82,9 +81,7 @@ base[["model", "reference", "format", "n_images", "top1", "top5", "loss"]].style
 for model in models:
     for m in (metric, "sdc1"):
         fig = plot_metric_vs_rate(df, base, model, metric=m)
-        save_figure(fig, Path(figures) / f"{model}_{m}")
-        display(fig)
-        plt.close(fig)
+        show_figure(fig, Path(figures) / f"{model}_{m}")
 
 # %% [markdown]
 # ## Per-layer vulnerability
@@ -98,9 +95,7 @@ vul = vulnerability(df, base, metric=metric, n_boot=n_boot)
 vul.to_csv(Path(tables) / "vulnerability.csv", index=False)
 for model in models:
     fig = plot_vulnerability(vul, model)
-    save_figure(fig, Path(figures) / f"{model}_vulnerability")
-    display(fig)
-    plt.close(fig)
+    show_figure(fig, Path(figures) / f"{model}_vulnerability")
 vul.style.format({"clean": "{:.3f}", "half_rate": "{:.3g}", "lo": "{:.3g}", "hi": "{:.3g}"}).hide(axis="index")
 
 # %% [markdown]
@@ -116,9 +111,7 @@ side.to_csv(Path(tables) / "fp32_vs_int8.csv", index=False)
 if len(pair) == 2:
     for model in models:
         fig = plot_metric_vs_rate(df, base, model, metric=metric, perturbations=pair, ncols=2)
-        save_figure(fig, Path(figures) / f"{model}_fp32_vs_int8")
-        display(fig)
-        plt.close(fig)
+        show_figure(fig, Path(figures) / f"{model}_fp32_vs_int8")
 side.pivot_table(index=["model", "layer_index", "layer_label"], columns="perturbation",
                  values=["relative", "sdc1", "due"]).style.format("{:.3f}")
 
@@ -135,7 +128,5 @@ bp = bit_positions_table(df, base, compare_rate, metric=metric)
 bp.to_csv(Path(tables) / "bit_positions.csv", index=False)
 for model in models:
     fig = plot_bit_positions(bp, model, compare_rate)
-    save_figure(fig, Path(figures) / f"{model}_bit_positions")
-    display(fig)
-    plt.close(fig)
+    show_figure(fig, Path(figures) / f"{model}_bit_positions")
 bp.pivot_table(index=["model", "layer_index", "layer_label"], columns="bits", values="drop").style.format("{:.3f}")

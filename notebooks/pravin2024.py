@@ -29,13 +29,12 @@ seed = 2017
 # %%
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
 from netperturb.core.findings import findings_frame, findings_markdown
 from netperturb.core.merge import read_table
-from netperturb.core.report import save_figure
+from netperturb.core.report import show_figure
 from netperturb.studies.pravin2024.findings import findings
 from netperturb.studies.pravin2024.intervals import images_table, pooled_scores, recovery_replicates
 from netperturb.studies.pravin2024.scores import filtering_scores
@@ -112,16 +111,10 @@ for model in models:
     many = layer_sw["layer"].nunique() > MANY_LAYERS
     for e in epochs:
         fig = plot_layer_curves(sw, model, e, metric=metric, chance=chance, baseline=base)
-        save_figure(fig, Path(figures) / f"{model}_layers_epoch{e}")
-        if e == epochs[-1] and not many:
-            display(fig)
-        plt.close(fig)
+        show_figure(fig, Path(figures) / f"{model}_layers_epoch{e}", display=e == epochs[-1] and not many)
         if many:
             fig = plot_layer_heatmap(sw, model, e, metric=metric, baseline=base)
-            save_figure(fig, Path(figures) / f"{model}_layers_heatmap_epoch{e}")
-            if e == epochs[-1]:
-                display(fig)
-            plt.close(fig)
+            show_figure(fig, Path(figures) / f"{model}_layers_heatmap_epoch{e}", display=e == epochs[-1])
 
 # %% [markdown]
 # ## What is measured
@@ -170,9 +163,7 @@ bw.style.format(precision=4).hide(axis="index")
 for model in models:
     if (sw.loc[sw["model"] == model, "mode"] == "network").any():
         fig = plot_network_curves(sw, model, metric=metric, chance=chance)
-        save_figure(fig, Path(figures) / f"{model}_network")
-        display(fig)
-        plt.close(fig)
+        show_figure(fig, Path(figures) / f"{model}_network")
 
 # %% [markdown]
 # ## Filtering scores (layer x epoch)
@@ -184,9 +175,7 @@ for model in models:
 # %%
 for model in models:
     fig = plot_score_heatmaps(sc, model, tolerance=tolerance)
-    save_figure(fig, Path(figures) / f"{model}_scores")
-    display(fig)
-    plt.close(fig)
+    show_figure(fig, Path(figures) / f"{model}_scores")
 
 # %% [markdown]
 # ## Classes: fragile, robust, antifragile -- or undetermined
@@ -202,9 +191,7 @@ for model in models:
 classes.to_csv(Path(tables) / "classes.csv", index=False)
 for model in models:
     fig = plot_class_maps(pooled, model, tolerance)
-    save_figure(fig, Path(figures) / f"{model}_classes")
-    display(fig)
-    plt.close(fig)
+    show_figure(fig, Path(figures) / f"{model}_classes")
 counts = classes.groupby(["model", "perturbation", "score", "epoch", "class"]).size().unstack("class", fill_value=0)
 display(counts)
 display(Markdown("Against the classes of the point scores alone:"))

@@ -27,12 +27,11 @@ regularized = ["conv*"]
 # %%
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
 from netperturb.core.findings import findings_frame, findings_markdown
-from netperturb.core.report import save_figure
+from netperturb.core.report import show_figure
 from netperturb.studies.shen2021.controls import control_margins
 from netperturb.studies.shen2021.findings import READING_NAMES, findings, margin_summary
 from netperturb.studies.shen2021.link import robustness_link
@@ -65,16 +64,14 @@ pm = lambda m, s: f"{m:.3f} +/- {s:.3f}" if s == s else f"{m:.3f}"
 
 
 def show(fig, name):
-    save_figure(fig, Path(figures) / name)
-    display(fig)
-    plt.close(fig)
+    show_figure(fig, Path(figures) / name)
 
 
 # %%
 # Findings: the paper's claims checked on this run's tables, against the controls (netperturb.studies.shen2021.findings)
 readings = readings_change(track, "layer", end_fraction)
 readings.to_csv(Path(tables) / "fuzziness_change_readings.csv", index=False)
-present = [r for r in READING_NAMES if r in set(track["interval"])]
+present = [r for r in READING_NAMES if r in set(track["interval"].unique())]
 margins = pd.concat([control_margins(track, r) for r in present], ignore_index=True)
 margins.to_csv(Path(tables) / "fuzziness_margins.csv", index=False)
 points, corr = fuzziness_robustness(hist, rob, report_eps)
@@ -89,7 +86,7 @@ display(Markdown(f"**{hist['model'].nunique()} runs** of {hist['arch'].iloc[0]} 
                  f"regularised layers {regularized}; device {rob['device'].iloc[0]}. Controls: "
                  + (f"{len(ctl)} shuffled-label runs (test top-1 {ctl['test_top1'].min():.3f}-{ctl['test_top1'].max():.3f}, "
                     f"chance {1 / num_classes:.3f})" if len(ctl) else "no shuffled-label runs")
-                 + (", the driftless walk of every run." if "driftless walk" in set(track.get("control", [])) else ", no driftless walk.")))
+                 + (", the driftless walk of every run." if "driftless walk" in set(track["control"].unique() if "control" in track else []) else ", no driftless walk.")))
 
 # %% [markdown]
 # ## Fuzziness against epoch, per layer (layer interval, then kernel intervals)
@@ -167,7 +164,7 @@ msum.to_csv(Path(tables) / "fuzziness_margins_summary.csv", index=False)
 msum.style.format(precision=3, subset=[c for c in msum.columns if c.endswith(("mean", "lo", "hi"))]).hide(axis="index")
 
 # %%
-for reading in [r for r in ("init_bound", "trajectory") if r in set(track.get("interval", []))]:
+for reading in [r for r in ("init_bound", "trajectory") if r in set(track["interval"].unique() if "interval" in track else [])]:
     show(plot_fuzziness_vs_epoch(track, "layer", "fuzziness", interval=reading), f"fuzziness_vs_epoch_{reading}")
     show(plot_histogram_evolution(hists, "layer", interval=reading), f"histogram_evolution_{reading}")
 

@@ -1,6 +1,7 @@
 """Report helpers (netperturb.core.report): the checks of a rendered report, the Findings
 block, the run's index page."""
 
+import pytest
 import nbformat
 import pandas as pd
 
@@ -67,3 +68,34 @@ def test_index_links_what_exists_relative_to_the_run(tmp_path):
     (run / "snakemake-report.html").write_text("x")
     html = write_index(run, run / "index.html", run="r", studies=["cheney2017"], snakemake_report=run / "snakemake-report.html").read_text()
     assert 'href="snakemake-report.html"' in html
+
+
+def test_show_figure_saves_closes_and_displays_the_saved_png(tmp_path, monkeypatch):
+    """A report shows the PNG it saved (no third drawing of the figure), at the inline size."""
+    import IPython.display
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from netperturb.core.report import show_figure
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 1], [0, 1])
+    paths = show_figure(fig, tmp_path / "sub" / "line")
+    assert [p.name for p in paths] == ["line.png", "line.pdf"] and all(p.stat().st_size > 0 for p in paths)
+    assert not plt.fignum_exists(fig.number)
+    assert len(shown) == 1 and shown[0].data == paths[0].read_bytes()
+    from PIL import Image
+
+    with Image.open(paths[0]) as im:
+        assert shown[0].width == round(im.width * 100 / 150)
+    fig, _ = plt.subplots()
+    show_figure(fig, tmp_path / "quiet", display=False)
+    assert len(shown) == 1 and (tmp_path / "quiet.png").exists() and not plt.fignum_exists(fig.number)
+    fig = plt.figure()
+    with pytest.raises(ValueError, match="display needs 'png'"):
+        show_figure(fig, tmp_path / "x", formats=("pdf",))
+    plt.close(fig)

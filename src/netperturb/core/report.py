@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from netperturb.core.findings import VERDICT_COLORS, Finding, findings_frame, findings_markdown  # noqa: F401
 
 __all__ = [
-    "save_figure", "render_notebook", "output_problems", "html_problems", "software_versions", "run_index",
+    "save_figure", "show_figure", "render_notebook", "output_problems", "html_problems", "software_versions", "run_index",
     "studies_in_run", "write_index", "find_browser", "take_screenshots",
 ]
 
@@ -27,6 +27,39 @@ def save_figure(fig, stem: str | os.PathLike, formats: Sequence[str] = ("png", "
         p = stem.with_suffix(f".{fmt}")
         fig.savefig(p, dpi=dpi, bbox_inches="tight")
         paths.append(p)
+    return paths
+
+
+def show_figure(fig, stem: str | os.PathLike, *, display: bool = True, formats: Sequence[str] = ("png", "pdf"),
+                dpi: int = 150, display_dpi: int = 100) -> list[Path]:
+    """What a report does with each figure: :func:`save_figure` (PNG and PDF), then, with
+    ``display``, show the saved PNG in the notebook (scaled to ``display_dpi``, the size the
+    inline backend would show), then close ``fig``. The notebook shows the file that was
+    saved instead of drawing the figure a third time (the inline backend's own PNG): a
+    report's figure cells take about a third less time.
+
+    Returns:
+        the saved paths, as :func:`save_figure`.
+
+    Raises:
+        ValueError: ``display`` without ``"png"`` in ``formats``.
+    """
+    import matplotlib.pyplot as plt
+
+    if display and "png" not in formats:
+        raise ValueError(f"show_figure: display needs 'png' in formats, got {list(formats)}")
+    try:
+        paths = save_figure(fig, stem, formats, dpi)
+    finally:
+        plt.close(fig)
+    if display:
+        from IPython.display import Image, display as show
+        from PIL import Image as PILImage
+
+        png = Path(stem).with_suffix(".png")
+        with PILImage.open(png) as im:
+            width = round(im.width * display_dpi / dpi)
+        show(Image(filename=str(png), width=width))
     return paths
 
 

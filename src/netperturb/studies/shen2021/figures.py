@@ -145,8 +145,8 @@ def readings_change(tracking: pd.DataFrame, scope: str = "layer", end_fraction: 
     from netperturb.studies.shen2021.controls import CONTROLS
     from netperturb.studies.shen2021.intervals import READINGS
 
-    present = set(tracking["interval"]) if "interval" in tracking else {"current"}
-    controls = ["none"] + [c for c in CONTROLS if "control" in tracking and c in set(tracking["control"])]
+    present = set(tracking["interval"].unique()) if "interval" in tracking else {"current"}
+    controls = ["none"] + [c for c in CONTROLS if "control" in tracking and c in set(tracking["control"].unique())]
     frames = [fuzziness_change(tracking, scope, r, end_fraction, c) for r in READINGS if r in present for c in controls]
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -335,7 +335,7 @@ def plot_histogram_evolution(
             except KeyError:
                 ax.set_axis_off()
                 continue
-            mesh = ax.pcolormesh(edges_x, edges_y, grid, cmap="magma", vmin=0, vmax=vmax, shading="flat")
+            mesh = ax.pcolormesh(edges_x, edges_y, grid, cmap="magma", vmin=0, vmax=vmax, shading="flat", rasterized=True)
             if i == 0:
                 ax.set_title(f"lambda = {lam:g}")
             if j == 0:
