@@ -75,8 +75,8 @@ CASES = {
     ),
     "shen2021": (
         {"shen2021": {"attacks": {"eps": [0, 0.05, 0.1, 0.15, 0.2], "report_eps": 0.1, "pgd_steps": 2}}},
-        [("shen2021_perturb", "results/mm/shen2021/runs/lam0_seed0/perturbation.csv", 1 + 2 * 2 * 2 * 2),
-         ("shen2021_attack", "results/mm/shen2021/runs/lam0_seed0/robustness.csv", 2 * 5)],
+        [("shen2021_evaluate", "results/mm/shen2021/runs/lam0_seed0/perturbation.csv", 1 + 2 * 2 * 2 * 2),
+         ("shen2021_evaluate", "results/mm/shen2021/runs/lam0_seed0/robustness.csv", 2 * 5)],
     ),
     "faults": (
         {"faults": {"repeats": 3, "batch_size": 20, "max_replicas": 2, "layers_per_job": 1,

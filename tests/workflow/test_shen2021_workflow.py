@@ -139,4 +139,4 @@ def test_the_paper_scale_config_validates_and_plans_every_run(tmp_path):
     counts = job_counts(run(tmp_path, "-n", config=str(REPO / "config" / "shen2021-mnist.yaml")).stdout)
     n_runs = len(cfg["shen2021"]["lambdas"]) * len(cfg["shen2021"]["seeds"])
     assert n_runs == 20
-    assert counts["shen2021_train"] == counts["shen2021_attack"] == counts["shen2021_perturb"] == n_runs, counts
+    assert counts["shen2021_train"] == counts["shen2021_evaluate"] == n_runs, counts

@@ -89,13 +89,15 @@ rule shen2021_control:
         "../scripts/shen2021/train.py"
 
 
-# FGSM and PGD accuracy against eps for one run's model.
-rule shen2021_attack:
+# Everything measured on one run's model: FGSM and PGD accuracy against eps, then the internal
+# perturbation grid (every layer x perturbation x level x repeat); one job per run.
+rule shen2021_evaluate:
     input:
         checkpoint=rules.shen2021_train.output.checkpoint,
         shards=SHEN_SHARDS,
     output:
-        f"{SHEN_RUN}/robustness.csv",
+        robustness=f"{SHEN_RUN}/robustness.csv",
+        perturbation=f"{SHEN_RUN}/perturbation.csv",
     wildcard_constraints:
         lam=r"[0-9.e+-]+",
         seed=r"\d+",
@@ -103,40 +105,16 @@ rule shen2021_attack:
         context=SHEN_CONTEXT,
         lam=lambda wildcards: SHEN_LAMS[wildcards.lam],
         attacks=SHEN["attacks"],
+        perturbation=SHEN["perturbation"],
     threads: 1
     log:
-        f"logs/{RUN}/shen2021/attack/lam{{lam}}_seed{{seed}}.log",
+        f"logs/{RUN}/shen2021/evaluate/lam{{lam}}_seed{{seed}}.log",
     benchmark:
-        f"benchmarks/{RUN}/shen2021/attack/lam{{lam}}_seed{{seed}}.tsv"
+        f"benchmarks/{RUN}/shen2021/evaluate/lam{{lam}}_seed{{seed}}.tsv"
     conda:
         "../../envs/netperturb.yaml"
     script:
-        "../scripts/shen2021/attack.py"
-
-
-# The internal perturbation grid (every layer x perturbation x level x repeat) on one run's model.
-rule shen2021_perturb:
-    input:
-        checkpoint=rules.shen2021_train.output.checkpoint,
-        shards=SHEN_SHARDS,
-    output:
-        f"{SHEN_RUN}/perturbation.csv",
-    wildcard_constraints:
-        lam=r"[0-9.e+-]+",
-        seed=r"\d+",
-    params:
-        context=SHEN_CONTEXT,
-        lam=lambda wildcards: SHEN_LAMS[wildcards.lam],
-        options=SHEN["perturbation"],
-    threads: 1
-    log:
-        f"logs/{RUN}/shen2021/perturb/lam{{lam}}_seed{{seed}}.log",
-    benchmark:
-        f"benchmarks/{RUN}/shen2021/perturb/lam{{lam}}_seed{{seed}}.tsv"
-    conda:
-        "../../envs/netperturb.yaml"
-    script:
-        "../scripts/shen2021/perturb.py"
+        "../scripts/shen2021/evaluate.py"
 
 
 # Concatenate the per-run tables of every kind (CSV; Parquet for the large ones).
@@ -148,8 +126,8 @@ rule shen2021_merge:
         histograms=expand(rules.shen2021_train.output.histograms, **SHEN_RUNS)
         + expand(rules.shen2021_control.output.histograms, **SHEN_CONTROLS),
         control_history=expand(rules.shen2021_control.output.history, **SHEN_CONTROLS),
-        robustness=expand(rules.shen2021_attack.output[0], **SHEN_RUNS),
-        perturbation=expand(rules.shen2021_perturb.output[0], **SHEN_RUNS),
+        robustness=expand(rules.shen2021_evaluate.output.robustness, **SHEN_RUNS),
+        perturbation=expand(rules.shen2021_evaluate.output.perturbation, **SHEN_RUNS),
     output:
         history=f"{SHEN_DIR}/history.csv",
         control_history=f"{SHEN_DIR}/control_history.csv",

@@ -274,12 +274,19 @@ class CellStore:
             self.notes.update(json.loads(_dumps(facts)))
             self._append([{"note": facts}])
 
-    def finish(self, df: pd.DataFrame) -> None:
+    def finish(self, df: pd.DataFrame, *, keep_partial: bool = False) -> None:
         """Write the final table ``df`` to the output (atomically), then remove the partial
-        file, and log how many cells were reused and how many computed."""
+        file (unless ``keep_partial``), and log how many cells were reused and how many
+        computed.
+
+        ``keep_partial``: for a job that writes several outputs one after the other. Snakemake
+        deletes every output of a job that fails, so the cells of an output written before
+        the failure stay in its partial file until the job's last output is written; the job
+        then removes it (:func:`partial_path`)."""
         write_csv(df, self.output)
         if self.enabled:
-            self.path.unlink(missing_ok=True)
+            if not keep_partial:
+                self.path.unlink(missing_ok=True)
             log.info("resume: %s: %d cells reused from an interrupted run, %d computed",
                      self.output.name, self.reused, self.computed)  # fmt: skip
 

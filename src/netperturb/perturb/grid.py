@@ -1,7 +1,7 @@
 """One perturbation job: one model x one layer x one perturbation, every level x repeat.
 
 This is the unit of work of the workflow's ``cheney2017_perturb`` rule (and of
-``shen2021_perturb``; the Design page of the docs, "Data flow"). The result is a tidy table, one row per
+``shen2021_evaluate``; the Design page of the docs, "Data flow"). The result is a tidy table, one row per
 (level, repeat) cell, with the columns of :data:`COLUMNS` (the Design page of the docs, "Result schema").
 """
 

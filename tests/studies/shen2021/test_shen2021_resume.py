@@ -48,3 +48,36 @@ def test_resumed_run_table_equals_the_uninterrupted_one(lenet_checkpoint, digits
         assert out.read_bytes() == ref.read_bytes()
         assert not partial_path(out).exists()
         assert reuse_message(caplog).endswith(f"{stored} cells reused from an interrupted run, {cells - stored} computed")
+
+
+def test_evaluate_run_killed_in_the_grid_keeps_every_attack_cell(lenet_checkpoint, digits_shards, tmp_path, monkeypatch,
+                                                                  caplog):  # fmt: skip
+    """shen2021_evaluate writes the attack table, then the grid's. Snakemake deletes both outputs
+    of a failed job, so the attack's cells must survive a failure in the grid: the rerun
+    computes no attack cell and writes both tables byte-identical to an uninterrupted run."""
+    from netperturb.studies.shen2021.jobs import evaluate_run
+
+    attacks = {"methods": ["fgsm", "pgd"], "eps": [0.0, 0.1], "pgd_steps": 2}
+    perturbation = {"perturbations": PERTURBATIONS, "layers": ["fc5"], "repeats": 2}
+    n_attack, n_grid = JOBS["attack"][2], JOBS["perturb"][2]
+    ref_rob, ref_pert = tmp_path / "ref_rob.csv", tmp_path / "ref_pert.csv"
+    evaluate_run(_ctx(lenet_checkpoint, digits_shards), ref_rob, ref_pert, **RUN, attacks=attacks, perturbation=perturbation)
+    assert not partial_path(ref_rob).exists() and not partial_path(ref_pert).exists()
+    rob, pert = tmp_path / "rob.csv", tmp_path / "pert.csv"
+    with monkeypatch.context() as m:
+        kill_after(m, n_attack + 2)  # every attack cell, then 2 appends of grid cells
+        with pytest.raises(Killed):
+            evaluate_run(_ctx(lenet_checkpoint, digits_shards), rob, pert, **RUN, attacks=attacks, perturbation=perturbation)
+    assert rob.exists() and not pert.exists()
+    rob.unlink()  # what Snakemake does with the outputs of a failed job
+    assert stored_cells(partial_path(rob)) == n_attack
+    stored = stored_cells(partial_path(pert))
+    assert 0 < stored < n_grid
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="netperturb"):
+        evaluate_run(_ctx(lenet_checkpoint, digits_shards), rob, pert, **RUN, attacks=attacks, perturbation=perturbation)
+    assert rob.read_bytes() == ref_rob.read_bytes() and pert.read_bytes() == ref_pert.read_bytes()
+    assert not partial_path(rob).exists() and not partial_path(pert).exists()
+    messages = [r.getMessage() for r in caplog.records if "cells reused" in r.getMessage()]
+    assert messages[0].endswith(f"{n_attack} cells reused from an interrupted run, 0 computed"), messages
+    assert messages[1].endswith(f"{stored} cells reused from an interrupted run, {n_grid - stored} computed"), messages
