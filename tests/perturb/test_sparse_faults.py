@@ -339,3 +339,30 @@ def test_the_cost_model_picks_delta_for_few_entries_and_dense_for_many():
                                  budget=3 << 20, n_cells=100) == 3  # fmt: skip
     assert costs.suffix_replicas(costs.CPU, prof, batch=32, per_replica_seconds=1e-3, per_replica_bytes=1,
                                  budget=1 << 40, n_cells=100, cap=2) == 2  # fmt: skip
+
+
+@pytest.mark.parametrize("oversample", ["default", "none"])
+def test_choose_k_bits_many_equals_choose_k_bits_per_generator(monkeypatch, oversample):
+    """The batched draw of a transient activation fault picks, for every image, exactly the
+    (value, bit) pairs of the one-image sampler with that image's generator: sparse rows,
+    dense rows (k >= population / 64), empty rows, and (with no oversampling, so first rounds
+    fall short) rows that need a second round."""
+    import netperturb.perturb.faults.bits as bits
+    from netperturb.core.seeds import cell_generator
+    from netperturb.perturb.faults.bits import choose_k_bits_many
+
+    if oversample == "none":
+        monkeypatch.setattr(bits, "_oversample", lambda need: need)
+    shorts = []
+    real_from = bits._sparse_from
+    monkeypatch.setattr(bits, "_sparse_from", lambda *a: shorts.append(1) or real_from(*a))
+    n_values, positions = 300, range(32)  # 9,600 bits: k < 150 is sparse
+    ks = [0, 1, 3, 40, 149, 150, 900, 0, 12, 9_600, 20_000] + [int(k) for k in np.random.default_rng(0).integers(0, 140, 60)]
+    seeds = range(100, 100 + len(ks))
+    rows, idx, masks = choose_k_bits_many(n_values, positions, ks, [cell_generator(s) for s in seeds])
+    assert rows.numel() == idx.numel() == masks.numel() == sum(min(k, n_values * 32) for k in ks)
+    for r, (k, s) in enumerate(zip(ks, seeds)):
+        i, m = choose_k_bits(n_values, positions, k, cell_generator(s))
+        sel = rows == r
+        assert torch.equal(idx[sel], i) and torch.equal(masks[sel], m), (r, k)
+    assert (len(shorts) > 0) == (oversample == "none")

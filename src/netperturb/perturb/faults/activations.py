@@ -28,7 +28,7 @@ from netperturb.perturb.faults.bits import (
     binomial_quantile,
     bit_positions,
     check_count,
-    choose_k_bits,
+    choose_k_bits_many,
     combine_masks,
     from_bits,
     image_seed,
@@ -123,19 +123,12 @@ class _ActivationBits(ActivationFault):
         return [int(k) for k in binomial_quantile(u, population, level)]
 
     def _fault(self, flat, level, gens, per_image):
-        rows, idx, masks = [], [], []
         counts = self._counts(per_image * len(self.positions), level, gens)
-        for r, (g, k) in enumerate(zip(gens, counts)):
-            if k == 0:  # nothing hit in this image: no positions to draw
-                continue
-            i, m = choose_k_bits(per_image, self.positions, k, g)
-            rows.append(torch.full_like(i, r))
-            idx.append(i)
-            masks.append(m)
-        if not idx:
+        rows, idx, masks = choose_k_bits_many(per_image, self.positions, counts, gens)
+        if not idx.numel():
             return
         # the bits of one value are distinct: OR their masks (one pass for every image)
-        key, masks_t = combine_masks(torch.cat(rows) * per_image + torch.cat(idx), torch.cat(masks))
+        key, masks_t = combine_masks(rows * per_image + idx, masks)
         rows_t, idx_t = torch.div(key, per_image, rounding_mode="floor"), key % per_image
         rows_t, idx_t, masks_t = rows_t.to(flat.device), idx_t.to(flat.device), masks_t.to(flat.device)
         if not self.transient:  # one pattern for every image
