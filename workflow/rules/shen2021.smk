@@ -52,6 +52,9 @@ rule shen2021_train:
         options=SHEN,
         shuffle_labels=False,
     threads: 1
+    # above the cheney2017 / faults perturbation jobs (0): this study's merge and report (about
+    # 60 s, one after the other) then run beside them instead of alone at the end of the run
+    priority: 10
     log:
         f"logs/{RUN}/shen2021/train/lam{{lam}}_seed{{seed}}.log",
     benchmark:
@@ -79,6 +82,7 @@ rule shen2021_control:
         options=SHEN,
         shuffle_labels=True,
     threads: 1
+    priority: 10
     log:
         f"logs/{RUN}/shen2021/control/shuffled_seed{{seed}}.log",
     benchmark:
@@ -107,6 +111,7 @@ rule shen2021_evaluate:
         attacks=SHEN["attacks"],
         perturbation=SHEN["perturbation"],
     threads: 1
+    priority: 10
     log:
         f"logs/{RUN}/shen2021/evaluate/lam{{lam}}_seed{{seed}}.log",
     benchmark:
