@@ -35,8 +35,7 @@ def show_figure(fig, stem: str | os.PathLike, *, display: bool = True, formats: 
     """What a report does with each figure: :func:`save_figure` (PNG and PDF), then, with
     ``display``, show the saved PNG in the notebook (scaled to ``display_dpi``, the size the
     inline backend would show), then close ``fig``. The notebook shows the file that was
-    saved instead of drawing the figure a third time (the inline backend's own PNG): a
-    report's figure cells take about a third less time.
+    saved instead of drawing the figure a third time (the inline backend's own PNG).
 
     Returns:
         the saved paths, as :func:`save_figure`.
@@ -56,7 +55,7 @@ def show_figure(fig, stem: str | os.PathLike, *, display: bool = True, formats: 
         from IPython.display import Image, display as show
         from PIL import Image as PILImage
 
-        png = Path(stem).with_suffix(".png")
+        png = paths[list(formats).index("png")]
         with PILImage.open(png) as im:
             width = round(im.width * display_dpi / dpi)
         show(Image(filename=str(png), width=width))

@@ -305,11 +305,18 @@ def _sparse_from(n: int, k: int, generator: torch.Generator, draws: Tensor) -> T
             break
         more = torch.randint(0, n, (_oversample(need),), generator=generator, dtype=torch.int64)
         draws = torch.cat([draws, more])
-    uniq, inverse = torch.unique(draws, return_inverse=True)
-    first = torch.full((uniq.numel(),), draws.numel(), dtype=torch.int64)
-    first.scatter_reduce_(0, inverse, torch.arange(draws.numel()), reduce="amin")
-    keep = uniq[torch.argsort(first)[:k]]
-    return torch.sort(keep).values
+    return torch.sort(draws[_first_occurrences(draws)][:k]).values
+
+
+def _first_occurrences(values: Tensor) -> Tensor:
+    """Bool mask (N,) of the entries of the int64 ``values`` (N,) that are the first occurrence
+    of their value: ``values[mask]`` are the distinct values in the order they first appear."""
+    uniq, inverse = torch.unique(values, return_inverse=True)
+    first = torch.full((uniq.numel(),), values.numel(), dtype=torch.int64)
+    first.scatter_reduce_(0, inverse, torch.arange(values.numel()), reduce="amin")
+    mask = torch.zeros(values.numel(), dtype=torch.bool)
+    mask[first] = True
+    return mask
 
 
 #: How many bits a fault hits at bit error rate r (``count:``): ``binomial`` (each eligible
@@ -435,11 +442,7 @@ def choose_k_bits_many(
         lens = torch.tensor([d.numel() for _, _, d in batch])
         seg = torch.repeat_interleave(torch.arange(len(batch)), lens)
         keys = torch.cat([d for _, _, d in batch]) + seg * population
-        uniq, inverse = torch.unique(keys, return_inverse=True)
-        first = torch.full((uniq.numel(),), keys.numel(), dtype=torch.int64)
-        first.scatter_reduce_(0, inverse, torch.arange(keys.numel()), reduce="amin")
-        is_first = torch.zeros(keys.numel(), dtype=torch.bool)
-        is_first[first] = True
+        is_first = _first_occurrences(keys)
         starts = torch.cumsum(lens, 0) - lens
         rank = torch.cumsum(is_first.long(), 0)  # distinct draws so far, over all rows
         before = torch.cat([torch.zeros(1, dtype=torch.int64), rank])[starts]  # ... before each row's first draw

@@ -32,7 +32,7 @@ from netperturb.core.evaluate import resolve_device
 from netperturb.core.io import write_csv
 from netperturb.core.layers import find_layers, select_layers
 from netperturb.core.merge import merge_tables, write_merged
-from netperturb.core.resume import CellStore, counts_from_json, data_fingerprint, environment
+from netperturb.core.resume import CellStore, counts_from_json, data_fingerprint, environment, partial_path
 from netperturb.core.seeds import cell_seed
 from netperturb.core.training import TrainConfig, train_classifier
 from netperturb.datasets.shards import data_digest as shard_digest
@@ -323,8 +323,6 @@ def evaluate_run(
     Raises:
         as :func:`attack_run` and :func:`perturb_run`.
     """
-    from netperturb.core.resume import partial_path
-
     rob = attack_run(ctx, robustness_csv, lam=lam, seed=seed, attacks=attacks["methods"], eps_values=attacks["eps"],
                      pgd_steps=attacks["pgd_steps"], pgd_step_size=attacks.get("pgd_step_size"), keep_partial=True)  # fmt: skip
     pert = perturb_run(ctx, perturbation_csv, lam=lam, seed=seed, perturbations=perturbation["perturbations"],
