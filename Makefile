@@ -14,10 +14,13 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
-# Byte-compile the environment once when it is made: every workflow job is a new Python process,
-# and where PYTHONDONTWRITEBYTECODE is set (as on the project's VM) each one would otherwise
-# compile torch's and pandas's sources again (~1 s of CPU per job; 140 jobs in the default run).
-export UV_COMPILE_BYTECODE := 1
+# Every workflow job is a new Python process. Where PYTHONDONTWRITEBYTECODE is set (as on the
+# project's VM) each would compile torch's and pandas's sources again (~3 s of CPU per job), so
+# the recipes here let Python write the bytecode of .venv and src/ the first time a job imports
+# a module: the 1,200 modules the jobs use, about 10 CPU seconds once, instead of byte-compiling
+# all 15,000 of the environment when it is made (`uv sync --compile-bytecode`: 45 s before the
+# first job of a fresh clone; docs: Benchmarks).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: run test env docs lint dryrun unlock report screenshots clean help
 
@@ -38,7 +41,6 @@ $(UV):
 # The environment follows uv.lock exactly (--frozen: never re-resolve on a user's machine).
 $(BIN)/snakemake: $(UV) pyproject.toml uv.lock
 	$(UV) sync --frozen --python $(PYTHON)
-	$(VENV)/bin/python -m compileall -q src
 	@touch $@
 
 env: $(BIN)/snakemake

@@ -20,12 +20,16 @@ import pandas as pd
 #: Merged tables of the default run: (study folder, file).
 TABLES = [
     ("cheney2017", "perturbation.csv"), ("cheney2017", "baseline.csv"),
-    ("shen2021", "history.csv"), ("shen2021", "tracking.csv"), ("shen2021", "histograms.csv"),
+    ("shen2021", "history.csv"), ("shen2021", "tracking.parquet"), ("shen2021", "histograms.parquet"),
     ("shen2021", "robustness.csv"), ("shen2021", "perturbation.csv"),
     ("pravin2024", "sweeps.csv"), ("pravin2024", "baseline.csv"), ("pravin2024", "scores.csv"),
     ("pravin2024", "retraining.csv"), ("pravin2024", "training.csv"),
 ]  # fmt: skip
 OLD_FOLDERS = {"cheney2017": "", "shen2021": "minmax", "pravin2024": "pravin2024"}
+
+
+def _read(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             bad += 1
             continue
         # NaN-aware: a NaN written as an empty field (before issue 13.1) equals one written "NaN"
-        a = pd.read_csv(old)
-        b = pd.read_csv(new)
+        a, b = _read(old), _read(new)
         try:
             pd.testing.assert_frame_equal(a, b, check_exact=True)
             print(f"identical {study}/{name}: {len(b):,} rows x {b.shape[1]} columns")

@@ -127,3 +127,31 @@ def test_ids_that_look_like_numbers_stay_text(tmp_path, jobs):
     df = _merge(tmp_path, paths, base)
     assert set(df["weights"]) == {"123e45678901"} and set(df["data_digest"]) == {"012345678901"}
     assert "123e45678901,012345678901" in (tmp_path / "m.csv").read_text()
+
+
+def test_parquet_tables_merge_like_csv_and_a_cut_off_one_is_named(tmp_path):
+    """Per-job tables may be Parquet (shen2021's weight tracking): merged to the same table as
+    their CSV twins; one cut off (no footer) or not Parquet at all is named, nothing is merged."""
+    from netperturb.core.io import write_table
+
+    frames = [_table(layer=layer) for layer in ("features.0", "features.3")]
+    csvs, pqs = [tmp_path / f"{i}.csv" for i in range(2)], [tmp_path / f"{i}.parquet" for i in range(2)]
+    for df, c, p in zip(frames, csvs, pqs):
+        write_table(df, c)
+        write_table(df, p)
+    assert pd.read_parquet(pqs[0]).equals(frames[0]) and pd.read_csv(csvs[0]).equals(frames[0])
+    from_csv = merge_tables(csvs, None, tmp_path / "c.parquet")
+    from_pq = merge_tables(pqs, None, tmp_path / "p.parquet")
+    pd.testing.assert_frame_equal(from_pq, from_csv, check_exact=True)
+    assert not (tmp_path / "None").exists() and find_damage(tmp_path / "p.parquet") is None
+
+    data = pqs[1].read_bytes()
+    pqs[1].write_bytes(data[: len(data) // 2])
+    with pytest.raises(MergeError) as e:
+        merge_tables(pqs, None, tmp_path / "q.parquet")
+    assert f"{pqs[1]}: is not a whole Parquet file ({len(data) // 2} B;" in str(e.value)
+    pqs[1].write_bytes(b"PAR1" + b"\0" * 16 + b"PAR1")  # the magic, but no table inside
+    with pytest.raises(MergeError) as e:
+        merge_tables(pqs, None, tmp_path / "q.parquet")
+    assert f"{pqs[1]}: not a readable Parquet table (" in str(e.value)
+    assert not (tmp_path / "q.parquet").exists()

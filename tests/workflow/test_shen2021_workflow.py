@@ -76,7 +76,9 @@ def test_every_run_trained_tracked_attacked_and_perturbed(workdir):
     # the trajectory reading is undefined at initialisation (no weight has a range yet), defined after
     traj = track[(track["interval"] == "trajectory") & (track["scope"] == "layer")]
     assert traj[traj["epoch"] == 0]["fuzziness"].isna().all() and traj[traj["epoch"] > 0]["fuzziness"].notna().all()
-    assert pd.read_csv(mm / "tracking.csv").shape == track.shape
+    # per run and merged, the two large tables are Parquet only
+    assert sum(len(pd.read_parquet(mm / "runs" / r / "tracking.parquet")) for r in runs) == len(track)
+    assert not list(mm.rglob("tracking.csv")) and not list(mm.rglob("histograms.csv"))
     h = pd.read_parquet(mm / "histograms.parquet")
     assert len(h) == (N_RUNS + N_SEEDS) * 5 * 5 * N_READINGS * 2 * 8
     defined = h[~((h["interval"] == "trajectory") & (h["epoch"] == 0))]

@@ -27,7 +27,7 @@ SHEN_CONTROLS = dict(seed=SHEN_PLAN["seeds"] if SHEN["controls"]["shuffled_label
 
 if "shen2021" in config["studies"]:
     TARGETS += [
-        f"{SHEN_DIR}/tracking.csv",
+        f"{SHEN_DIR}/tracking.parquet",
         f"{SHEN_DIR}/robustness.csv",
         f"{SHEN_DIR}/perturbation.csv",
         f"{SHEN_DIR}/report/shen2021.html",
@@ -41,8 +41,8 @@ rule shen2021_train:
     output:
         checkpoint=f"{SHEN_RUN}/model.pt",
         history=f"{SHEN_RUN}/history.csv",
-        tracking=f"{SHEN_RUN}/tracking.csv",
-        histograms=f"{SHEN_RUN}/histograms.csv",
+        tracking=f"{SHEN_RUN}/tracking.parquet",
+        histograms=f"{SHEN_RUN}/histograms.parquet",
     wildcard_constraints:
         lam=r"[0-9.e+-]+",
         seed=r"\d+",
@@ -72,8 +72,8 @@ rule shen2021_control:
     output:
         checkpoint=f"{SHEN_CONTROL}/model.pt",
         history=f"{SHEN_CONTROL}/history.csv",
-        tracking=f"{SHEN_CONTROL}/tracking.csv",
-        histograms=f"{SHEN_CONTROL}/histograms.csv",
+        tracking=f"{SHEN_CONTROL}/tracking.parquet",
+        histograms=f"{SHEN_CONTROL}/histograms.parquet",
     wildcard_constraints:
         seed=r"\d+",
     params:
@@ -136,10 +136,9 @@ rule shen2021_merge:
     output:
         history=f"{SHEN_DIR}/history.csv",
         control_history=f"{SHEN_DIR}/control_history.csv",
-        tracking=f"{SHEN_DIR}/tracking.csv",
-        tracking_parquet=f"{SHEN_DIR}/tracking.parquet",
-        histograms=f"{SHEN_DIR}/histograms.csv",
-        histograms_parquet=f"{SHEN_DIR}/histograms.parquet",
+        # the two large tables (about 680,000 and 200,000 rows in the default run) as Parquet only
+        tracking=f"{SHEN_DIR}/tracking.parquet",
+        histograms=f"{SHEN_DIR}/histograms.parquet",
         robustness=f"{SHEN_DIR}/robustness.csv",
         perturbation=f"{SHEN_DIR}/perturbation.csv",
     priority: 25
@@ -159,8 +158,8 @@ rule shen2021_report:
             merged_tables(
                 history=rules.shen2021_merge.output.history,
                 control_history=rules.shen2021_merge.output.control_history,
-                tracking=rules.shen2021_merge.output.tracking_parquet,
-                histograms=rules.shen2021_merge.output.histograms_parquet,
+                tracking=rules.shen2021_merge.output.tracking,
+                histograms=rules.shen2021_merge.output.histograms,
                 robustness=rules.shen2021_merge.output.robustness,
                 perturbation=rules.shen2021_merge.output.perturbation,
             )

@@ -126,6 +126,12 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
         df.to_parquet(tmp, index=False)
 
 
+def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write ``df`` atomically in the format its file name says: Parquet for ``.parquet``
+    (:func:`write_parquet`), CSV otherwise (:func:`write_csv`)."""
+    (write_parquet if os.fspath(path).endswith(".parquet") else write_csv)(df, path)
+
+
 def write_json(obj: Any, path: str | os.PathLike) -> None:
     """Write ``obj`` as indented JSON atomically."""
     with atomic_path(path) as tmp:

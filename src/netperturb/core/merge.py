@@ -58,10 +58,17 @@ def read_table(path: str | os.PathLike, *, empty_is_nan: bool = False) -> pd.Dat
     The id columns of :data:`TEXT_IDS` stay text whatever they look like (the weights id
     ``123e45678901`` is not the number inf).
 
+    A ``.parquet`` file is read as it was written (its columns keep their types).
+
     Raises:
         ValueError: a field of a numeric column is not a number (names the file, the column
-            and the value).
+            and the value); a Parquet file that cannot be read.
     """
+    if os.fspath(path).endswith(".parquet"):
+        try:
+            return pd.read_parquet(path)
+        except Exception as e:  # pyarrow's errors (ArrowInvalid, OSError) differ by version
+            raise ValueError(f"{path}: not a readable Parquet table ({type(e).__name__}: {e})") from None
     na = ["NaN", "nan", ""] if empty_is_nan else ["NaN", "nan"]
     # ids stay text: a 12-hex-digit weights id or data digest may look like a number (012345678901, 123e45678901)
     df = pd.read_csv(path, keep_default_na=False, na_values=na, dtype={c: str for c in TEXT_IDS})
@@ -89,7 +96,7 @@ def concat_tables(
     empty_is_nan: bool = False,
     frames: Mapping[str, pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
-    """Concatenate CSV tables (each whole and with ``columns``, if given: :func:`read_tables`),
+    """Concatenate tables (CSV or Parquet, each whole and with ``columns``, if given: :func:`read_tables`),
     sorted stably by ``sort_by`` if given.
 
     Raises:
@@ -108,7 +115,7 @@ def concat_tables(
 
 def merge_tables(
     inputs: Sequence[str | os.PathLike],
-    out_csv: str | os.PathLike,
+    out_csv: str | os.PathLike | None,
     out_parquet: str | os.PathLike | None = None,
     *,
     columns: Sequence[str] | None = None,
@@ -116,8 +123,9 @@ def merge_tables(
     empty_is_nan: bool = False,
     one_per: Sequence[tuple[str, str | Sequence[str]]] = (("weights", "model"), ("data_digest", "dataset")),
 ) -> pd.DataFrame:
-    """:func:`concat_tables` after :func:`check_tables` (provenance filled, ``one_per``), written atomically as CSV (and Parquet if ``out_parquet``), each with
-    its sha256 record (:func:`write_merged`).
+    """:func:`concat_tables` after :func:`check_tables` (provenance filled, ``one_per``), written
+    atomically as CSV (unless ``out_csv`` is None) and as Parquet (if ``out_parquet``), each with
+    its sha256 record (:func:`write_merged`). The inputs may be CSV or Parquet files.
 
     Raises:
         ValueError: see :func:`concat_tables`. MergeError: see :func:`check_tables`.
@@ -132,10 +140,19 @@ def merge_tables(
 
 
 def _complete(path: str | os.PathLike) -> str | None:
-    """Why the CSV at ``path`` is not a complete table written by :func:`~netperturb.core.io.write_csv`, or None."""
+    """Why the table at ``path`` is not complete as :func:`~netperturb.core.io.write_table`
+    writes it (a CSV ends with a newline, a Parquet file with its footer's magic ``PAR1``), or None."""
     size = os.path.getsize(path)
     if size == 0:
         return "is empty"
+    if os.fspath(path).endswith(".parquet"):
+        with open(path, "rb") as f:
+            head = f.read(4)
+            f.seek(max(size - 4, 0))
+            tail = f.read(4)
+        if size < 8 or head != b"PAR1" or tail != b"PAR1":
+            return f"is not a whole Parquet file ({size} B; one written whole starts and ends with PAR1: cut off?)"
+        return None
     with open(path, "rb") as f:
         f.seek(-1, os.SEEK_END)
         if f.read(1) != b"\n":
@@ -267,8 +284,8 @@ def _merge_error(problems: Sequence[tuple[str, str]]) -> MergeError:
     )
 
 
-def write_merged(df: pd.DataFrame, out_csv: str | os.PathLike, out_parquet: str | os.PathLike | None = None) -> None:
-    """Write a merged table atomically as CSV (and Parquet), each with its sha256 record
+def write_merged(df: pd.DataFrame, out_csv: str | os.PathLike | None, out_parquet: str | os.PathLike | None = None) -> None:
+    """Write a merged table atomically as CSV and / or Parquet (a None path is not written), each with its sha256 record
     ``<file>.sha256`` (:func:`netperturb.core.integrity.record_digest`): a report finds a
     hand edit of it before reading it."""
     from netperturb.core.integrity import record_digest, sidecar_path

@@ -29,7 +29,7 @@ from netperturb import __version__
 from netperturb.core.config import expand_levels
 from netperturb.core.context import RunContext
 from netperturb.core.evaluate import resolve_device
-from netperturb.core.io import write_csv
+from netperturb.core.io import write_csv, write_table
 from netperturb.core.layers import find_layers, select_layers
 from netperturb.core.merge import merge_tables, write_merged
 from netperturb.core.resume import CellStore, counts_from_json, data_fingerprint, environment, partial_path
@@ -84,7 +84,8 @@ def train_run(
     fuzziness of the regularised layers), the tracking table
     (:func:`~netperturb.studies.shen2021.minmax.weight_stats` per snapshot) and the histogram table
     (:func:`~netperturb.studies.shen2021.minmax.weight_histograms` per snapshot); all led by ``study, dataset,
-    model, arch, lam, train_seed``.
+    model, arch, lam, train_seed``. The tracking and histogram tables are Parquet where their
+    file names end in ``.parquet`` (as in the workflow: ~13 MB of CSV per LeNet-5 run), else CSV.
 
     Args:
         train_cfg: ``epochs, batch_size, lr, weight_decay, max_shift, optimizer, momentum``
@@ -171,8 +172,8 @@ def train_run(
               "reg_fuzziness": float(final["reg_fuzziness"])},
     )  # fmt: skip
     write_csv(history, history_out)
-    write_csv(tracker.stats(), tracking_out)
-    write_csv(tracker.histograms(), histograms_out)
+    write_table(tracker.stats(), tracking_out)  # Parquet or CSV by the file name (the workflow: Parquet)
+    write_table(tracker.histograms(), histograms_out)
     log.info(
         "%s: test top-1 %.4f, fuzziness of %s %.4f -> %.4f after %d epochs",
         head["model"], final["test_top1"], ",".join(l.label for l in reg_layers), reg_f[0], reg_f[cfg.epochs], cfg.epochs,
@@ -332,12 +333,13 @@ def evaluate_run(
 
 
 def merge_runs(
-    inputs: Sequence[str | os.PathLike], out_csv: str | os.PathLike, out_parquet: str | os.PathLike | None = None,
+    inputs: Sequence[str | os.PathLike], out_csv: str | os.PathLike | None, out_parquet: str | os.PathLike | None = None,
     *, allow_empty: bool = False,
 ) -> pd.DataFrame:
     """Concatenate one kind of per-run table (history, tracking, histograms, robustness,
-    perturbation; the shuffled-label controls' histories) into one, sorted by lam and seed
-    (stable otherwise), as CSV (and Parquet). With ``allow_empty`` and no inputs (e.g. the
+    perturbation; the shuffled-label controls' histories; CSV or Parquet files) into one, sorted
+    by lam and seed (stable otherwise), as CSV (unless ``out_csv`` is None) and Parquet (if
+    ``out_parquet``). With ``allow_empty`` and no inputs (e.g. the
     controls switched off), an empty table with the columns ``model, lam, train_seed`` is written.
 
     Raises:
