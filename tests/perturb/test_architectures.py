@@ -193,14 +193,24 @@ def test_knockout_and_flip_counts_are_exact(case):
         assert flipped == n_chosen(1e-3, w.numel() * 32)
 
 
-def identical(a, b) -> bool:
-    """Two lists of Counts agree in every field; a NaN loss sum (a flip to NaN) equals NaN."""
-    def key(c):
-        loss = c.loss_sum
-        return (c.n, c.top1, c.top5, "nan" if isinstance(loss, float) and math.isnan(loss) else loss,
-                c.sdc1, c.sdc1_of, c.sdc5, c.sdc5_of, c.due)  # fmt: skip
+def identical(a, b, *, loss_rel: float = 0.0) -> bool:
+    """Two lists of Counts agree in every field; a NaN loss sum (a flip to NaN) equals NaN.
 
-    return [key(c) for c in a] == [key(c) for c in b]
+    ``loss_rel`` > 0 lets the loss sums differ by that relative amount: the engine's ``delta``
+    path adds the correction ``x * (w' - w)`` to the clean output, so its logits differ from the
+    naive loop's by float rounding (whether a sum comes out the same depends on the CPU's matrix
+    kernels: one image's loss 1 ulp apart for convnext_tiny's head on an AVX-512 EPYC); every
+    count (top-1, top-5, SDC, DUE) must still be equal."""
+    def key(c):
+        return (c.n, c.top1, c.top5, c.sdc1, c.sdc1_of, c.sdc5, c.sdc5_of, c.due)
+
+    def loss_equal(x, y):
+        x, y = x.loss_sum, y.loss_sum  # exact (Fractions) unless one is a NaN float
+        if math.isnan(float(x)) or math.isnan(float(y)):
+            return math.isnan(float(x)) and math.isnan(float(y))
+        return x == y if loss_rel == 0 else math.isclose(float(x), float(y), rel_tol=loss_rel, abs_tol=loss_rel)
+
+    return len(a) == len(b) and all(key(x) == key(y) and loss_equal(x, y) for x, y in zip(a, b))
 
 
 def _job(arch, layer, name, level, opts, repeats=2):
@@ -222,7 +232,9 @@ def test_fast_equals_naive_bit_for_bit_and_level_zero_is_the_clean_model(case, c
         with caplog.at_level(logging.INFO, logger="netperturb"):
             fast = run_fast(job, lm.model, x, y, IMAGENET, batch_size=BATCH, max_replicas=2, progress=False, plan=plan)
         naive = run_cells(job, lm, x, y, engine="naive", batch_size=BATCH, progress=False)
-        assert identical(fast, naive), (layer.path, name)  # every count exact: top-1, top-5, loss sum, SDC, DUE
+        # every count exact (top-1, top-5, SDC, DUE) and the loss sum too, except where a cell took
+        # the delta path (the clean output plus a correction: the same sum in another order)
+        assert identical(fast, naive, loss_rel=1e-6 if plan.paths.get("delta") else 0.0), (layer.path, name, plan.paths)
         assert identical(fast[:2], [clean, clean])  # level 0: the clean network, bit for bit
         assert any(c.loss_sum != clean.loss_sum for c in naive[2:]), (layer.path, name)  # not vacuous
         assert plan.path == "graph" and plan.fallback is None, (layer.path, plan.fallback)
