@@ -17,9 +17,9 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # Every workflow job is a new Python process. Where PYTHONDONTWRITEBYTECODE is set (as on the
 # project's VM) each would compile torch's and pandas's sources again (~3 s of CPU per job), so
 # the recipes here let Python write the bytecode of .venv and src/ the first time a job imports
-# a module: the 1,200 modules the jobs use, about 10 CPU seconds once, instead of byte-compiling
-# all 15,000 of the environment when it is made (`uv sync --compile-bytecode`: 45 s before the
-# first job of a fresh clone; docs: Benchmarks).
+# a module (a perturbation job's imports: 1,158 files, about 3 s once) instead of byte-compiling
+# all 14,657 of the environment when it is made (UV_COMPILE_BYTECODE: the set-up before the
+# first job of a fresh clone was 42-45 s with it, 20 s without; docs: Benchmarks).
 unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: run test env docs lint dryrun unlock report screenshots clean help

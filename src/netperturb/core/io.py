@@ -126,10 +126,15 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
         df.to_parquet(tmp, index=False)
 
 
+def is_parquet(path: str | os.PathLike) -> bool:
+    """Whether a table's file name says Parquet (``.parquet``); every other table is CSV."""
+    return os.fspath(path).endswith(".parquet")
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write ``df`` atomically in the format its file name says: Parquet for ``.parquet``
-    (:func:`write_parquet`), CSV otherwise (:func:`write_csv`)."""
-    (write_parquet if os.fspath(path).endswith(".parquet") else write_csv)(df, path)
+    """Write ``df`` atomically in the format its file name says (:func:`is_parquet`):
+    :func:`write_parquet` or :func:`write_csv`."""
+    (write_parquet if is_parquet(path) else write_csv)(df, path)
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:

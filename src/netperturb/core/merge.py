@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from netperturb.core.io import write_csv, write_parquet
+from netperturb.core.io import is_parquet, write_csv, write_parquet
 
 __all__ = [
     "NUMERIC_COLUMNS", "TEXT_IDS", "PROVENANCE", "MergeError", "read_table", "read_tables", "check_tables", "concat_tables",
@@ -64,7 +64,7 @@ def read_table(path: str | os.PathLike, *, empty_is_nan: bool = False) -> pd.Dat
         ValueError: a field of a numeric column is not a number (names the file, the column
             and the value); a Parquet file that cannot be read.
     """
-    if os.fspath(path).endswith(".parquet"):
+    if is_parquet(path):
         try:
             return pd.read_parquet(path)
         except Exception as e:  # pyarrow's errors (ArrowInvalid, OSError) differ by version
@@ -145,7 +145,7 @@ def _complete(path: str | os.PathLike) -> str | None:
     size = os.path.getsize(path)
     if size == 0:
         return "is empty"
-    if os.fspath(path).endswith(".parquet"):
+    if is_parquet(path):
         with open(path, "rb") as f:
             head = f.read(4)
             f.seek(max(size - 4, 0))

@@ -29,7 +29,7 @@ from netperturb import __version__
 from netperturb.core.config import expand_levels
 from netperturb.core.context import RunContext
 from netperturb.core.evaluate import resolve_device
-from netperturb.core.io import write_csv, write_table
+from netperturb.core.io import is_parquet, write_csv, write_table
 from netperturb.core.layers import find_layers, select_layers
 from netperturb.core.merge import merge_tables, write_merged
 from netperturb.core.resume import CellStore, counts_from_json, data_fingerprint, environment, partial_path
@@ -333,19 +333,19 @@ def evaluate_run(
 
 
 def merge_runs(
-    inputs: Sequence[str | os.PathLike], out_csv: str | os.PathLike | None, out_parquet: str | os.PathLike | None = None,
-    *, allow_empty: bool = False,
+    inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, allow_empty: bool = False,
 ) -> pd.DataFrame:
     """Concatenate one kind of per-run table (history, tracking, histograms, robustness,
     perturbation; the shuffled-label controls' histories; CSV or Parquet files) into one, sorted
-    by lam and seed (stable otherwise), as CSV (unless ``out_csv`` is None) and Parquet (if
-    ``out_parquet``). With ``allow_empty`` and no inputs (e.g. the
+    by lam and seed (stable otherwise), written to ``out`` as Parquet or CSV by its name
+    (:func:`netperturb.core.io.is_parquet`). With ``allow_empty`` and no inputs (e.g. the
     controls switched off), an empty table with the columns ``model, lam, train_seed`` is written.
 
     Raises:
         ValueError: no inputs (without ``allow_empty``), or a table without ``model, lam,
             train_seed`` (names the file).
     """
+    out_csv, out_parquet = (None, out) if is_parquet(out) else (out, None)
     if allow_empty and not inputs:
         empty = pd.DataFrame(columns=["model", *RUN_COLUMNS])
         write_merged(empty, out_csv, out_parquet)  # with its sha256 record, like every merged table
