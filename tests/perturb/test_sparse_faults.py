@@ -366,3 +366,33 @@ def test_choose_k_bits_many_equals_choose_k_bits_per_generator(monkeypatch, over
         sel = rows == r
         assert torch.equal(idx[sel], i) and torch.equal(masks[sel], m), (r, k)
     assert (len(shorts) > 0) == (oversample == "none")
+
+
+@pytest.mark.parametrize("n,k", [(10**9, 5_000), (3_000, 2_400), (40_000, 2_049)])
+def test_the_tensor_sampler_keeps_the_first_k_distinct_draws(n, k):
+    """Sequential sampling without replacement, by definition: i.i.d. draws from the
+    generator in order (rounds of ``_oversample(need)``), repeats dropped, the first k distinct
+    kept, returned sorted. A Python reference replays the same draws; (3,000, 2,400) needs
+    several rounds, (40,000, 2,049) is just above the set-based path's limit."""
+    import netperturb.perturb.faults.bits as bits
+    from netperturb.core.seeds import cell_generator
+
+    assert k > bits._SMALL_K
+    for seed in range(3):
+        g = cell_generator(seed)
+        seen: dict[int, None] = {}
+        while len(seen) < k:
+            need = k - len(seen)
+            for v in torch.randint(0, n, (bits._oversample(need),), generator=g, dtype=torch.int64).tolist():
+                seen.setdefault(v)
+        want = torch.tensor(sorted(list(seen)[:k]), dtype=torch.int64)
+        got = bits._choose_sparse(n, k, cell_generator(seed))
+        assert torch.equal(got, want)
+        v = torch.randint(0, 50, (500,), generator=cell_generator(seed))
+        first = bits._first_occurrences(v)
+        assert v[first].tolist() == list(dict.fromkeys(v.tolist()))
+        masks = torch.randint(1, 1 << 20, (500,), generator=cell_generator(seed))
+        for values in (v, torch.sort(v).values):  # sorted (the samplers' order) or not
+            uniq, ored = bits.combine_masks(values, masks)
+            assert uniq.tolist() == sorted(set(values.tolist()))
+            assert ored.tolist() == [int(masks[values == u].sum()) for u in uniq.tolist()]

@@ -213,10 +213,9 @@ def cell_path(
     """
     unit = unit_seconds(cm, prof, conv, n_params, batch)
     listing = cm.copy * n_params if from_mask else 0.0  # nonzero(mask) once per cell
-    out = {
-        "inplace": listing + n_batches * (2 * cm.scatter * k + 2 * cm.call + unit),
-        "dense": n_batches * (2 * cm.copy * n_params + unit),
-    }
+    out = {"inplace": listing + n_batches * (2 * cm.scatter * k + 2 * cm.call + unit)}
+    if from_mask:  # a list of entries is written and restored in place on either path: no dense copy
+        out["dense"] = n_batches * (2 * cm.copy * n_params + unit)
     if delta_ok:
         touched = channels or min(k, prof.unit_out // max(prof.spatial, 1))
         gather = cm.gather_conv if conv else cm.gather

@@ -422,8 +422,8 @@ def run_sparse(
                                         _rewrite(scratch[role], params[role], change)
                                     slot.copy_(split.unit(x, work, 1))
                                 finally:
-                                    for role in cell.changes:
-                                        scratch[role].copy_(params[role].detach())
+                                    for role, change in cell.changes.items():
+                                        _restore(scratch[role], params[role], change)
                     if cl and out.ndim == 4:
                         out = out.contiguous(memory_format=torch.channels_last)
                     with autocast:
@@ -447,7 +447,10 @@ def run_sparse(
 
 
 def _rewrite(buf: Tensor, clean: Tensor, change: Change) -> None:
-    """``buf`` (a contiguous copy of ``clean``) := ``clean`` with ``change`` applied, in place."""
+    """``buf`` := ``clean`` with ``change`` applied, in place. ``buf`` is a contiguous copy of
+    ``clean`` that already holds ``clean`` (the job's scratch copy, restored after every cell
+    by :func:`_restore`), so a change of listed entries or rows writes only those: AlexNet fc6
+    at a bit error rate of 1e-3 (1.2 M flips) no longer copies its 151 MB twice per cell."""
     op, data, values = change
     src = clean.detach()
     if op == "mask":
@@ -456,9 +459,22 @@ def _rewrite(buf: Tensor, clean: Tensor, change: Change) -> None:
         torch.add(src, data.to(device=src.device, dtype=src.dtype), out=buf)
     elif op == "set":
         buf.copy_(data)
+    elif op == "rows":
+        buf.index_fill_(0, data.to(src.device), 0)
+    else:  # entries
+        buf.view(-1)[data.to(src.device)] = values.to(device=src.device, dtype=src.dtype)
+
+
+def _restore(buf: Tensor, clean: Tensor, change: Change) -> None:
+    """Undo :func:`_rewrite`: ``buf`` := ``clean`` again, writing only the rows or entries a
+    ``rows`` / ``entries`` change wrote (the whole tensor for the other changes)."""
+    op, data, _ = change
+    src = clean.detach()
+    if op == "rows":
+        rows = data.to(src.device)
+        buf.index_copy_(0, rows, src.index_select(0, rows))
+    elif op == "entries":
+        idx = data.to(src.device)
+        buf.view(-1)[idx] = src.reshape(-1)[idx]
     else:
         buf.copy_(src)
-        if op == "rows":
-            buf.index_fill_(0, data.to(src.device), 0)
-        else:  # entries
-            buf.view(-1)[data.to(src.device)] = values.to(device=src.device, dtype=src.dtype)

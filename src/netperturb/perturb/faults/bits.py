@@ -298,24 +298,44 @@ def _choose_sparse(n: int, k: int, generator: torch.Generator) -> Tensor:
 
 def _sparse_from(n: int, k: int, generator: torch.Generator, draws: Tensor) -> Tensor:
     """:func:`_choose_sparse` (tensor path) continued from the i.i.d. ``draws`` already taken
-    from ``generator``: more rounds while fewer than k are distinct, then the first k distinct."""
+    from ``generator``: more rounds while fewer than k are distinct, then the first k distinct
+    (in draw order), returned in increasing order.
+
+    One stable sort of the draws per round does all of it: a draw is the first occurrence of
+    its value where it differs from its predecessor in sorted order (a stable sort keeps the
+    earliest draw of a value first), and the first k distinct values in draw order are the
+    first occurrences drawn no later than the k-th of them, already in increasing order. (Before,
+    two ``unique`` calls, a scatter and a final sort: AlexNet fc6 at 1e-3, 1.2 M flips, 129 ms
+    of drawing per cell instead of ~50 ms; the same indices.)"""
     while True:
-        need = k - int(torch.unique(draws).numel())
+        values, order = torch.sort(draws, stable=True)
+        first = _new_value(values)
+        need = k - int(first.sum())
         if need <= 0:
             break
         more = torch.randint(0, n, (_oversample(need),), generator=generator, dtype=torch.int64)
         draws = torch.cat([draws, more])
-    return torch.sort(draws[_first_occurrences(draws)][:k]).values
+    when = order[first]  # the draw index of each distinct value's first occurrence, by value
+    last = torch.kthvalue(when, k).values  # draw index of the k-th distinct value in draw order
+    return values[first][when <= last]
+
+
+def _new_value(sorted_values: Tensor) -> Tensor:
+    """Bool mask (N,) of the entries of the sorted ``sorted_values`` (N,) that differ from
+    their predecessor (the first entry always does)."""
+    first = torch.ones(sorted_values.numel(), dtype=torch.bool)
+    if sorted_values.numel() > 1:
+        torch.ne(sorted_values[1:], sorted_values[:-1], out=first[1:])
+    return first
 
 
 def _first_occurrences(values: Tensor) -> Tensor:
     """Bool mask (N,) of the entries of the int64 ``values`` (N,) that are the first occurrence
-    of their value: ``values[mask]`` are the distinct values in the order they first appear."""
-    uniq, inverse = torch.unique(values, return_inverse=True)
-    first = torch.full((uniq.numel(),), values.numel(), dtype=torch.int64)
-    first.scatter_reduce_(0, inverse, torch.arange(values.numel()), reduce="amin")
+    of their value: ``values[mask]`` are the distinct values in the order they first appear.
+    (A stable sort keeps the earliest of equal values first.)"""
+    sorted_values, order = torch.sort(values, stable=True)
     mask = torch.zeros(values.numel(), dtype=torch.bool)
-    mask[first] = True
+    mask[order[_new_value(sorted_values)]] = True
     return mask
 
 
@@ -487,7 +507,10 @@ def choose_bits(
 def combine_masks(value_idx: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
     """(distinct value indices, OR of their bit masks): the bits of one value are distinct,
     so the sum of their masks is their OR."""
-    uniq, inverse = torch.unique(value_idx, return_inverse=True)
+    if value_idx.numel() < 2 or bool(torch.all(value_idx[1:] >= value_idx[:-1])):  # the samplers' order
+        uniq, inverse = torch.unique_consecutive(value_idx, return_inverse=True)
+    else:
+        uniq, inverse = torch.unique(value_idx, return_inverse=True)
     out = torch.zeros(uniq.numel(), dtype=torch.int64).index_add_(0, inverse, masks)
     return uniq, out
 
