@@ -25,7 +25,9 @@ the engine's speed-up over each peer, whether the engine's counts equal the naiv
 for cell, the engine's plan (K, cells per path), and the *suffix floor*: the seconds of one
 clean forward pass through the network above the layer on the same images (what no tool can
 avoid without skipping the network above the fault), as a share of the engine's time per
-evaluation. The totals row sums every layer.
+evaluation; and (``+job``) the same share of that floor plus the one clean pass through the
+network *below* the layer that any tool caching the layer's input needs once per job, shared
+by the job's cells (``floor + (full pass - floor) / cells``). The totals row sums every layer.
 
 Part 2, statistics (``--stats-repeats`` > 0). On the digit AlexNet (the default run's trained
 checkpoint with ``--digits-run``, else a random-init one on scikit-learn digits labelled by
@@ -37,6 +39,7 @@ It writes the text table and a CSV to ``--out``. A benchmark, not a test: it ass
 
     OMP_NUM_THREADS=1 nice python bench/peers.py --digits-run .              # the acceptance run
     python bench/peers.py --models alexnet --layers conv1 fc6 --repeats 1 --stats-repeats 0   # a quick look
+    python bench/peers.py --render bench/tables/peers-resnet18-32-cpu.csv                    # a table again
 """
 
 from __future__ import annotations
@@ -267,11 +270,21 @@ def fmt_row(r) -> str:
     ident = {True: "yes", False: "NO", None: "-"}[r["identical"]]
     return (f"{r['model']:9} {r['layer']:8} {r['cells']:5} {s(r['engine_s'])} {s(r['naive_s'])} {s(r['mrfi_s'])} "
             f"{s(r['pytorchfi_s'])}{est} {ratio('mrfi')} {ratio('pytorchfi')} {ratio('naive')} {ident:>5} "
-            f"{s(r['floor_s'])} {100 * r['floor_s'] / r['engine_s']:5.0f}% {r['K']:3} {r['paths']}")  # fmt: skip
+            f"{s(r['floor_s'])} {100 * r['floor_s'] / r['engine_s']:5.0f}% {100 * job_floor(r) / r['engine_s']:5.0f}% "
+            f"{r['K']:3} {r['paths']}")  # fmt: skip
+
+
+def job_floor(r) -> float:
+    """Seconds per evaluation of the suffix floor plus the one clean pass through the network
+    below the layer that a job of ``cells`` cells needs (to cache the layer's input), shared
+    by its cells: ``floor + (full - floor) / cells``."""
+    if "job_floor_s" in r:
+        return r["job_floor_s"]
+    return r["floor_s"] + (r["full_s"] - r["floor_s"]) / r["cells"]
 
 
 HEADER = (f"{'model':9} {'layer':8} {'cells':>5} {'engine s':>9} {'naive s':>9} {'MRFI s':>9} {'PyTFI s':>9}    "
-          f"{'xMRFI':>6} {'xPyFI':>6} {'xnaive':>6} {'ident':>5} {'floor s':>9} {'floor':>6} {'K':>3} paths")  # fmt: skip
+          f"{'xMRFI':>6} {'xPyFI':>6} {'xnaive':>6} {'ident':>5} {'floor s':>9} {'floor':>6} {'+job':>6} {'K':>3} paths")  # fmt: skip
 
 
 def totals(df: pd.DataFrame, name: str) -> str:
@@ -281,6 +294,7 @@ def totals(df: pd.DataFrame, name: str) -> str:
     row = {"model": name, "layer": "total", "cells": cells, **{f"{t}_s": tot[t] / cells for t in TOOLS},
            "pytorchfi_estimated": int(sub["pytorchfi_estimated"].sum()), "identical": bool(sub["identical"].all())
            if sub["identical"].notna().all() else None, "floor_s": (sub["floor_s"] * sub["cells"]).sum() / cells,
+           "job_floor_s": (sub["floor_s"] * sub["cells"] + sub["full_s"] - sub["floor_s"]).sum() / cells,
            "K": 0, "paths": ""}  # fmt: skip
     share = (sub["floor_s"].sum() / sub["full_s"].sum()) if sub["full_s"].sum() > 0 else float("nan")
     return fmt_row(row) + f"\n{'':9} suffix above each layer, summed: {100 * share:.0f}% of the full passes " \
@@ -382,7 +396,17 @@ def main(argv=None) -> int:
                     "resources/data/digits/shards (the default run's checkout)")  # fmt: skip
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(REPO / "bench" / "tables"))
+    ap.add_argument("--render", metavar="CSV", help="print part 1's table from a CSV this script wrote, and exit")
     args = ap.parse_args(argv)
+    if args.render:
+        df = pd.read_csv(args.render)
+        df["identical"] = df["identical"].astype(object).where(df["identical"].notna(), None)
+        print(HEADER)
+        for name in dict.fromkeys(df["model"]):
+            for r in df[df["model"] == name].to_dict("records"):
+                print(fmt_row(r))
+            print(totals(df, name))
+        return 0
     torch.set_num_threads(args.threads)
     import mrfi
     import pytorchfi
@@ -399,6 +423,7 @@ def main(argv=None) -> int:
         "",
         "CPU seconds per faulty evaluation (x = peer / engine); ident = engine counts == naive counts cell for cell;",
         "floor = one clean pass through the network above the layer, and its share of the engine's time per evaluation;",
+        "+job = the same share with the one clean pass below the layer that the job needs added, shared by its cells;",
         "K = cells per suffix call; paths = the engine's cells per path (delta / inplace / dense / clean = no flip).",
         "",
         HEADER,

@@ -14,7 +14,9 @@ what it takes to produce L's faulty output. Three ways to produce that output:
     apply, plus L's cost.
 ``dense``
     the copy rewritten whole (``torch.where`` over a mask, O(n)) and restored, plus L's cost:
-    cheaper than ``inplace`` when k is a large share of n (a synapse knockout at 50%).
+    cheaper than ``inplace`` when k is a large share of n (a synapse knockout at 50%), whose
+    mask would otherwise be listed first. Only a mask is offered it: a change that lists
+    its entries (bit flips) writes and undoes them in place on either path.
 
 :func:`cell_path` picks the cheapest from k, the layer's shape and the constants of a
 :class:`CostModel`; :func:`suffix_replicas` picks K, the cells evaluated by one suffix call

@@ -13,8 +13,10 @@ cost model (:func:`netperturb.perturb.engine.costs.cell_path`) from k and the la
   BatchNorm on the changed channels only;
 - ``inplace``: the k new values written into a job-level copy of the layer's tensors, the
   layer run on it, the k old values written back (no copy per cell);
-- ``dense``: that copy rewritten whole from the change (``torch.where`` over a mask) and
-  restored, when k is a large share of the layer.
+- ``dense``: that copy rewritten whole from a mask (``torch.where``; a large synapse
+  knockout) and restored, when k is a large share of the layer. A change that lists its
+  entries (bit flips, stuck-at bits) never needs it: writing and undoing k listed entries
+  costs the same as ``inplace`` whatever k is.
 
 K cells' outputs then share one call of the suffix on a K-fold batch, K chosen by the cost
 model (:func:`netperturb.perturb.engine.costs.suffix_replicas`). A cell whose new values are
