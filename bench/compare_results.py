@@ -24,8 +24,9 @@ TABLES = [
     ("shen2021", "robustness.csv"), ("shen2021", "perturbation.csv"),
     ("pravin2024", "sweeps.csv"), ("pravin2024", "baseline.csv"), ("pravin2024", "scores.csv"),
     ("pravin2024", "retraining.csv"), ("pravin2024", "training.csv"),
+    ("faults", "perturbation.csv"), ("faults", "baseline.csv"),
 ]  # fmt: skip
-OLD_FOLDERS = {"cheney2017": "", "shen2021": "minmax", "pravin2024": "pravin2024"}
+OLD_FOLDERS = {"cheney2017": "", "shen2021": "minmax", "pravin2024": "pravin2024", "faults": "faults"}
 
 
 def _read(path: Path) -> pd.DataFrame:
