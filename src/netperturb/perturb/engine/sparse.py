@@ -376,9 +376,18 @@ def run_sparse(
     bar.update(len(cells) - sum(len(g) + len(c) for g, c in zip(groups, copies)))
     try:
         with torch.inference_mode():
-            # a job-level copy of the layer's tensors that in-place cells write into and restore
-            scratch = {role: t.detach().clone(memory_format=torch.contiguous_format) for role, t in params.items()}
-            work = {**clean_wide, **scratch}
+            # a job-level copy of the layer's tensors that in-place and dense cells write into
+            # and restore, made by the first such cell (a job of delta cells never needs it)
+            scratch: dict[str, Tensor] = {}
+            work = dict(clean_wide)
+
+            def scratch_copy() -> dict[str, Tensor]:
+                if not scratch:
+                    scratch.update({role: t.detach().clone(memory_format=torch.contiguous_format)
+                                    for role, t in params.items()})  # fmt: skip
+                    work.update(scratch)
+                return scratch
+
             cache = list(clean_batches()) if plan.cached_prefix and groups else None
             if zero:
                 for i in zero:
@@ -411,6 +420,7 @@ def run_sparse(
                             if cell.path == "delta":
                                 _delta_output(split, cell, xp, y, u, slot, clean_wide)
                             elif cell.path == "inplace":
+                                scratch_copy()
                                 for role, (idx, vals) in cell.entries.items():
                                     scratch[role].view(-1)[idx] = vals
                                 try:
@@ -419,6 +429,7 @@ def run_sparse(
                                     for role, (idx, _) in cell.entries.items():
                                         scratch[role].view(-1)[idx] = params[role].detach().reshape(-1)[idx]
                             else:  # dense
+                                scratch_copy()
                                 try:
                                     for role, change in cell.changes.items():
                                         _rewrite(scratch[role], params[role], change)
