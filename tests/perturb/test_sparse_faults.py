@@ -388,6 +388,16 @@ def test_the_tensor_sampler_keeps_the_first_k_distinct_draws(n, k):
         want = torch.tensor(sorted(list(seen)[:k]), dtype=torch.int64)
         got = bits._choose_sparse(n, k, cell_generator(seed))
         assert torch.equal(got, want)
+
+
+def test_first_occurrences_and_combined_masks_by_definition():
+    """``_first_occurrences``: the distinct values in the order they first appear;
+    ``combine_masks``: each distinct index once, increasing, with the OR (= sum) of its masks,
+    whether the indices come sorted (the samplers' order) or not."""
+    import netperturb.perturb.faults.bits as bits
+    from netperturb.core.seeds import cell_generator
+
+    for seed in range(3):
         v = torch.randint(0, 50, (500,), generator=cell_generator(seed))
         first = bits._first_occurrences(v)
         assert v[first].tolist() == list(dict.fromkeys(v.tolist()))

@@ -381,12 +381,11 @@ def run_sparse(
             scratch: dict[str, Tensor] = {}
             work = dict(clean_wide)
 
-            def scratch_copy() -> dict[str, Tensor]:
+            def scratch_copy() -> None:
                 if not scratch:
                     scratch.update({role: t.detach().clone(memory_format=torch.contiguous_format)
                                     for role, t in params.items()})  # fmt: skip
                     work.update(scratch)
-                return scratch
 
             cache = list(clean_batches()) if plan.cached_prefix and groups else None
             if zero:
@@ -419,23 +418,16 @@ def run_sparse(
                             slot = out[slot_i * bsz : (slot_i + 1) * bsz]
                             if cell.path == "delta":
                                 _delta_output(split, cell, xp, y, u, slot, clean_wide)
-                            elif cell.path == "inplace":
+                            else:  # inplace (the listed entries) or dense (the change itself)
                                 scratch_copy()
-                                for role, (idx, vals) in cell.entries.items():
-                                    scratch[role].view(-1)[idx] = vals
+                                changes = cell.changes if cell.path == "dense" else \
+                                    {role: Change("entries", idx, vals) for role, (idx, vals) in cell.entries.items()}
                                 try:
-                                    slot.copy_(split.unit(x, work, 1))
-                                finally:
-                                    for role, (idx, _) in cell.entries.items():
-                                        scratch[role].view(-1)[idx] = params[role].detach().reshape(-1)[idx]
-                            else:  # dense
-                                scratch_copy()
-                                try:
-                                    for role, change in cell.changes.items():
+                                    for role, change in changes.items():
                                         _rewrite(scratch[role], params[role], change)
                                     slot.copy_(split.unit(x, work, 1))
                                 finally:
-                                    for role, change in cell.changes.items():
+                                    for role, change in changes.items():
                                         _restore(scratch[role], params[role], change)
                     if cl and out.ndim == 4:
                         out = out.contiguous(memory_format=torch.channels_last)
